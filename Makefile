@@ -1,0 +1,42 @@
+# Two commands do everything: `make run` (the main job) and `make test` (the suite). Both set up what they need.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DATA   := /usr/share/datasets/fashion-mnist
+PROFILE ?= default
+PROTOCOL ?= standard
+ARGS ?=
+
+.PHONY: run test setup data lint clean
+
+run: setup data
+	$(VENV)/bin/fashion-ensemble run --profile $(PROFILE) --protocol $(PROTOCOL) $(ARGS)
+
+test: setup data
+	$(PY) -m pytest $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check src tests
+
+setup: $(VENV)/.installed
+
+# torch first, pinned: its CPU build lies on this disk; any looser pin can pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# The real data set, from Debian's package, when it is missing and we may install it.
+data:
+	@if [ -n "$$FASHION_MNIST_DIR" ] || [ -f $(DATA)/t10k-labels-idx1-ubyte.gz ]; then exit 0; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's dataset-fashion-mnist"; \
+		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+	else \
+		echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (or set FASHION_MNIST_DIR)"; exit 1; \
+	fi
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -1,0 +1,60 @@
+"""Batched augmentation on (N, 1, 28, 28) float tensors, on whatever device the batch lives: no per-sample Python."""
+
+from __future__ import annotations
+
+import torch
+
+from .config import AugmentConfig
+
+
+def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random horizontal flip, random integer translation, optional random erasing; returns a new tensor."""
+    if cfg.flip:
+        x = random_flip(x, generator)
+    if cfg.max_shift > 0:
+        x = random_translate(x, cfg.max_shift, generator)
+    if cfg.erase_prob > 0:
+        x = random_erase(x, cfg.erase_prob, cfg.erase_max_frac, generator)
+    return x
+
+
+def _rand(shape, x: torch.Tensor, generator) -> torch.Tensor:
+    # Draw on the CPU generator, then move: one seeded stream whatever the device, so runs repeat on CPU and CUDA.
+    return torch.rand(shape, generator=generator).to(x.device)
+
+
+def random_flip(x: torch.Tensor, generator=None) -> torch.Tensor:
+    flip = _rand((x.shape[0], 1, 1, 1), x, generator) < 0.5
+    return torch.where(flip, x.flip(-1), x)
+
+
+def random_translate(x: torch.Tensor, max_shift: int, generator=None) -> torch.Tensor:
+    """Shift each image by its own (dy, dx) in [-max_shift, max_shift], filling with the background (zero)."""
+    n, c, h, w = x.shape
+    k = max_shift
+    padded = torch.nn.functional.pad(x, (k, k, k, k))  # (N, C, H+2k, W+2k)
+    offsets = (_rand((n, 2), x, generator) * (2 * k + 1)).long().clamp_(max=2 * k)  # (N, 2) in [0, 2k]
+    rows = offsets[:, 0, None] + torch.arange(h, device=x.device)  # (N, H)
+    cols = offsets[:, 1, None] + torch.arange(w, device=x.device)  # (N, W)
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_erase(x: torch.Tensor, prob: float, max_frac: float, generator=None) -> torch.Tensor:
+    """Blank (to zero, the background) one random rectangle of up to max_frac of the area in a `prob` share of images."""
+    n, _, h, w = x.shape
+    u = _rand((n, 5), x, generator)
+    side = (max_frac**0.5) * u[:, :2] * torch.tensor([h, w], device=x.device)  # (N, 2) rectangle height, width
+    top = u[:, 2] * (h - side[:, 0])
+    left = u[:, 3] * (w - side[:, 1])
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    inside = (
+        (ys >= top[:, None, None])
+        & (ys < (top + side[:, 0])[:, None, None])
+        & (xs >= left[:, None, None])
+        & (xs < (left + side[:, 1])[:, None, None])
+    )  # (N, H, W)
+    erase = inside & (u[:, 4] < prob)[:, None, None]
+    return x.masked_fill(erase[:, None], 0.0)

@@ -1,0 +1,110 @@
+"""`fashion-ensemble`: a thin layer over the Python API. A user's mistake prints one line and exits 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import PROFILES, PROTOCOLS
+from .errors import UserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"fashion-ensemble: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fashion-ensemble: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fashion-ensemble",
+        description="ANN + depthwise-separable CNN soft-voting ensemble on Fashion-MNIST.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train both members, build the ensemble, write runs/<name>/ with a report")
+    run.add_argument("--profile", choices=list(PROFILES), default="default",
+                     help="quick: ~2-minute smoke run; default: the main job; paper: the paper's protocol and recipe")
+    run.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                     help="paper: 80/10/10 of all 70k; standard: official 60k/10k (default: the profile's)")
+    run.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    run.add_argument("--out", default=None, help="run folder (default runs/<profile>-<protocol>-seed<N>-<time>)")
+    add_common(run)
+    run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs into the run folder")
+    run.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    run.set_defaults(func=cmd_run)
+
+    ev = sub.add_parser("evaluate", help="re-score a run folder on its test split")
+    ev.add_argument("run_dir")
+    add_common(ev)
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.set_defaults(func=cmd_evaluate)
+
+    data = sub.add_parser("data", help="data set tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser("check", help="verify the four IDX files and print the splits' facts")
+    check.add_argument("--data-dir", default=None, help="folder of the four .gz IDX files")
+    check.set_defaults(func=cmd_data_check)
+    return parser
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="folder of the four .gz IDX files (default $FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda when available")
+
+
+def cmd_run(args) -> int:
+    from . import config, pipeline
+
+    cfg = config.profile(args.profile, protocol=args.protocol, seed=args.seed)
+    out = pipeline.run_study(cfg, args.out, data_dir=args.data_dir, device=args.device, progress=not args.quiet,
+                             tensorboard=args.tensorboard)
+    metrics = json.loads((out / "metrics.json").read_text())
+    print(format_table(metrics["models"]))
+    print(f"run folder: {out}  (report: {out / 'report.md'})")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import pipeline
+
+    results = pipeline.evaluate(args.run_dir, data_dir=args.data_dir, device=args.device)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(format_table(results))
+    return 0
+
+
+def cmd_data_check(args) -> int:
+    from . import config, data
+
+    raw = data.load_raw(args.data_dir)
+    print(f"{data.resolve_data_dir(args.data_dir)}: 4 files OK (magic numbers, shapes, counts, SHA-256 of content)")
+    for protocol in PROTOCOLS:
+        facts = data.make_split(config.DataConfig(protocol=protocol), raw=raw).facts()
+        sizes = ", ".join(f"{k} {v:,}" for k, v in facts["sizes"].items())
+        dups = ", ".join(f"{k} {v}" for k, v in facts["cross_split_duplicates"].items())
+        print(f"protocol {protocol}: {sizes}; exact duplicates across parts: {dups}")
+    return 0
+
+
+def format_table(models: dict) -> str:
+    rows = [f"{'model':<10} {'accuracy':>9} {'macro P':>8} {'macro R':>8} {'macro F1':>9}"]
+    for name, m in models.items():
+        rows.append(f"{name:<10} {m['accuracy']:>9.4f} {m['macro_precision']:>8.4f} {m['macro_recall']:>8.4f} "
+                    f"{m['macro_f1']:>9.4f}")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

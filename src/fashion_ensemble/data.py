@@ -1,0 +1,181 @@
+"""Fashion-MNIST from its four official IDX files: reading, checking, the two protocols' splits, split facts.
+
+Images stay uint8 (N, 28, 28) until a model's first layer normalises them; labels are int64 (N,), and `one_hot`
+builds the paper's one-hot targets from them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from .config import DataConfig
+from .errors import UserError
+
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+SIMILAR_CLASSES = ("T-shirt/top", "Pullover", "Coat", "Shirt")  # the upper-body garments the paper says get confused
+DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
+DATA_DIR_ENV = "FASHION_MNIST_DIR"
+INSTALL_HINT = "install it with `apt-get install dataset-fashion-mnist`, or pass --data-dir / set FASHION_MNIST_DIR"
+
+FILES = {  # part → (images file, labels file)
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+OFFICIAL_COUNTS = {"train": 60_000, "test": 10_000}
+# SHA-256 of each file's decompressed bytes (the .gz wrapper differs between mirrors; the content must not).
+OFFICIAL_SHA256 = {
+    "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # uint8 data; 3 dims (N, rows, cols) or 1 dim (N,)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The explicit folder, else $FASHION_MNIST_DIR, else Debian's install location."""
+    return Path(data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR)
+
+
+def read_idx(path: str | os.PathLike) -> tuple[np.ndarray, str]:
+    """Read one gzip-compressed IDX file. Returns (array, sha256 of the decompressed bytes).
+
+    Images come back as uint8 (N, rows, cols), labels as uint8 (N,). Every way the file can be wrong gets a UserError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; {INSTALL_HINT}")
+    try:
+        raw = gzip.decompress(path.read_bytes())
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise UserError(f"{path}: not a readable gzip file ({e}); re-install or re-download it") from None
+    if len(raw) < 8:
+        raise UserError(f"{path}: {len(raw)} bytes is too short for an IDX header (8+ bytes)")
+    magic, count = struct.unpack(">II", raw[:8])
+    if magic == IMAGES_MAGIC:
+        if len(raw) < 16:
+            raise UserError(f"{path}: image header truncated ({len(raw)} bytes, need 16)")
+        rows, cols = struct.unpack(">II", raw[8:16])
+        shape, offset = (count, rows, cols), 16
+    elif magic == LABELS_MAGIC:
+        shape, offset = (count,), 8
+    else:
+        raise UserError(
+            f"{path}: magic number 0x{magic:08x} is neither IDX uint8 images (0x{IMAGES_MAGIC:08x}) "
+            f"nor labels (0x{LABELS_MAGIC:08x})"
+        )
+    expected = offset + int(np.prod(shape))
+    if len(raw) != expected:
+        raise UserError(
+            f"{path}: header says {shape} ({expected} bytes) but the file holds {len(raw)} bytes: truncated or padded"
+        )
+    array = np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape)
+    return array, hashlib.sha256(raw).hexdigest()
+
+
+def load_raw(data_dir=None, *, verify_checksums: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The official parts: {"train": (images uint8 (60000, 28, 28), labels int64), "test": (... 10000 ...)}."""
+    folder = resolve_data_dir(data_dir)
+    if not folder.is_dir():
+        raise UserError(f"data folder {folder} does not exist; {INSTALL_HINT}")
+    parts = {}
+    for part, (images_file, labels_file) in FILES.items():
+        images, images_sha = read_idx(folder / images_file)
+        labels, labels_sha = read_idx(folder / labels_file)
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise UserError(f"{folder / images_file}: expected 28×28 images, got shape {images.shape}")
+        if labels.ndim != 1:
+            raise UserError(f"{folder / labels_file}: expected a labels file (1 dimension), got shape {labels.shape}")
+        if len(images) != len(labels):
+            raise UserError(
+                f"{folder}: {images_file} holds {len(images)} images but {labels_file} holds {len(labels)} labels"
+            )
+        if labels.max(initial=0) >= len(CLASSES):
+            raise UserError(f"{folder / labels_file}: label {labels.max()} out of range 0..{len(CLASSES) - 1}")
+        if verify_checksums:
+            if len(images) != OFFICIAL_COUNTS[part]:
+                raise UserError(
+                    f"{folder}: {part} has {len(images)} images, the official release has {OFFICIAL_COUNTS[part]}"
+                )
+            for name, sha in ((images_file, images_sha), (labels_file, labels_sha)):
+                if sha != OFFICIAL_SHA256[name]:
+                    raise UserError(f"{folder / name}: content checksum {sha[:12]}… differs from the official release")
+        parts[part] = (images, labels.astype(np.int64))
+    return parts
+
+
+@dataclass
+class Split:
+    """Train/validation/test parts of one protocol. Images uint8 (N, 28, 28), labels int64 (N,)."""
+
+    protocol: str
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+
+    @property
+    def mean_std(self) -> tuple[float, float]:
+        """Pixel mean and std in [0, 1] units, from the training part only (no peeking at val/test)."""
+        x = self.train[0].astype(np.float64) / 255.0
+        return float(x.mean()), float(x.std())
+
+    def facts(self) -> dict:
+        """Sizes, class balance per part, and exact-duplicate images that fall in two parts."""
+        parts = {"train": self.train, "val": self.val, "test": self.test}
+        facts = {
+            "protocol": self.protocol,
+            "sizes": {k: len(v[1]) for k, v in parts.items()},
+            "class_counts": {k: np.bincount(v[1], minlength=len(CLASSES)).tolist() for k, v in parts.items()},
+            "cross_split_duplicates": {},
+        }
+        digests = {k: _image_digests(v[0]) for k, v in parts.items()}
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            facts["cross_split_duplicates"][f"{a}/{b}"] = len(digests[a] & digests[b])
+        mean, std = self.mean_std
+        facts["normalisation"] = {"mean": mean, "std": std}
+        return facts
+
+
+def _image_digests(images: np.ndarray) -> set[bytes]:
+    flat = np.ascontiguousarray(images.reshape(len(images), -1))
+    return {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat}
+
+
+def make_split(cfg: DataConfig, data_dir=None, raw=None) -> Split:
+    """Build the protocol's split from the official files (or from `raw`, as returned by `load_raw`)."""
+    raw = raw if raw is not None else load_raw(data_dir, verify_checksums=cfg.verify_checksums)
+    (x_tr, y_tr), (x_te, y_te) = raw["train"], raw["test"]
+    if cfg.protocol == "paper":
+        x_all, y_all = np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te])
+        x_tr, x_rest, y_tr, y_rest = train_test_split(
+            x_all, y_all, test_size=0.2, stratify=y_all, random_state=cfg.split_seed
+        )
+        x_va, x_te, y_va, y_te = train_test_split(
+            x_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=cfg.split_seed
+        )
+    elif cfg.protocol == "standard":
+        x_tr, x_va, y_tr, y_va = train_test_split(
+            x_tr, y_tr, test_size=cfg.val_fraction, stratify=y_tr, random_state=cfg.split_seed
+        )
+    else:
+        raise UserError(f"unknown protocol {cfg.protocol!r}; choose 'paper' or 'standard'")
+    if cfg.train_subset is not None:
+        x_tr, y_tr = x_tr[: cfg.train_subset], y_tr[: cfg.train_subset]
+    return Split(cfg.protocol, (x_tr, y_tr), (x_va, y_va), (x_te, y_te))
+
+
+def one_hot(labels, num_classes: int = len(CLASSES), smoothing: float = 0.0):
+    """One-hot targets (N, C) as the paper uses, optionally label-smoothed: 1-s on the class, s/C spread over all."""
+    import torch
+
+    labels = torch.as_tensor(labels)
+    targets = torch.nn.functional.one_hot(labels, num_classes).float()
+    return targets * (1.0 - smoothing) + smoothing / num_classes

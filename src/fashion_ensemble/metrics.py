@@ -1,0 +1,61 @@
+"""Pure metric functions: arrays in, JSON-ready values out. Computed with scikit-learn; nothing prints."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
+
+from .data import CLASSES, SIMILAR_CLASSES
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes=CLASSES) -> dict:
+    """Accuracy, macro precision/recall/F1, per-class scores, confusion matrix (rows: true, columns: predicted),
+    the most confused pairs and the confusions among the similar upper-body classes. Fractions in [0, 1]."""
+    labels = np.arange(len(classes))
+    y_pred = proba.argmax(axis=1)
+    p, r, f, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_precision": float(p.mean()),
+        "macro_recall": float(r.mean()),
+        "macro_f1": float(f.mean()),
+        "log_loss": float(log_loss(y_true, np.clip(proba, 1e-15, 1.0), labels=labels)),
+        "errors": int((y_pred != y_true).sum()),
+        "n": int(len(y_true)),
+        "per_class": {
+            c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
+            for i, c in enumerate(classes)
+        },
+        "confusion_matrix": cm.tolist(),
+        "most_confused": most_confused(cm, classes),
+        "similar_class_confusions": similar_class_confusions(cm, classes),
+    }
+
+
+def most_confused(cm: np.ndarray, classes=CLASSES, top: int = 5) -> list[dict]:
+    """The `top` unordered class pairs by errors in both directions: [{"pair": [a, b], "a_as_b", "b_as_a", "total"}]."""
+    cm = np.asarray(cm)
+    pairs = []
+    for i in range(len(classes)):
+        for j in range(i + 1, len(classes)):
+            total = int(cm[i, j] + cm[j, i])
+            if total:
+                pairs.append({"pair": [classes[i], classes[j]], "a_as_b": int(cm[i, j]), "b_as_a": int(cm[j, i]),
+                              "total": total})
+    return sorted(pairs, key=lambda d: -d["total"])[:top]
+
+
+def similar_class_confusions(cm: np.ndarray, classes=CLASSES, similar=SIMILAR_CLASSES) -> dict:
+    """The confusion sub-matrix among the similar classes, and what share of all errors falls inside it."""
+    cm = np.asarray(cm)
+    idx = [list(classes).index(c) for c in similar]
+    sub = cm[np.ix_(idx, idx)]
+    errors_inside = int(sub.sum() - np.trace(sub))
+    errors_all = int(cm.sum() - np.trace(cm))
+    return {
+        "classes": list(similar),
+        "matrix": sub.tolist(),
+        "errors": errors_inside,
+        "share_of_all_errors": errors_inside / errors_all if errors_all else 0.0,
+    }

@@ -1,0 +1,88 @@
+"""The two members: a fully connected ANN and a depthwise-separable CNN. Both take images in [0, 1] of shape
+(N, 1, 28, 28), normalise them with the training set's statistics (stored as buffers, so a saved model is
+self-contained), and return logits (N, 10)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import ANNConfig, CNNConfig
+
+NUM_CLASSES = 10
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std with the training part's statistics; buffers travel with the weights."""
+
+    def __init__(self, mean: float = 0.0, std: float = 1.0):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ANN(nn.Module):
+    """Flatten → [Linear → BatchNorm → ReLU → Dropout] per hidden width → Linear."""
+
+    def __init__(self, cfg: ANNConfig):
+        super().__init__()
+        self.normalize = Normalize()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = 28 * 28
+        for hidden in cfg.hidden:
+            layers += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
+            layers += [nn.Dropout(cfg.dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, NUM_CLASSES))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.normalize(x))
+
+
+def conv_bn_relu(cin: int, cout: int, kernel: int, groups: int = 1) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class DSBlock(nn.Sequential):
+    """Depthwise 3×3 (one filter per channel: spatial) → pointwise 1×1 (mixes channels), each with BN and ReLU.
+    About 9·cin + cin·cout weights against 9·cin·cout for a plain 3×3 conv."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(*conv_bn_relu(cin, cin, 3, groups=cin), *conv_bn_relu(cin, cout, 1))
+
+
+class DSCNN(nn.Module):
+    """3×3 stem → stages of DS blocks with 2×2 max-pool between (28→14→7) → global average pool → dropout → Linear."""
+
+    def __init__(self, cfg: CNNConfig):
+        super().__init__()
+        self.normalize = Normalize()
+        layers: list[nn.Module] = conv_bn_relu(1, cfg.stem, 3)
+        width = cfg.stem
+        for i, stage in enumerate(cfg.stages):
+            if i > 0:
+                layers.append(nn.MaxPool2d(2))
+            for cout in stage:
+                layers.append(DSBlock(width, cout))
+                width = cout
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(width, NUM_CLASSES)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.normalize(x))
+
+
+def build_model(kind: str, cfg: ANNConfig | CNNConfig) -> nn.Module:
+    if kind == "ann":
+        return ANN(cfg)
+    if kind == "cnn":
+        return DSCNN(cfg)
+    raise ValueError(f"unknown member kind {kind!r}; expected 'ann' or 'cnn'")

@@ -1,0 +1,160 @@
+"""The study, end to end: data → members trained independently → soft-voting ensemble → metrics → report → run folder.
+
+`run_study` is what `fashion-ensemble run` calls; `evaluate` re-scores a saved run on its own test split.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .data import CLASSES, make_split
+from .ensemble import Member, SoftVotingEnsemble, soft_vote, tune_weights
+from .errors import UserError
+from .metrics import classification_metrics
+from .models import build_model
+from .report import write_report
+from .runs import load, read_json, save_members, write_json
+from .train import train_member
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; choose auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but PyTorch sees no CUDA GPU here; use --device cpu or auto")
+    return device
+
+
+def member_seed(seed: int, name: str) -> int:
+    """Each member's own stream, stable under adding or removing other members."""
+    return seed * 1_000_003 + zlib.crc32(name.encode()) % 1_000_003
+
+
+def default_run_dir(cfg: RunConfig, root: str | os.PathLike = "runs") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{cfg.profile}-{cfg.data.protocol}-seed{cfg.seed}-{stamp}"
+
+
+def run_study(
+    cfg: RunConfig,
+    out: str | os.PathLike | None = None,
+    *,
+    data_dir=None,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    tensorboard: bool = False,
+) -> Path:
+    """Run the whole study and write its folder. The folder appears only when complete (written under a temporary
+    name, then renamed), so a failed or killed run never leaves one that looks finished. Returns its path."""
+    device = resolve_device(device)
+    out = Path(out) if out is not None else default_run_dir(cfg)
+    if out.exists():
+        raise UserError(f"{out} already exists; choose another --out or remove it")
+    if not cfg.members:
+        raise UserError("the configuration has no members to train")
+    split = make_split(cfg.data, data_dir)
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        _run_into(cfg, split, tmp, device, progress, tensorboard)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _run_into(cfg: RunConfig, split, run_dir: Path, device, progress: bool, tensorboard: bool) -> None:
+    writer = None
+    if tensorboard:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    write_json(run_dir / "config.json", cfg.to_dict())
+    members, history, timing = {}, {}, {}
+    for name, mcfg in cfg.members.items():
+        start = time.perf_counter()
+        model = build_model(mcfg.kind, mcfg.model)
+        model, epochs = train_member(
+            model, split.train, split.val, mcfg.train, seed=member_seed(cfg.seed, name), device=device, name=name,
+            progress=progress, writer=writer,
+        )
+        members[name] = Member(mcfg.kind, model, device)
+        best = min(epochs, key=lambda e: e["val_loss"])["epoch"]
+        history[name] = {"best_epoch": best, "epochs": epochs}
+        timing[f"train_{name}_s"] = time.perf_counter() - start
+    if writer is not None:
+        writer.close()
+
+    # Voting weights from the members' validation probabilities.
+    x_va, y_va = split.val
+    x_te, y_te = split.test
+    names = list(members)
+    val_p = {n: m.predict_proba(x_va) for n, m in members.items()}
+    equal = np.full(len(names), 1.0 / len(names))
+    tuned = tune_weights([val_p[n] for n in names], y_va)
+    weights = tuned if cfg.ensemble.weights == "tuned" else equal
+    save_members(run_dir, members, dict(zip(names, weights.tolist())), {"weighting": cfg.ensemble.weights})
+
+    # Score what was saved, through the public `load`, so that `load(run).predict_proba` reproduces these exactly.
+    ensemble = load(run_dir, device=device)
+    test_p = {n: m.predict_proba(x_te) for n, m in ensemble.members.items()}
+    models = {n: classification_metrics(y_te, test_p[n]) for n in names}
+    models["ensemble"] = classification_metrics(y_te, ensemble.predict_proba(x_te))
+    val_accuracy = {n: float((val_p[n].argmax(1) == y_va).mean()) for n in names}
+    val_accuracy["ensemble"] = float((ensemble.predict(x_va) == y_va).mean())
+
+    def vote(probas, w):
+        return soft_vote([probas[n] for n in names], w)
+
+    metrics = {
+        "protocol": cfg.data.protocol,
+        "seed": cfg.seed,
+        "profile": cfg.profile,
+        "classes": list(CLASSES),
+        "split": split.facts(),
+        "weighting": cfg.ensemble.weights,
+        "weights": ensemble.weights,
+        "val_accuracy": val_accuracy,
+        "models": models,
+        "alternatives": {  # both weightings side by side, whichever the ensemble uses
+            "ensemble_equal_weights": _summary(classification_metrics(y_te, vote(test_p, equal))),
+            "ensemble_tuned_weights": _summary(classification_metrics(y_te, vote(test_p, tuned))),
+            "tuned_weights": dict(zip(names, tuned.tolist())),
+        },
+    }
+    write_json(run_dir / "history.json", {"members": history, "timing": timing})
+    write_json(run_dir / "metrics.json", metrics)
+    write_report(run_dir, cfg, metrics, history)
+
+
+def _summary(m: dict) -> dict:
+    return {k: m[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss")}
+
+
+def evaluate(run_dir: str | os.PathLike, data_dir=None, device: str = "auto") -> dict:
+    """Re-score a saved run on the test split its config describes: {name: metrics} for each member and the ensemble.
+    Uses only the folder (through `load`) and the data set."""
+    run_dir = Path(run_dir)
+    ensemble: SoftVotingEnsemble = load(run_dir, device=resolve_device(device))
+    cfg = RunConfig.from_dict(read_json(run_dir / "config.json"))
+    x_te, y_te = make_split(cfg.data, data_dir).test
+    results = {name: classification_metrics(y_te, m.predict_proba(x_te)) for name, m in ensemble.members.items()}
+    results["ensemble"] = classification_metrics(y_te, ensemble.predict_proba(x_te))
+    return results

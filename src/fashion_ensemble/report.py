@@ -1,0 +1,174 @@
+"""report.md and its PNG plots, from a run's metrics and history. Reads values; computes nothing new."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+# The paper's Table (its reported single runs, paper protocol), for comparison only.
+PAPER_RESULTS = {
+    "ann": {"accuracy": 0.8376, "macro_precision": 0.839, "macro_recall": 0.838, "macro_f1": 0.833},
+    "cnn": {"accuracy": 0.8417, "macro_precision": 0.845, "macro_recall": 0.842, "macro_f1": 0.840},
+    "ensemble": {"accuracy": 0.8566, "macro_precision": 0.858, "macro_recall": 0.857, "macro_f1": 0.853},
+}
+HEADLINE = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
+
+
+def write_report(run_dir: Path, cfg, metrics: dict, history: dict) -> None:
+    plots = {
+        "training_curves.png": plot_training_curves(history),
+        "confusion_matrices.png": plot_confusion_matrices(metrics),
+        "per_class_f1.png": plot_per_class_f1(metrics),
+    }
+    for name, fig in plots.items():
+        fig.savefig(run_dir / name, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+    (run_dir / "report.md").write_text(render_markdown(cfg, metrics, history, list(plots)))
+
+
+def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
+    models = metrics["models"]
+    split = metrics["split"]
+    lines = [
+        f"# fashion-ensemble run: profile `{cfg.profile}`, protocol `{metrics['protocol']}`, seed {metrics['seed']}",
+        "",
+        "Test-split scores (fractions). The paper's numbers are its single reported run on its own 80/10/10 split.",
+        "",
+        "| model | source | accuracy | macro precision | macro recall | macro F1 | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, m in models.items():
+        paper = PAPER_RESULTS.get(name if name in PAPER_RESULTS else "")
+        if paper:
+            lines.append(f"| {name} | paper | " + " | ".join(f"{paper[k]:.4f}" for k in HEADLINE) + " | |")
+        lines.append(f"| {name} | **ours** | " + " | ".join(f"**{m[k]:.4f}**" for k in HEADLINE) + f" | {m['errors']} |")
+    alt = metrics["alternatives"]
+    weights = ", ".join(f"{n} {w:.2f}" for n, w in metrics["weights"].items())
+    lines += [
+        "",
+        f"Ensemble weighting: **{metrics['weighting']}** ({weights}). "
+        f"Equal weights give accuracy {alt['ensemble_equal_weights']['accuracy']:.4f}; weights tuned on validation "
+        f"({', '.join(f'{n} {w:.2f}' for n, w in alt['tuned_weights'].items())}) give "
+        f"{alt['ensemble_tuned_weights']['accuracy']:.4f}.",
+        "",
+        "Validation accuracy: " + ", ".join(f"{n} {a:.4f}" for n, a in metrics["val_accuracy"].items()) + ".",
+        "",
+        "## Per-class F1",
+        "",
+        "| class | " + " | ".join(models) + " |",
+        "|---|" + "---|" * len(models),
+    ]
+    for c in metrics["classes"]:
+        lines.append(f"| {c} | " + " | ".join(f"{m['per_class'][c]['f1']:.3f}" for m in models.values()) + " |")
+    ens = models["ensemble"]
+    sim = ens["similar_class_confusions"]
+    lines += [
+        "",
+        "## Most confused pairs (ensemble)",
+        "",
+        "| pair | a→b | b→a | total |",
+        "|---|---|---|---|",
+        *(f"| {p['pair'][0]} / {p['pair'][1]} | {p['a_as_b']} | {p['b_as_a']} | {p['total']} |"
+          for p in ens["most_confused"]),
+        "",
+        f"Among the similar classes ({', '.join(sim['classes'])}) the ensemble makes {sim['errors']} errors, "
+        f"{sim['share_of_all_errors']:.0%} of all its errors. Rows true, columns predicted:",
+        "",
+        "| true \\ predicted | " + " | ".join(sim["classes"]) + " |",
+        "|---|" + "---|" * len(sim["classes"]),
+        *(f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(sim["classes"], sim["matrix"])),
+        "",
+        "## Training",
+        "",
+        "| member | epochs run | best epoch | best val loss | val accuracy there | train time (s) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, h in history.items():
+        best = h["epochs"][h["best_epoch"] - 1]
+        seconds = sum(e["seconds"] for e in h["epochs"])
+        lines.append(f"| {name} | {len(h['epochs'])} | {h['best_epoch']} | {best['val_loss']:.4f} | "
+                     f"{best['val_accuracy']:.4f} | {seconds:.0f} |")
+    lines += [
+        "",
+        "## Split",
+        "",
+        f"Sizes: " + ", ".join(f"{k} {v:,}" for k, v in split["sizes"].items()) + ". "
+        f"Normalisation from the training part: mean {split['normalisation']['mean']:.4f}, "
+        f"std {split['normalisation']['std']:.4f}.",
+        "",
+        "Exact-duplicate images falling in two parts: "
+        + ", ".join(f"{k} {v}" for k, v in split["cross_split_duplicates"].items()) + ".",
+        "",
+        "| class | " + " | ".join(split["class_counts"]) + " |",
+        "|---|" + "---|" * len(split["class_counts"]),
+        *(f"| {c} | " + " | ".join(str(counts[i]) for counts in split["class_counts"].values()) + " |"
+          for i, c in enumerate(metrics["classes"])),
+        "",
+        "## Plots",
+        "",
+        *(f"![{p}]({p})" for p in plots),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot_training_curves(history: dict):
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for name, h in history.items():
+        ep = [e["epoch"] for e in h["epochs"]]
+        line, = axes[0].plot(ep, [e["train_loss"] for e in h["epochs"]], "--", label=f"{name} train")
+        axes[0].plot(ep, [e["val_loss"] for e in h["epochs"]], color=line.get_color(), label=f"{name} val")
+        axes[1].plot(ep, [e["train_accuracy"] for e in h["epochs"]], "--", color=line.get_color(),
+                     label=f"{name} train")
+        axes[1].plot(ep, [e["val_accuracy"] for e in h["epochs"]], color=line.get_color(), label=f"{name} val")
+        axes[2].plot(ep, [e["lr"] for e in h["epochs"]], color=line.get_color(), label=name)
+        aug = [e["epoch"] for e in h["epochs"] if e["augmented"]]
+        if aug:
+            for ax in axes[:2]:
+                ax.axvspan(0.5, max(aug) + 0.5, color="grey", alpha=0.08)
+    for ax, title in zip(axes, ("loss (shaded: augmentation on)", "accuracy", "learning rate (end of epoch)")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+    return fig
+
+
+def plot_confusion_matrices(metrics: dict):
+    models = metrics["models"]
+    classes = metrics["classes"]
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 5.5))
+    for ax, (name, m) in zip(np.atleast_1d(axes), models.items()):
+        cm = np.array(m["confusion_matrix"])
+        ax.imshow(np.log1p(cm), cmap="Blues")
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=7,
+                        color="white" if cm[i, j] > cm.max() / 3 else "black")
+        ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(classes)), classes, fontsize=8)
+        ax.set_title(f"{name}: accuracy {m['accuracy']:.4f}")
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_class_f1(metrics: dict):
+    models = metrics["models"]
+    classes = metrics["classes"]
+    fig, ax = plt.subplots(figsize=(11, 4))
+    width = 0.8 / len(models)
+    for k, (name, m) in enumerate(models.items()):
+        ax.bar(np.arange(len(classes)) + k * width, [m["per_class"][c]["f1"] for c in classes], width, label=name)
+    ax.set_xticks(np.arange(len(classes)) + width * (len(models) - 1) / 2, classes, rotation=30, ha="right")
+    lo = min(m["per_class"][c]["f1"] for m in models.values() for c in classes)
+    ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+    ax.set_ylabel("F1 (test)")
+    ax.set_title("Per-class F1")
+    ax.legend()
+    return fig
