@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import idx_bytes, write_dataset, write_idx
 from fashion_ensemble.config import DataConfig
 from fashion_ensemble.data import CLASSES, FILES, load_raw, make_split, one_hot, read_idx
 from fashion_ensemble.errors import UserError
-
-from conftest import idx_bytes, write_dataset, write_idx
 
 
 def test_read_idx_round_trip(tmp_path):
@@ -23,7 +22,7 @@ def test_read_idx_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (b"", "not a readable gzip"),
+        (b"", "empty"),
         (b"plain text, not gzip", "not a readable gzip"),
         (gzip.compress(b""), "too short"),
         (gzip.compress(b"\x00\x00\x08\x05" + b"\x00" * 12), "magic number"),
@@ -91,7 +90,9 @@ def test_paper_split_is_80_10_10_of_everything(tiny_data):
 
 def test_cross_split_duplicates_are_counted(tiny_data):
     raw = load_raw(tiny_data, verify_checksums=False)
-    raw["test"][0][:3] = raw["train"][0][:3]  # plant three exact copies of training images in the test set
+    test_images = raw["test"][0].copy()
+    test_images[:3] = raw["train"][0][:3]  # plant three exact copies of training images in the test set
+    raw["test"] = (test_images, raw["test"][1])
     split = make_split(DataConfig(protocol="standard"), raw=raw)
     assert split.facts()["cross_split_duplicates"]["train/test"] + split.facts()["cross_split_duplicates"][
         "val/test"

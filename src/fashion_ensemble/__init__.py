@@ -6,8 +6,8 @@
     proba = model.predict_proba(images)                 # (N, 28, 28) uint8 or [0, 1] float → (N, 10)
 """
 
-from .config import RunConfig, profile, PROFILES
-from .data import CLASSES, make_split, load_raw
+from .config import PROFILES, RunConfig, profile
+from .data import CLASSES, load_raw, make_split
 from .ensemble import Member, SoftVotingEnsemble
 from .errors import UserError
 from .pipeline import evaluate, run_study

@@ -42,7 +42,7 @@ def random_translate(x: torch.Tensor, max_shift: int, generator=None) -> torch.T
 
 
 def random_erase(x: torch.Tensor, prob: float, max_frac: float, generator=None) -> torch.Tensor:
-    """Blank (to zero, the background) one random rectangle of up to max_frac of the area in a `prob` share of images."""
+    """Blank (to zero, the background) one rectangle of up to max_frac of the area in a `prob` share of images."""
     n, _, h, w = x.shape
     u = _rand((n, 5), x, generator)
     side = (max_frac**0.5) * u[:, :2] * torch.tensor([h, w], device=x.device)  # (N, 2) rectangle height, width

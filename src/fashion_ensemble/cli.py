@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data-dir", default=None,
-                   help="folder of the four .gz IDX files (default $FASHION_MNIST_DIR or /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--data-dir", default=None, help="folder of the four .gz IDX files "
+                   "(default $FASHION_MNIST_DIR, else /usr/share/datasets/fashion-mnist)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda when available")
 
 

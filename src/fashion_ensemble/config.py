@@ -18,7 +18,7 @@ PROTOCOLS = ("paper", "standard")
 
 @dataclass(frozen=True)
 class DataConfig:
-    protocol: str = "standard"  # "paper": 70k pooled, 80/10/10; "standard": official 60k/10k, 10% of train for validation
+    protocol: str = "standard"  # "paper": 70k pooled, 80/10/10; "standard": official 60k/10k, val 10% of train
     val_fraction: float = 0.1  # standard protocol: share of the official train set held out for validation
     split_seed: int = 0  # fixed, independent of the training seed, so every seed sees the same split
     train_subset: int | None = None  # use only the first N training images (smoke tests); None = all
@@ -57,7 +57,7 @@ class ANNConfig:
 @dataclass(frozen=True)
 class CNNConfig:
     stem: int = 32  # channels of the plain 3×3 stem conv (a depthwise conv on 1 channel would be pointless)
-    stages: tuple[tuple[int, ...], ...] = ((32,), (64, 64), (128, 128))  # DS-block widths per stage; 2×2 max-pool between
+    stages: tuple[tuple[int, ...], ...] = ((32,), (64, 64), (128, 128))  # DS-block widths per stage; max-pool between
     dropout: float = 0.2  # before the classifier, after global average pooling
 
 

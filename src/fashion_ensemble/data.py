@@ -53,8 +53,11 @@ def read_idx(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found; {INSTALL_HINT}")
+    packed = path.read_bytes()
+    if not packed:
+        raise UserError(f"{path}: the file is empty (0 bytes); re-install or re-download it")
     try:
-        raw = gzip.decompress(path.read_bytes())
+        raw = gzip.decompress(packed)
     except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise UserError(f"{path}: not a readable gzip file ({e}); re-install or re-download it") from None
     if len(raw) < 8:

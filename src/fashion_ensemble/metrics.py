@@ -49,6 +49,7 @@ def most_confused(cm: np.ndarray, classes=CLASSES, top: int = 5) -> list[dict]:
 def similar_class_confusions(cm: np.ndarray, classes=CLASSES, similar=SIMILAR_CLASSES) -> dict:
     """The confusion sub-matrix among the similar classes, and what share of all errors falls inside it."""
     cm = np.asarray(cm)
+    similar = [c for c in similar if c in classes]
     idx = [list(classes).index(c) for c in similar]
     sub = cm[np.ix_(idx, idx)]
     errors_inside = int(sub.sum() - np.trace(sub))

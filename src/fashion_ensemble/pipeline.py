@@ -90,9 +90,11 @@ def _run_into(cfg: RunConfig, split, run_dir: Path, device, progress: bool, tens
     members, history, timing = {}, {}, {}
     for name, mcfg in cfg.members.items():
         start = time.perf_counter()
+        seed = member_seed(cfg.seed, name)
+        torch.manual_seed(seed)  # initial weights
         model = build_model(mcfg.kind, mcfg.model)
         model, epochs = train_member(
-            model, split.train, split.val, mcfg.train, seed=member_seed(cfg.seed, name), device=device, name=name,
+            model, split.train, split.val, mcfg.train, seed=seed, device=device, name=name,
             progress=progress, writer=writer,
         )
         members[name] = Member(mcfg.kind, model, device)

@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display needed
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402 (after the backend is chosen)
 import numpy as np  # noqa: E402
 
 # The paper's Table (its reported single runs, paper protocol), for comparison only.
@@ -46,7 +46,8 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
         paper = PAPER_RESULTS.get(name if name in PAPER_RESULTS else "")
         if paper:
             lines.append(f"| {name} | paper | " + " | ".join(f"{paper[k]:.4f}" for k in HEADLINE) + " | |")
-        lines.append(f"| {name} | **ours** | " + " | ".join(f"**{m[k]:.4f}**" for k in HEADLINE) + f" | {m['errors']} |")
+        ours = " | ".join(f"**{m[k]:.4f}**" for k in HEADLINE)
+        lines.append(f"| {name} | **ours** | {ours} | {m['errors']} |")
     alt = metrics["alternatives"]
     weights = ", ".join(f"{n} {w:.2f}" for n, w in metrics["weights"].items())
     lines += [
@@ -97,7 +98,7 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
         "",
         "## Split",
         "",
-        f"Sizes: " + ", ".join(f"{k} {v:,}" for k, v in split["sizes"].items()) + ". "
+        "Sizes: " + ", ".join(f"{k} {v:,}" for k, v in split["sizes"].items()) + ". "
         f"Normalisation from the training part: mean {split['normalisation']['mean']:.4f}, "
         f"std {split['normalisation']['std']:.4f}.",
         "",

@@ -116,6 +116,10 @@ def train_member(
             sched.step()
             loss_sum += loss.detach() * len(idx)
             correct += (logits.argmax(1) == yb).sum()
+            if progress and i % 25 == 0:  # .item() syncs a GPU: not every step
+                done = min(n, (i + 1) * cfg.batch_size)
+                bar.set_postfix(loss=f"{loss_sum.item() / done:.4f}",
+                                img_s=f"{done / (time.perf_counter() - start):,.0f}")
         bar.close()
         seconds = time.perf_counter() - start
         val_logits = predict_logits(model, x_va)

@@ -1,0 +1,60 @@
+"""The real console script in a temporary folder: a smoke run on the real data, evaluate, data check, and errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "fashion_ensemble.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def test_smoke_run_then_evaluate_on_real_data(real_data, tmp_path):
+    out = tmp_path / "run"
+    r = cli("run", "--profile", "smoke", "--out", str(out), "--device", "cpu", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "ensemble" in r.stdout and str(out) in r.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"]["sizes"] == {"train": 2000, "val": 6000, "test": 10000}
+    assert metrics["models"]["ensemble"]["accuracy"] > 0.5
+    r = cli("evaluate", str(out), "--json", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ensemble"]["accuracy"] == metrics["models"]["ensemble"]["accuracy"]
+
+
+def test_data_check_on_real_data(real_data):
+    r = cli("data", "check")
+    assert r.returncode == 0, r.stderr
+    assert "4 files OK" in r.stdout and "standard: train 54,000, val 6,000, test 10,000" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--data-dir", "/nonexistent", "--profile", "smoke"], "does not exist"),
+        (["evaluate", "/nonexistent/run"], "run folder /nonexistent/run does not exist"),
+        (["data", "check", "--data-dir", "/nonexistent"], "apt-get install dataset-fashion-mnist"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_exit_2(args, message):
+    r = cli(*args)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_option_is_rejected_by_argparse():
+    r = cli("run", "--profile", "huge")
+    assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_synthetic_data_gets_a_clear_line(tmp_path):
+    from conftest import write_dataset
+
+    folder = write_dataset(tmp_path / "data")
+    r = cli("run", "--profile", "smoke", "--data-dir", str(folder), "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and "official release" in r.stderr
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,29 @@
+import json
+
+import pytest
+
+from fashion_ensemble.config import PROFILES, RunConfig, profile
+from fashion_ensemble.errors import UserError
+
+
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_profiles_round_trip_through_json(name):
+    cfg = profile(name)
+    assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_overrides_and_errors():
+    assert profile("default", protocol="paper", seed=3).data.protocol == "paper"
+    assert profile("paper").data.protocol == "paper"
+    with pytest.raises(UserError, match="unknown profile 'fast'"):
+        profile("fast")
+    with pytest.raises(UserError, match="unknown protocol"):
+        profile("quick", protocol="kaggle")
+    d = profile("quick").to_dict()
+    d["members"]["ann"]["train"]["epochz"] = 3
+    with pytest.raises(UserError, match="unknown field.*epochz"):
+        RunConfig.from_dict(d)
+    d = profile("quick").to_dict()
+    d["members"]["ann"]["kind"] = "rnn"
+    with pytest.raises(UserError, match="'ann' or 'cnn'"):
+        RunConfig.from_dict(d)

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+
+from fashion_ensemble.config import ANNConfig
+from fashion_ensemble.ensemble import Member, SoftVotingEnsemble, check_images, check_weights, soft_vote, tune_weights
+from fashion_ensemble.errors import UserError
+from fashion_ensemble.models import build_model
+
+
+def test_soft_vote_is_the_weighted_average():
+    a = np.array([[0.8, 0.2], [0.4, 0.6]])
+    b = np.array([[0.2, 0.8], [0.0, 1.0]])
+    np.testing.assert_allclose(soft_vote([a, b], [1, 1]), [[0.5, 0.5], [0.2, 0.8]])
+    np.testing.assert_allclose(soft_vote([a, b], [3, 1]), [[0.65, 0.35], [0.3, 0.7]])
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [([1.0], "one voting weight per member"), ([1, -1], "non-negative"), ([0, 0], "not all be zero"),
+     ([1, float("nan")], "finite")],
+)
+def test_bad_weights_say_what_was_received(weights, message):
+    with pytest.raises(UserError, match=message):
+        check_weights(weights, ["ann", "cnn"])
+
+
+def test_tune_weights_prefers_the_better_member():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 300)
+    good = np.eye(10)[y] * 0.9 + 0.01
+    bad = rng.dirichlet(np.ones(10), 300)
+    w = tune_weights([bad, good], y)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[1] > w[0]
+    acc = (soft_vote([bad, good], w).argmax(1) == y).mean()
+    assert acc == 1.0
+
+
+def test_tune_weights_keeps_equal_weights_on_a_tie():
+    p = np.eye(10)[np.arange(10)]
+    np.testing.assert_allclose(tune_weights([p, p], np.arange(10)), [0.5, 0.5])
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (np.zeros((28, 28), np.uint8), "one image"),
+        (np.zeros((2, 3, 512, 512), np.uint8), r"got shape \(2, 3, 512, 512\)"),
+        (np.zeros((2, 28, 28), np.int32), "dtype int32"),
+        (np.full((2, 28, 28), 255.0), r"\[0, 1\]"),
+        ([[0]], "numpy array"),
+    ],
+)
+def test_check_images_errors(images, message):
+    with pytest.raises(UserError, match=message):
+        check_images(images)
+
+
+def test_uint8_and_float_inputs_agree_and_rows_sum_to_one():
+    torch.manual_seed(0)
+    members = {n: Member("ann", build_model("ann", ANNConfig(hidden=(16,)))) for n in ("ann", "ann2")}
+    ens = SoftVotingEnsemble(members, [1, 3])
+    assert ens.weights == {"ann": 0.25, "ann2": 0.75}
+    images = np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    p = ens.predict_proba(images)
+    assert p.shape == (5, 10) and p.dtype == np.float64
+    np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-12)
+    np.testing.assert_array_equal(p, ens.predict_proba(images.astype(np.float32) / 255.0))
+    np.testing.assert_allclose(
+        p, 0.25 * members["ann"].predict_proba(images) + 0.75 * members["ann2"].predict_proba(images)
+    )

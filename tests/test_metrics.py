@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, precision_score, recall_score
+
+from fashion_ensemble.metrics import classification_metrics, most_confused, similar_class_confusions
+
+CLASSES3 = ("a", "b", "c")
+
+
+def onehot(pred, k=3):
+    return np.eye(k)[pred]
+
+
+def test_hand_computed_three_class_case():
+    y = np.array([0, 0, 0, 1, 1, 2])
+    pred = np.array([0, 0, 1, 1, 2, 2])
+    m = classification_metrics(y, onehot(pred), classes=CLASSES3)
+    # precision: a 2/2, b 1/2, c 1/2; recall: a 2/3, b 1/2, c 1/1
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["macro_precision"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert m["macro_recall"] == pytest.approx((2 / 3 + 0.5 + 1) / 3)
+    f1 = [2 * p * r / (p + r) for p, r in ((1, 2 / 3), (0.5, 0.5), (0.5, 1))]
+    assert m["macro_f1"] == pytest.approx(sum(f1) / 3)
+    assert m["confusion_matrix"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert m["per_class"]["a"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "f1": pytest.approx(0.8),
+                                   "support": 3}
+    assert m["errors"] == 2
+
+
+def test_agrees_with_sklearn_on_random_ten_class_data():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 500)
+    proba = rng.dirichlet(np.ones(10), 500)
+    proba[np.arange(500), y] += 0.3 * rng.random(500)
+    proba /= proba.sum(1, keepdims=True)
+    pred = proba.argmax(1)
+    m = classification_metrics(y, proba)
+    assert m["macro_precision"] == pytest.approx(precision_score(y, pred, average="macro", zero_division=0))
+    assert m["macro_recall"] == pytest.approx(recall_score(y, pred, average="macro"))
+    assert m["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+
+
+def test_most_confused_counts_both_directions():
+    cm = np.array([[5, 3, 0], [4, 5, 1], [0, 2, 9]])
+    pairs = most_confused(cm, CLASSES3)
+    assert pairs[0] == {"pair": ["a", "b"], "a_as_b": 3, "b_as_a": 4, "total": 7}
+    assert pairs[1]["pair"] == ["b", "c"] and pairs[1]["total"] == 3
+    assert len(pairs) == 2  # a/c never confused
+
+
+def test_similar_class_confusions_share():
+    cm = np.diag([10, 10, 10])
+    cm[0, 1], cm[1, 0], cm[2, 0] = 2, 1, 1
+    s = similar_class_confusions(cm, CLASSES3, similar=("a", "b"))
+    assert s["matrix"] == [[10, 2], [1, 10]]
+    assert s["errors"] == 3 and s["share_of_all_errors"] == pytest.approx(3 / 4)

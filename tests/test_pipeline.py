@@ -1,0 +1,145 @@
+"""The whole study on tiny synthetic data: the run folder's files, `load`, `evaluate`, and bad run folders."""
+
+import dataclasses
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import fashion_ensemble as fe
+from fashion_ensemble.config import DataConfig, profile
+from fashion_ensemble.errors import UserError
+
+RUN_FILES = ["config.json", "ann.safetensors", "cnn.safetensors", "ensemble.json", "history.json", "metrics.json",
+             "report.md", "training_curves.png", "confusion_matrices.png", "per_class_f1.png"]
+
+
+def tiny_config(**data):
+    cfg = profile("smoke")
+    return cfg.replace(data=DataConfig(train_subset=None, verify_checksums=False, **data))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from conftest import write_dataset
+
+    root = tmp_path_factory.mktemp("study")
+    data_dir = write_dataset(root / "data")
+    out = fe.run_study(tiny_config(), root / "run", data_dir=data_dir, device="cpu", progress=False)
+    return out, data_dir
+
+
+def test_run_folder_holds_every_file(run):
+    out, _ = run
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    assert not list(out.parent.glob(".*partial"))
+
+
+def test_metrics_json_contract(run):
+    out, _ = run
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["protocol"] == "standard" and m["seed"] == 0
+    assert set(m["models"]) == {"ann", "cnn", "ensemble"}
+    for scores in m["models"].values():
+        for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1"):
+            assert 0.0 <= scores[key] <= 1.0
+        assert len(scores["per_class"]) == 10
+        assert np.array(scores["confusion_matrix"]).sum() == 100
+    assert m["models"]["ensemble"]["accuracy"] > 0.5  # synthetic bars are easy: learning happened
+    h = json.loads((out / "history.json").read_text())
+    first = h["members"]["cnn"]["epochs"][0]
+    assert {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr", "augmented"} <= set(first)
+    assert [e["augmented"] for e in h["members"]["ann"]["epochs"]] == [True, False]  # augmentation: epoch 1 only
+    report = (out / "report.md").read_text()
+    assert "paper" in report and "Per-class F1" in report and "T-shirt/top" in report
+
+
+def test_load_reproduces_the_metrics_exactly(run):
+    out, data_dir = run
+    metrics = json.loads((out / "metrics.json").read_text())
+    model = fe.load(out)
+    assert model.classes == list(fe.CLASSES) and set(model.members) == {"ann", "cnn"}
+    cfg = fe.RunConfig.from_dict(json.loads((out / "config.json").read_text()))
+    x_te, y_te = fe.make_split(cfg.data, data_dir).test
+    proba = model.predict_proba(x_te)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-9)
+    assert (proba.argmax(1) == y_te).mean() == metrics["models"]["ensemble"]["accuracy"]
+    for name, member in model.members.items():
+        assert (member.predict_proba(x_te).argmax(1) == y_te).mean() == metrics["models"][name]["accuracy"]
+    again = fe.evaluate(out, data_dir=data_dir, device="cpu")
+    assert again["ensemble"]["accuracy"] == metrics["models"]["ensemble"]["accuracy"]
+
+
+def test_same_seed_same_metrics(run, tmp_path):
+    out, data_dir = run
+    second = fe.run_study(tiny_config(), tmp_path / "again", data_dir=data_dir, device="cpu", progress=False)
+    assert (second / "metrics.json").read_bytes() == (out / "metrics.json").read_bytes()
+
+
+def test_existing_folder_is_not_overwritten(run):
+    out, data_dir = run
+    with pytest.raises(UserError, match="already exists"):
+        fe.run_study(tiny_config(), out, data_dir=data_dir, device="cpu", progress=False)
+
+
+def test_failed_run_leaves_no_folder(tmp_path, tiny_data):
+    cfg = tiny_config()
+    bad = cfg.replace(members={"ann": dataclasses.replace(cfg.members["ann"], train=dataclasses.replace(
+        cfg.members["ann"].train, batch_size=0))})
+    with pytest.raises(ValueError):  # torch: a batch size of 0 cannot be sliced into steps
+        fe.run_study(bad, tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
+    assert list(tmp_path.iterdir()) == [tmp_path / "data"]
+
+
+def copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_load_errors_name_the_problem(run, tmp_path):
+    out, _ = run
+    with pytest.raises(UserError, match="does not exist"):
+        fe.load(tmp_path / "nothing")
+
+    missing = copy_run(out, tmp_path / "missing")
+    (missing / "cnn.safetensors").unlink()
+    with pytest.raises(UserError, match="cnn.safetensors is missing"):
+        fe.load(missing)
+
+    wrong = copy_run(out, tmp_path / "wrong")
+    state = {"normalize.mean": torch.zeros(()), "normalize.std": torch.ones(())}
+    save_file(state, str(wrong / "ann.safetensors"))
+    with pytest.raises(UserError, match="do not match the model"):
+        fe.load(wrong)
+
+    from safetensors.torch import load_file
+    shape = copy_run(out, tmp_path / "shape")
+    state = load_file(str(shape / "ann.safetensors"))
+    key = next(k for k, v in state.items() if v.ndim == 2)
+    state[key] = torch.zeros(3, 3)
+    save_file(state, str(shape / "ann.safetensors"))
+    with pytest.raises(UserError, match=f"{key} has shape"):
+        fe.load(shape)
+
+    pickled = copy_run(out, tmp_path / "pickled")
+    (pickled / "ann.safetensors").write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
+    with pytest.raises(UserError, match="not a safetensors file"):
+        fe.load(pickled)
+
+    no_config = copy_run(out, tmp_path / "noconfig")
+    (no_config / "config.json").unlink()
+    with pytest.raises(UserError, match="config.json is missing"):
+        fe.load(no_config)
+
+
+def test_tensorboard_logs_when_asked(tmp_path, tiny_data):
+    pytest.importorskip("tensorboard")
+    out = fe.run_study(tiny_config(), tmp_path / "tb", data_dir=tiny_data, device="cpu", progress=False,
+                       tensorboard=True)
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
