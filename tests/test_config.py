@@ -27,3 +27,23 @@ def test_overrides_and_errors():
     d["members"]["ann"]["kind"] = "rnn"
     with pytest.raises(UserError, match="'ann' or 'cnn'"):
         RunConfig.from_dict(d)
+
+
+@pytest.mark.parametrize(
+    "section, field, value, message",
+    [
+        ("train", "batch_size", 0, "train.batch_size must be 1 or more, got 0"),
+        ("train", "lr", -1.0, "train.lr must be a positive rate"),
+        ("train", "warmup_frac", 0.9, "sum to less than 1"),
+        ("train", "label_smoothing", 1.0, "train.label_smoothing"),
+    ],
+)
+def test_bad_values_say_what_and_how(section, field, value, message):
+    d = profile("quick").to_dict()
+    d["members"]["cnn"][section][field] = value
+    with pytest.raises(UserError, match=message):
+        RunConfig.from_dict(d)
+    d = profile("quick").to_dict()
+    d["data"]["protocol"] = "kaggle"
+    with pytest.raises(UserError, match="data.protocol must be one of paper, standard"):
+        RunConfig.from_dict(d)

@@ -54,3 +54,42 @@ def test_similar_class_confusions_share():
     s = similar_class_confusions(cm, CLASSES3, similar=("a", "b"))
     assert s["matrix"] == [[10, 2], [1, 10]]
     assert s["errors"] == 3 and s["share_of_all_errors"] == pytest.approx(3 / 4)
+
+
+def test_mcnemar_on_a_hand_made_table():
+    from scipy.stats import binom
+
+    from fashion_ensemble.metrics import mcnemar_exact
+
+    y = np.zeros(20, int)
+    a = np.array([0] * 12 + [1] * 8)  # A right on the first 12
+    b = np.array([0] * 5 + [1] * 7 + [0] * 2 + [1] * 6)  # B right on 5 of those, and on 2 where A is wrong
+    r = mcnemar_exact(y, a, b)
+    assert (r["both_right"], r["a_right_b_wrong"], r["a_wrong_b_right"], r["both_wrong"]) == (5, 7, 2, 6)
+    # exact two-sided: 2 · P(X ≤ 2), X ~ Binomial(9, 1/2) = 2 · (1 + 9 + 36) / 512
+    assert r["p_value"] == pytest.approx(2 * 46 / 512)
+    assert r["p_value"] == pytest.approx(2 * binom.cdf(2, 9, 0.5))
+    assert mcnemar_exact(y, a, a)["p_value"] == 1.0
+
+
+def test_ece_on_a_hand_made_case():
+    from fashion_ensemble.metrics import expected_calibration_error
+
+    # Two bins used: confidence 0.9 (4 images, 3 right: gap 0.15) and 0.6 (2 images, both right: gap 0.4).
+    proba = np.array([[0.9, 0.1]] * 4 + [[0.6, 0.4]] * 2)
+    y = np.array([0, 0, 0, 1, 0, 0])
+    assert expected_calibration_error(y, proba, bins=15) == pytest.approx(4 / 6 * 0.15 + 2 / 6 * 0.4)
+    perfect = np.eye(2)[[0, 1, 1]]
+    assert expected_calibration_error(np.array([0, 1, 1]), perfect) == 0.0
+
+
+def test_bootstrap_ci_brackets_the_accuracy():
+    from fashion_ensemble.metrics import bootstrap_accuracy_ci
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 10, 2000)
+    pred = np.where(rng.random(2000) < 0.9, y, (y + 1) % 10)
+    lo, hi = bootstrap_accuracy_ci(y, pred)
+    acc = (pred == y).mean()
+    assert lo < acc < hi
+    assert hi - lo == pytest.approx(2 * 1.96 * np.sqrt(acc * (1 - acc) / 2000), rel=0.15)  # normal approximation

@@ -1,6 +1,5 @@
 """The whole study on tiny synthetic data: the run folder's files, `load`, `evaluate`, and bad run folders."""
 
-import dataclasses
 import json
 import pickle
 
@@ -48,14 +47,21 @@ def test_metrics_json_contract(run):
         for key in ("accuracy", "macro_precision", "macro_recall", "macro_f1"):
             assert 0.0 <= scores[key] <= 1.0
         assert len(scores["per_class"]) == 10
+        lo, hi = scores["accuracy_ci95"]
+        assert lo <= scores["accuracy"] <= hi
+        assert 0.0 <= scores["ece"] <= 1.0
         assert np.array(scores["confusion_matrix"]).sum() == 100
     assert m["models"]["ensemble"]["accuracy"] > 0.5  # synthetic bars are easy: learning happened
+    for name in ("ann", "cnn"):
+        s = m["significance"][f"ensemble_vs_{name}"]
+        assert s["both_right"] + s["a_right_b_wrong"] + s["a_wrong_b_right"] + s["both_wrong"] == 100
+        assert 0.0 <= s["p_value"] <= 1.0
     h = json.loads((out / "history.json").read_text())
     first = h["members"]["cnn"]["epochs"][0]
     assert {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr", "augmented"} <= set(first)
     assert [e["augmented"] for e in h["members"]["ann"]["epochs"]] == [True, False]  # augmentation: epoch 1 only
     report = (out / "report.md").read_text()
-    assert "paper" in report and "Per-class F1" in report and "T-shirt/top" in report
+    assert "paper" in report and "Per-class F1" in report and "T-shirt/top" in report and "McNemar" in report
 
 
 def test_load_reproduces_the_metrics_exactly(run):
@@ -86,12 +92,13 @@ def test_existing_folder_is_not_overwritten(run):
         fe.run_study(tiny_config(), out, data_dir=data_dir, device="cpu", progress=False)
 
 
-def test_failed_run_leaves_no_folder(tmp_path, tiny_data):
-    cfg = tiny_config()
-    bad = cfg.replace(members={"ann": dataclasses.replace(cfg.members["ann"], train=dataclasses.replace(
-        cfg.members["ann"].train, batch_size=0))})
-    with pytest.raises(ValueError):  # torch: a batch size of 0 cannot be sliced into steps
-        fe.run_study(bad, tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
+def test_failed_run_leaves_no_folder(tmp_path, tiny_data, monkeypatch):
+    def broken_report(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("fashion_ensemble.pipeline.write_report", broken_report)  # fails after training
+    with pytest.raises(RuntimeError, match="disk full"):
+        fe.run_study(tiny_config(), tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
     assert list(tmp_path.iterdir()) == [tmp_path / "data"]
 
 

@@ -24,6 +24,12 @@ class DataConfig:
     train_subset: int | None = None  # use only the first N training images (smoke tests); None = all
     verify_checksums: bool = True  # refuse files whose content differs from the official release
 
+    def __post_init__(self):
+        _check(self.protocol in PROTOCOLS, "data.protocol", self.protocol, f"one of {', '.join(PROTOCOLS)}")
+        _check(0 < self.val_fraction < 1, "data.val_fraction", self.val_fraction, "a fraction in (0, 1)")
+        _check(self.train_subset is None or self.train_subset >= 10, "data.train_subset", self.train_subset,
+               "None or at least 10")
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -32,6 +38,12 @@ class AugmentConfig:
     max_shift: int = 2  # pixels; Fashion-MNIST is centred, so small translations are the realistic variation
     erase_prob: float = 0.0  # random erasing: chance per image of blanking one rectangle (regularises the CNN)
     erase_max_frac: float = 0.25  # the erased rectangle covers at most this share of the image
+
+    def __post_init__(self):
+        _check(self.epochs >= 0, "augment.epochs", self.epochs, "0 or more")
+        _check(0 <= self.max_shift <= 13, "augment.max_shift", self.max_shift, "0..13 pixels")
+        _check(0 <= self.erase_prob <= 1, "augment.erase_prob", self.erase_prob, "a probability in [0, 1]")
+        _check(0 < self.erase_max_frac <= 1, "augment.erase_max_frac", self.erase_max_frac, "a fraction in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,18 @@ class TrainConfig:
     patience: int = 5  # early stopping: epochs without a better validation loss before stopping
     label_smoothing: float = 0.0  # mass moved from the one-hot target to the other classes
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        _check(self.epochs >= 1, "train.epochs", self.epochs, "1 or more")
+        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "1 or more")
+        _check(self.lr > 0, "train.lr", self.lr, "a positive rate")
+        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "0 or more")
+        _check(0 <= self.warmup_frac < 1 and 0 <= self.finetune_frac < 1
+               and self.warmup_frac + self.finetune_frac < 1, "train.warmup_frac + finetune_frac",
+               (self.warmup_frac, self.finetune_frac), "fractions that sum to less than 1")
+        _check(0 < self.finetune_lr <= 1, "train.finetune_lr", self.finetune_lr, "a fraction of the peak in (0, 1]")
+        _check(self.patience >= 1, "train.patience", self.patience, "1 or more")
+        _check(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "a fraction in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -90,6 +114,11 @@ class RunConfig:
 
     def replace(self, **changes) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+def _check(ok: bool, name: str, value, expected: str) -> None:
+    if not ok:
+        raise UserError(f"config: {name} must be {expected}, got {value!r}")
 
 
 def _build(tp, value):

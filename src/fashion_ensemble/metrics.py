@@ -21,6 +21,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes=CLASSE
         "macro_recall": float(r.mean()),
         "macro_f1": float(f.mean()),
         "log_loss": float(log_loss(y_true, np.clip(proba, 1e-15, 1.0), labels=labels)),
+        "accuracy_ci95": list(bootstrap_accuracy_ci(y_true, y_pred)),
+        "ece": expected_calibration_error(y_true, proba),  # 15 bins
         "errors": int((y_pred != y_true).sum()),
         "n": int(len(y_true)),
         "per_class": {
@@ -60,3 +62,42 @@ def similar_class_confusions(cm: np.ndarray, classes=CLASSES, similar=SIMILAR_CL
         "errors": errors_inside,
         "share_of_all_errors": errors_inside / errors_all if errors_all else 0.0,
     }
+
+
+def bootstrap_accuracy_ci(y_true: np.ndarray, y_pred: np.ndarray, *, n_boot: int = 2000, level: float = 0.95,
+                          seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the accuracy (test images resampled with replacement).
+
+    Resampling n images of which k are right gives a Binomial(n, k/n) count of right ones, so the bootstrap
+    distribution is drawn exactly, without materialising n_boot × n indices."""
+    correct = np.asarray(y_true) == np.asarray(y_pred)
+    n = len(correct)
+    rng = np.random.default_rng(seed)
+    accs = rng.binomial(n, correct.mean(), size=n_boot) / n
+    alpha = (1.0 - level) / 2
+    return float(np.quantile(accs, alpha)), float(np.quantile(accs, 1.0 - alpha))
+
+
+def mcnemar_exact(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict:
+    """McNemar's exact test of two classifiers on the same images: the discordant counts and the two-sided p-value
+    of a binomial test (b of b + c successes at p = 1/2). b: A right and B wrong; c: A wrong and B right."""
+    from scipy.stats import binomtest
+
+    a_ok, b_ok = np.asarray(pred_a) == y_true, np.asarray(pred_b) == y_true
+    b, c = int((a_ok & ~b_ok).sum()), int((~a_ok & b_ok).sum())
+    p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+    return {"both_right": int((a_ok & b_ok).sum()), "a_right_b_wrong": b, "a_wrong_b_right": c,
+            "both_wrong": int((~a_ok & ~b_ok).sum()), "p_value": p}
+
+
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = 15) -> float:
+    """ECE: the bin-size-weighted mean |accuracy - confidence| over `bins` equal-width confidence bins in (0, 1]."""
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == np.asarray(y_true)
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)  # bin k holds (k/bins, (k+1)/bins]
+    ece = 0.0
+    for k in range(bins):
+        mask = which == k
+        if mask.any():
+            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
+    return float(ece)

@@ -18,7 +18,7 @@ from .config import RunConfig
 from .data import CLASSES, make_split
 from .ensemble import Member, SoftVotingEnsemble, soft_vote, tune_weights
 from .errors import UserError
-from .metrics import classification_metrics
+from .metrics import classification_metrics, mcnemar_exact
 from .models import build_model
 from .report import write_report
 from .runs import load, read_json, save_members, write_json
@@ -118,7 +118,11 @@ def _run_into(cfg: RunConfig, split, run_dir: Path, device, progress: bool, tens
     ensemble = load(run_dir, device=device)
     test_p = {n: m.predict_proba(x_te) for n, m in ensemble.members.items()}
     models = {n: classification_metrics(y_te, test_p[n]) for n in names}
-    models["ensemble"] = classification_metrics(y_te, ensemble.predict_proba(x_te))
+    ens_p = ensemble.predict_proba(x_te)
+    models["ensemble"] = classification_metrics(y_te, ens_p)
+    significance = {  # McNemar's exact test, ensemble (a) against each member (b), on the test images
+        f"ensemble_vs_{n}": mcnemar_exact(y_te, ens_p.argmax(1), test_p[n].argmax(1)) for n in names
+    }
     val_accuracy = {n: float((val_p[n].argmax(1) == y_va).mean()) for n in names}
     val_accuracy["ensemble"] = float((ensemble.predict(x_va) == y_va).mean())
 
@@ -135,6 +139,7 @@ def _run_into(cfg: RunConfig, split, run_dir: Path, device, progress: bool, tens
         "weights": ensemble.weights,
         "val_accuracy": val_accuracy,
         "models": models,
+        "significance": significance,
         "alternatives": {  # both weightings side by side, whichever the ensemble uses
             "ensemble_equal_weights": _summary(classification_metrics(y_te, vote(test_p, equal))),
             "ensemble_tuned_weights": _summary(classification_metrics(y_te, vote(test_p, tuned))),

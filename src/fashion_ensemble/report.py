@@ -39,15 +39,16 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
         "",
         "Test-split scores (fractions). The paper's numbers are its single reported run on its own 80/10/10 split.",
         "",
-        "| model | source | accuracy | macro precision | macro recall | macro F1 | errors |",
-        "|---|---|---|---|---|---|---|",
+        "| model | source | accuracy | macro precision | macro recall | macro F1 | accuracy 95% CI | ECE | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in models.items():
         paper = PAPER_RESULTS.get(name if name in PAPER_RESULTS else "")
         if paper:
-            lines.append(f"| {name} | paper | " + " | ".join(f"{paper[k]:.4f}" for k in HEADLINE) + " | |")
+            lines.append(f"| {name} | paper | " + " | ".join(f"{paper[k]:.4f}" for k in HEADLINE) + " | | | |")
         ours = " | ".join(f"**{m[k]:.4f}**" for k in HEADLINE)
-        lines.append(f"| {name} | **ours** | {ours} | {m['errors']} |")
+        lo, hi = m["accuracy_ci95"]
+        lines.append(f"| {name} | **ours** | {ours} | {lo:.4f}–{hi:.4f} | {m['ece']:.4f} | {m['errors']} |")
     alt = metrics["alternatives"]
     weights = ", ".join(f"{n} {w:.2f}" for n, w in metrics["weights"].items())
     lines += [
@@ -58,6 +59,15 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
         f"{alt['ensemble_tuned_weights']['accuracy']:.4f}.",
         "",
         "Validation accuracy: " + ", ".join(f"{n} {a:.4f}" for n, a in metrics["val_accuracy"].items()) + ".",
+        "",
+        "CI: percentile bootstrap over the test images. ECE: expected calibration error, 15 bins.",
+        "",
+        "## Is the ensemble better than each member? (McNemar's exact test, test split)",
+        "",
+        "| comparison | both right | only ensemble right | only member right | both wrong | p-value |",
+        "|---|---|---|---|---|---|",
+        *(f"| {k.replace('_', ' ')} | {s['both_right']} | {s['a_right_b_wrong']} | {s['a_wrong_b_right']} | "
+          f"{s['both_wrong']} | {s['p_value']:.3g} |" for k, s in metrics["significance"].items()),
         "",
         "## Per-class F1",
         "",

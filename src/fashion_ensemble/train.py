@@ -37,7 +37,7 @@ class EpochRecord:
 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (N, 28, 28) → float32 (N, 1, 28, 28) in [0, 1] on `device`."""
-    return torch.from_numpy(np.ascontiguousarray(images)).to(device).unsqueeze(1).float().div_(255.0)
+    return torch.tensor(images, device=device).unsqueeze(1).float().div_(255.0)  # copies: IDX arrays are read-only
 
 
 def autocast(device: torch.device):
