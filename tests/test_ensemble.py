@@ -70,3 +70,12 @@ def test_uint8_and_float_inputs_agree_and_rows_sum_to_one():
     np.testing.assert_allclose(
         p, 0.25 * members["ann"].predict_proba(images) + 0.75 * members["ann2"].predict_proba(images)
     )
+
+
+def test_tta_flip_averages_the_image_and_its_mirror():
+    torch.manual_seed(0)
+    model = build_model("ann", ANNConfig(hidden=(16,)))
+    plain, tta = Member("ann", model), Member("ann", model, tta_flip=True)
+    images = np.random.default_rng(1).integers(0, 256, (4, 28, 28), dtype=np.uint8)
+    expected = (plain.predict_proba(images) + plain.predict_proba(images[:, :, ::-1].copy())) / 2
+    np.testing.assert_allclose(tta.predict_proba(images), expected, atol=1e-12)

@@ -44,23 +44,26 @@ def check_images(images) -> torch.Tensor:
 
 
 class Member:
-    """One trained model with `predict_proba`; `kind` is "ann" or "cnn"."""
+    """One trained model with `predict_proba`; `kind` is "ann" or "cnn". With `tta_flip`, the probabilities are the
+    mean of the image's and its mirror's."""
 
-    def __init__(self, kind: str, model: torch.nn.Module, device: torch.device | str = "cpu"):
+    def __init__(self, kind: str, model: torch.nn.Module, device: torch.device | str = "cpu", tta_flip: bool = False):
         self.kind = kind
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.tta_flip = tta_flip
         self.classes = list(CLASSES)
 
-    def predict_logits(self, images) -> np.ndarray:
-        return self._logits(check_images(images))
-
     def predict_proba(self, images) -> np.ndarray:
-        return softmax(self.predict_logits(images))
+        return self._proba(check_images(images))
 
-    def _logits(self, x: torch.Tensor) -> np.ndarray:
-        """x: checked float (N, 1, 28, 28) on the CPU → logits (N, 10)."""
-        return predict_logits(self.model, x.to(self.device)).cpu().numpy()
+    def _proba(self, x: torch.Tensor) -> np.ndarray:
+        """x: checked float (N, 1, 28, 28) on the CPU → probabilities (N, 10), float64."""
+        x = x.to(self.device)
+        proba = softmax(predict_logits(self.model, x).cpu().numpy())
+        if self.tta_flip:
+            proba = (proba + softmax(predict_logits(self.model, x.flip(-1)).cpu().numpy())) / 2
+        return proba
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -101,7 +104,7 @@ class SoftVotingEnsemble:
 
     def predict_proba(self, images) -> np.ndarray:
         x = check_images(images)  # validate once, before any member runs
-        probas = [softmax(m._logits(x)) for m in self.members.values()]
+        probas = [m._proba(x) for m in self.members.values()]
         return soft_vote(probas, list(self.weights.values()))
 
     def predict(self, images) -> np.ndarray:

@@ -97,7 +97,7 @@ def _run_into(cfg: RunConfig, split, run_dir: Path, device, progress: bool, tens
             model, split.train, split.val, mcfg.train, seed=seed, device=device, name=name,
             progress=progress, writer=writer,
         )
-        members[name] = Member(mcfg.kind, model, device)
+        members[name] = Member(mcfg.kind, model, device, tta_flip=mcfg.tta_flip)
         best = min(epochs, key=lambda e: e["val_loss"])["epoch"]
         history[name] = {"best_epoch": best, "epochs": epochs}
         timing[f"train_{name}_s"] = time.perf_counter() - start

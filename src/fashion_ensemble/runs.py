@@ -79,7 +79,7 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Soft
             raise UserError(f"{run_dir}: ensemble.json names member {name!r}, which config.json does not define")
         model = build_model(member_cfg.kind, member_cfg.model)
         model.load_state_dict(load_weights(run_dir / info["weights_file"], model))
-        members[name] = Member(member_cfg.kind, model, device)
+        members[name] = Member(member_cfg.kind, model, device, tta_flip=member_cfg.tta_flip)
     return SoftVotingEnsemble(members, [spec["weights"][name] for name in members])
 
 
