@@ -104,8 +104,11 @@ class SoftVotingEnsemble:
 
     def predict_proba(self, images) -> np.ndarray:
         x = check_images(images)  # validate once, before any member runs
-        probas = [m._proba(x) for m in self.members.values()]
-        return soft_vote(probas, list(self.weights.values()))
+        return self.vote({name: m._proba(x) for name, m in self.members.items()})
+
+    def vote(self, member_probas: dict[str, np.ndarray]) -> np.ndarray:
+        """The ensemble's probabilities from its members' (name → (N, 10)), as `predict_proba` combines them."""
+        return soft_vote([member_probas[name] for name in self.members], list(self.weights.values()))
 
     def predict(self, images) -> np.ndarray:
         return self.predict_proba(images).argmax(axis=1)

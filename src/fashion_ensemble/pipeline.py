@@ -118,13 +118,13 @@ def _run_into(cfg: RunConfig, split, run_dir: Path, device, progress: bool, tens
     ensemble = load(run_dir, device=device)
     test_p = {n: m.predict_proba(x_te) for n, m in ensemble.members.items()}
     models = {n: classification_metrics(y_te, test_p[n]) for n in names}
-    ens_p = ensemble.predict_proba(x_te)
+    ens_p = ensemble.vote(test_p)  # exactly what ensemble.predict_proba(x_te) returns, without re-running members
     models["ensemble"] = classification_metrics(y_te, ens_p)
     significance = {  # McNemar's exact test, ensemble (a) against each member (b), on the test images
         f"ensemble_vs_{n}": mcnemar_exact(y_te, ens_p.argmax(1), test_p[n].argmax(1)) for n in names
     }
     val_accuracy = {n: float((val_p[n].argmax(1) == y_va).mean()) for n in names}
-    val_accuracy["ensemble"] = float((ensemble.predict(x_va) == y_va).mean())
+    val_accuracy["ensemble"] = float((ensemble.vote(val_p).argmax(1) == y_va).mean())
 
     def vote(probas, w):
         return soft_vote([probas[n] for n in names], w)

@@ -45,11 +45,17 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
+# Inference batch: on the 2-core CPU the DS-CNN ran at ~3,200 img/s with batches of 64 against ~1,100 with 2,000
+# (activations of small batches stay in cache); a GPU wants large batches.
+INFER_BATCH = {"cpu": 64, "cuda": 2048}
+
+
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 2000) -> torch.Tensor:
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Logits (N, 10) in fp32 for images x (N, 1, 28, 28) already on the model's device."""
     model.eval()
     device = x.device
+    batch_size = batch_size or INFER_BATCH.get(device.type, 256)
     outs = []
     for i in range(0, len(x), batch_size):
         with autocast(device):
