@@ -20,6 +20,7 @@ from .augment import augment
 from .config import TrainConfig
 from .data import one_hot
 from .models import Normalize
+from .schedule import lc3_factor
 
 
 @dataclass
@@ -88,8 +89,6 @@ def train_member(
     n = len(x_tr)
     steps_per_epoch = -(-n // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    from .schedule import lc3_factor
-
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lc3_factor(s, total, cfg.warmup_frac, cfg.finetune_frac, cfg.finetune_lr)
     )
@@ -104,7 +103,8 @@ def train_member(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         bar = tqdm(
-            range(steps_per_epoch), desc=f"{name} {epoch}/{cfg.epochs}", disable=not progress, leave=False,
+            range(steps_per_epoch), desc=f"{name} {epoch}/{cfg.epochs}", leave=False,
+            disable=None if progress else True,  # None: no bar when stderr is not a terminal (logs, CI)
             unit="batch", dynamic_ncols=True,
         )
         for i in bar:
