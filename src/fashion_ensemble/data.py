@@ -164,12 +164,10 @@ def make_split(cfg: DataConfig, data_dir=None, raw=None) -> Split:
         x_va, x_te, y_va, y_te = train_test_split(
             x_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=cfg.split_seed
         )
-    elif cfg.protocol == "standard":
+    else:  # "standard" (DataConfig admits no other)
         x_tr, x_va, y_tr, y_va = train_test_split(
             x_tr, y_tr, test_size=cfg.val_fraction, stratify=y_tr, random_state=cfg.split_seed
         )
-    else:
-        raise UserError(f"unknown protocol {cfg.protocol!r}; choose 'paper' or 'standard'")
     if cfg.train_subset is not None:
         x_tr, y_tr = x_tr[: cfg.train_subset], y_tr[: cfg.train_subset]
     return Split(cfg.protocol, (x_tr, y_tr), (x_va, y_va), (x_te, y_te))

@@ -25,7 +25,6 @@ from .errors import UserError
 from .models import build_model
 
 FORMAT = "fashion-ensemble/1"
-REQUIRED = ("config.json", "ensemble.json")
 
 
 def write_json(path: Path, obj) -> None:
