@@ -4,13 +4,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 DATA   := /usr/share/datasets/fashion-mnist
 PROFILE ?= default
-PROTOCOL ?= standard
+PROTOCOL ?=
 ARGS ?=
 
 .PHONY: run test setup data lint clean
 
 run: setup data
-	$(VENV)/bin/fashion-ensemble run --profile $(PROFILE) --protocol $(PROTOCOL) $(ARGS)
+	$(VENV)/bin/fashion-ensemble run --profile $(PROFILE) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(ARGS)
 
 test: setup data
 	$(PY) -m pytest $(ARGS)
