@@ -43,7 +43,7 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in models.items():
-        paper = PAPER_RESULTS.get(name if name in PAPER_RESULTS else "")
+        paper = PAPER_RESULTS.get(name)
         if paper:
             lines.append(f"| {name} | paper | " + " | ".join(f"{paper[k]:.4f}" for k in HEADLINE) + " | | | |")
         ours = " | ".join(f"**{m[k]:.4f}**" for k in HEADLINE)

@@ -122,7 +122,7 @@ def train_member(
             sched.step()
             loss_sum += loss.detach() * len(idx)
             correct += (logits.argmax(1) == yb).sum()
-            if progress and i % 25 == 0:  # .item() syncs a GPU: not every step
+            if not bar.disable and i % 25 == 0:  # .item() syncs a GPU: only for a visible bar, not every step
                 done = min(n, (i + 1) * cfg.batch_size)
                 bar.set_postfix(loss=f"{loss_sum.item() / done:.4f}",
                                 img_s=f"{done / (time.perf_counter() - start):,.0f}")
