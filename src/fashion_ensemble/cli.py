@@ -48,6 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
     ev.set_defaults(func=cmd_evaluate)
 
+    pr = sub.add_parser("predict", help="classify image files (any size, colour or common format) with a trained run")
+    pr.add_argument("run_dir")
+    pr.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER", help="image files, or folders searched for images")
+    pr.add_argument("--top-k", type=positive_int, default=None,
+                    help="classes to list per image (default 3; with --json all 10)")
+    pr.add_argument("--json", action="store_true", help='one JSON object per line: {"file", "label", '
+                    '"probabilities", "members"}, or {"file", "error"}')
+    pr.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default: cpu")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="write the ensemble (and each member) as ONNX")
+    ex.add_argument("run_dir")
+    ex.add_argument("--onnx", required=True, metavar="OUT",
+                    help="the ensemble's file, e.g. model.onnx; members go beside it as model.<member>.onnx")
+    ex.set_defaults(func=cmd_export)
+
     data = sub.add_parser("data", help="data set tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="verify the four IDX files and print the splits' facts")
@@ -82,6 +99,54 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(results, indent=2))
     else:
         print(format_table(results))
+    return 0
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text}")
+    return value
+
+
+def cmd_predict(args) -> int:
+    from tqdm import tqdm
+
+    from . import pipeline, predict, preprocess, runs
+
+    ensemble = runs.load(args.run_dir, device=pipeline.resolve_device(args.device))
+    files = preprocess.image_files(args.inputs)
+    if not files:
+        raise UserError(f"no image files ({', '.join(preprocess.IMAGE_SUFFIXES)}) in {' '.join(args.inputs)}")
+    top_k = args.top_k or (None if args.json else 3)
+    failed = 0
+    with tqdm(total=len(files), unit="img", disable=True if args.quiet or len(files) < 2 else None,
+              leave=False) as bar:
+        for rec in predict.predict_files(ensemble, files, top_k=top_k):
+            bar.update()
+            if "error" in rec:
+                failed += 1
+                tqdm.write(f"fashion-ensemble: skipped {rec['error']}", file=sys.stderr)
+                if not args.json:
+                    continue
+            tqdm.write(json.dumps(rec) if args.json else format_prediction(rec), file=sys.stdout)
+    if failed:
+        print(f"fashion-ensemble: {failed} of {len(files)} files could not be read", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def format_prediction(rec: dict) -> str:
+    """shoe.jpg: Sneaker 97.1% | Sandal 2.0% | Ankle boot 0.5%   [ann: Sneaker 91.0%; cnn: Sneaker 99.2%]"""
+    top = " | ".join(f"{c} {p:.1%}" for c, p in rec["probabilities"].items())
+    members = "; ".join(f"{name}: {next(iter(p))} {next(iter(p.values())):.1%}" for name, p in rec["members"].items())
+    return f"{rec['file']}: {top}   [{members}]"
+
+
+def cmd_export(args) -> int:
+    from . import export, runs
+
+    for path in export.export_onnx(runs.load(args.run_dir), args.onnx):
+        print(path)
     return 0
 
 

@@ -103,8 +103,13 @@ class SoftVotingEnsemble:
         self.classes = list(CLASSES)
 
     def predict_proba(self, images) -> np.ndarray:
+        return self.predict_proba_members(images)[0]
+
+    def predict_proba_members(self, images) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(the ensemble's probabilities (N, 10), {member name: its probabilities (N, 10)})."""
         x = check_images(images)  # validate once, before any member runs
-        return self.vote({name: m._proba(x) for name, m in self.members.items()})
+        member_probas = {name: m._proba(x) for name, m in self.members.items()}
+        return self.vote(member_probas), member_probas
 
     def vote(self, member_probas: dict[str, np.ndarray]) -> np.ndarray:
         """The ensemble's probabilities from its members' (name → (N, 10)), as `predict_proba` combines them."""

@@ -1,0 +1,59 @@
+"""Predictions as records, the same for the CLI's `predict --json` and the HTTP service:
+
+    {"file": "shoe.jpg", "label": "Sneaker", "probabilities": {"Sneaker": 0.97, ...},
+     "members": {"ann": {"Sneaker": 0.91, ...}, "cnn": {...}}}
+
+Probabilities are listed from the most likely class down, `top_k` of them (all 10 by default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .ensemble import SoftVotingEnsemble
+from .preprocess import ImageError, preprocess
+
+DECIMALS = 6  # 1e-6 is far below any decision; full float64 digits only make the JSON unreadable
+
+
+def records(ensemble: SoftVotingEnsemble, images: np.ndarray, top_k: int | None = None) -> list[dict]:
+    """(N, 28, 28) model inputs → N records: the ensemble's label and probabilities, and each member's."""
+    if len(images) == 0:
+        return []
+    proba, member_probas = ensemble.predict_proba_members(images)
+    classes = ensemble.classes
+    return [
+        {
+            "label": classes[int(proba[i].argmax())],
+            "probabilities": ranked(proba[i], classes, top_k),
+            "members": {name: ranked(p[i], classes, top_k) for name, p in member_probas.items()},
+        }
+        for i in range(len(proba))
+    ]
+
+
+def ranked(p: np.ndarray, classes, top_k: int | None = None) -> dict[str, float]:
+    """{class: probability} from the most likely down, the first `top_k` (all when None)."""
+    order = np.argsort(-p, kind="stable")[:top_k]
+    return {classes[j]: round(float(p[j]), DECIMALS) for j in order}
+
+
+def predict_files(ensemble: SoftVotingEnsemble, files: list[Path], top_k: int | None = None,
+                  batch_size: int = 256, max_pixels: int | None = None) -> Iterator[dict]:
+    """One record per file, in order; a file that cannot be used gives {"file", "error"} and the rest go on."""
+    kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        inputs, errors = {}, {}
+        for f in chunk:
+            try:
+                inputs[f] = preprocess(f, name=str(f), **kwargs)
+            except ImageError as e:
+                errors[f] = str(e)
+        good = list(inputs)
+        results = dict(zip(good, records(ensemble, np.stack([inputs[f] for f in good]), top_k) if good else []))
+        for f in chunk:
+            yield {"file": str(f), "error": errors[f]} if f in errors else {"file": str(f), **results[f]}

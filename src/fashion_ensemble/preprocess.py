@@ -1,0 +1,160 @@
+"""Any common image → the models' input: (28, 28) uint8, garment bright on black.
+
+Fashion-MNIST was made from Zalando's product photos in these steps (the data set's README): trim the edges close to
+the corner colour (5% of the maximum), resize the longest edge to 28, sharpen, extend the shortest edge to 28 with the
+image centred, negate, convert to 8-bit greyscale. `preprocess` does the same, except that it resizes with an
+antialiasing Lanczos filter (sharp already, so no sharpening step) and negates only a light background, so that an
+image that is already bright on black (e.g. a Fashion-MNIST image itself) is left as it is.
+
+Decoding uses Pillow (PNG, JPEG, WebP, BMP, GIF's first frame, TIFF, ...). The pixel count is checked from the header
+before anything is decoded, so a decompression bomb is refused without allocating its pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import UserError
+
+SIZE = 28
+MAX_PIXELS = 50_000_000  # 50 MP: above any camera's photo; its RGBA decode is 200 MB
+TRIM_THRESHOLD = 0.05  # Zalando's: pixels within 5% of the background colour count as background
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+class ImageError(UserError):
+    """An image that cannot be used; `reason` is one of "empty", "not_an_image", "too_many_pixels", "corrupt",
+    "blank" (the HTTP service maps it to a status code)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def preprocess(source, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
+    """A path, bytes, binary file object or PIL image → (28, 28) uint8, garment bright on black."""
+    return to_model_input(greyscale(open_image(source, max_pixels=max_pixels, name=name)))
+
+
+def open_image(source, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> Image.Image:
+    """Decode the first frame, refusing images of more than `max_pixels` before decoding them."""
+    if isinstance(source, Image.Image):
+        return _check_size(source, max_pixels, name or "image")
+    if isinstance(source, (str, os.PathLike)):
+        name = name or str(source)
+        try:
+            source = Path(source).read_bytes()
+        except OSError as e:
+            raise ImageError(f"{name}: cannot read the file ({e.strerror or e})", "not_an_image") from None
+    elif hasattr(source, "read"):
+        source = source.read()
+    name = name or "image"
+    if not isinstance(source, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected a path, bytes, a binary file or a PIL image, got {type(source).__name__}")
+    if len(source) == 0:
+        raise ImageError(f"{name}: the file is empty (0 bytes)", "empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we apply our own, stricter limit
+            image = Image.open(io.BytesIO(source))
+    except (UnidentifiedImageError, Image.DecompressionBombError) as e:
+        if isinstance(e, Image.DecompressionBombError):
+            raise ImageError(f"{name}: too many pixels ({e})", "too_many_pixels") from None
+        raise ImageError(f"{name}: not an image Pillow can read (PNG, JPEG, WebP, BMP, GIF, TIFF)", "not_an_image") \
+            from None
+    except Exception as e:  # a malformed header can raise almost anything inside a decoder
+        raise ImageError(f"{name}: unreadable image header ({type(e).__name__}: {e})", "corrupt") from None
+    _check_size(image, max_pixels, name)
+    try:
+        image.seek(0)  # GIF, WebP, TIFF: the first frame
+        image.load()
+    except Exception as e:  # truncated or corrupt pixel data
+        raise ImageError(f"{name}: corrupt or truncated {image.format} image ({type(e).__name__}: {e})",
+                         "corrupt") from None
+    return image
+
+
+def _check_size(image: Image.Image, max_pixels: int, name: str) -> Image.Image:
+    w, h = image.size
+    if w * h > max_pixels:
+        raise ImageError(f"{name}: {w}×{h} = {w * h:,} pixels is more than the limit of {max_pixels:,}",
+                         "too_many_pixels")
+    if w == 0 or h == 0:
+        raise ImageError(f"{name}: the image has no pixels ({w}×{h})", "empty")
+    return image
+
+
+def greyscale(image: Image.Image) -> np.ndarray:
+    """Any mode → float32 (H, W) in [0, 1]. Transparency is laid over white (a product photo's usual background);
+    16-bit images keep their depth; colour uses ITU-R 601 luma, as Pillow's own "L" conversion does."""
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(image, dtype=np.float32) / 65535.0
+    if mode == "I":  # 32-bit integers: 16-bit PNGs decode to this
+        x = np.asarray(image, dtype=np.float32)
+        return np.clip(x / (65535.0 if x.max() > 255 else 255.0), 0, 1)
+    if mode == "F":
+        x = np.nan_to_num(np.asarray(image, dtype=np.float32))
+        return np.clip(x if x.max() <= 1.0 else x / 255.0, 0, 1)
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info)
+    rgba = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
+    luma = rgba[..., 0] * 0.299 + rgba[..., 1] * 0.587 + rgba[..., 2] * 0.114
+    if has_alpha:
+        alpha = rgba[..., 3]
+        luma = luma * alpha + (1.0 - alpha)
+    return luma
+
+
+def to_model_input(x: np.ndarray) -> np.ndarray:
+    """float (H, W) in [0, 1] → (28, 28) uint8: background to black, trimmed, longest edge 28, centred."""
+    if x.ndim != 2:
+        raise ImageError(f"expected one greyscale image (H, W), got shape {x.shape}", "corrupt")
+    x = x.astype(np.float32)
+    background = corner_colour(x)
+    if background > 0.5:  # light background: negate so that the garment is bright on black
+        x, background = 1.0 - x, 1.0 - background
+    rows, cols = np.nonzero(np.abs(x - background) > TRIM_THRESHOLD)
+    if len(rows) == 0:
+        raise ImageError("the image is blank: no pixel differs from the background by more than 5%", "blank")
+    x = x[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    x = np.clip((x - background) / max(1.0 - background, 1e-6), 0, 1)  # background → 0, as in Fashion-MNIST
+    h, w = x.shape
+    scale = SIZE / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = np.asarray(Image.fromarray(x).resize((new_w, new_h), Image.Resampling.LANCZOS))
+    out = np.zeros((SIZE, SIZE), dtype=np.float32)
+    top, left = (SIZE - new_h + 1) // 2, (SIZE - new_w + 1) // 2  # an odd margin's extra pixel goes first, as in the data set
+    out[top : top + new_h, left : left + new_w] = np.clip(resized, 0, 1)
+    return np.round(out * 255).astype(np.uint8)
+
+
+def corner_colour(x: np.ndarray) -> float:
+    """The background level as Zalando took it, from the corners: the median of the four corner patches' means (a
+    garment can fill a corner or two, rarely three)."""
+    k = max(1, min(x.shape) // 28)  # 1 pixel for 28×28, 8 for 224×224: averages out JPEG noise
+    patches = [x[:k, :k], x[:k, -k:], x[-k:, :k], x[-k:, -k:]]
+    return float(np.median([p.mean() for p in patches]))
+
+
+def to_png(image28: np.ndarray) -> bytes:
+    """(28, 28) uint8 → PNG bytes (for showing what the model saw)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image28, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def image_files(paths) -> list[Path]:
+    """Files named directly, plus the image files (by suffix) anywhere under named folders, in a stable order."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(p)
+    return files
