@@ -129,7 +129,7 @@ def to_model_input(x: np.ndarray) -> np.ndarray:
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     resized = np.asarray(Image.fromarray(x).resize((new_w, new_h), Image.Resampling.LANCZOS))
     out = np.zeros((SIZE, SIZE), dtype=np.float32)
-    top, left = (SIZE - new_h + 1) // 2, (SIZE - new_w + 1) // 2  # an odd margin's extra pixel goes first, as in the data set
+    top, left = (SIZE - new_h + 1) // 2, (SIZE - new_w + 1) // 2  # odd margin: extra pixel first (data set)
     out[top : top + new_h, left : left + new_w] = np.clip(resized, 0, 1)
     return np.round(out * 255).astype(np.uint8)
 
