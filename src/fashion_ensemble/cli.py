@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     add_common(ev)
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.add_argument("--photos", action="store_true", help="score the test images as users' photos: each saved as a "
+                    "224×224 RGB JPEG, dark on white, and read back through preprocess")
     ev.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", help="classify image files (any size, colour or common format) with a trained run")
@@ -64,6 +66,30 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--onnx", required=True, metavar="OUT",
                     help="the ensemble's file, e.g. model.onnx; members go beside it as model.<member>.onnx")
     ex.set_defaults(func=cmd_export)
+
+    sv = sub.add_parser("serve", help="the HTTP service and web page for a trained run (FastAPI on uvicorn)")
+    sv.add_argument("run_dir")
+    sv.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only); 0.0.0.0 for all")
+    sv.add_argument("--port", type=int, default=8000, help="default 8000")
+    sv.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body in MiB (default 10)")
+    sv.add_argument("--max-megapixels", type=float, default=40.0, help="largest image, checked before decoding "
+                    "(default 40)")
+    sv.add_argument("--data-dir", default=None, help="test images for the page's random button")
+    sv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default: cpu")
+    sv.add_argument("--engine", choices=("onnx", "torch"), default="onnx",
+                    help="onnx: ONNX Runtime (default, fastest on CPU); torch: PyTorch")
+    sv.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
+    sv.set_defaults(func=cmd_serve)
+
+    lt = sub.add_parser("loadtest", help="a bounded load test of the service: requests/s, latency p50/p99, errors")
+    lt.add_argument("run_dir", nargs="?", help="start `serve RUN_DIR` on a free port for the test (or give --url)")
+    lt.add_argument("--url", default=None, help="test a service that is already running, e.g. http://127.0.0.1:8000")
+    lt.add_argument("--requests", type=positive_int, default=2000, help="default 2000")
+    lt.add_argument("--concurrency", type=positive_int, default=16, help="requests in flight (default 16)")
+    lt.add_argument("--photos", action="store_true", help="send 224×224 JPEG photos instead of 28×28 PNGs")
+    lt.add_argument("--data-dir", default=None, help="the test images to send")
+    lt.add_argument("--json", action="store_true", help="print the result as JSON")
+    lt.set_defaults(func=cmd_loadtest)
 
     data = sub.add_parser("data", help="data set tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -94,7 +120,7 @@ def cmd_run(args) -> int:
 def cmd_evaluate(args) -> int:
     from . import pipeline
 
-    results = pipeline.evaluate(args.run_dir, data_dir=args.data_dir, device=args.device)
+    results = pipeline.evaluate(args.run_dir, data_dir=args.data_dir, device=args.device, photos=args.photos)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -148,6 +174,39 @@ def cmd_export(args) -> int:
     for path in export.export_onnx(runs.load(args.run_dir), args.onnx):
         print(path)
     return 0
+
+
+def cmd_serve(args) -> int:
+    from . import pipeline, serve
+
+    config = serve.ServeConfig(host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 2**20),
+                               max_pixels=int(args.max_megapixels * 1e6), data_dir=args.data_dir,
+                               engine=args.engine)
+    serve.serve(args.run_dir, config, device=str(pipeline.resolve_device(args.device)), access_log=args.access_log)
+    return 0
+
+
+def cmd_loadtest(args) -> int:
+    from . import data, loadtest
+
+    if bool(args.run_dir) == bool(args.url):
+        raise UserError("give a run folder (a service is started for the test) or --url of a running one, not both")
+    images, labels = data.load_raw(args.data_dir, verify_checksums=False)["test"]
+    kwargs = dict(requests=args.requests, concurrency=args.concurrency, photos=args.photos)
+    if args.url:
+        result = loadtest.load_test(args.url, images, labels, **kwargs)
+    else:
+        with loadtest.service(args.run_dir) as url:
+            result = loadtest.load_test(url, images, labels, **kwargs)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['requests']} requests, {result['concurrency']} at a time, in {result['seconds']} s: "
+              f"{result['requests_per_s']} requests/s; latency p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms; "
+              f"{result['errors']} errors; accuracy {result['accuracy']}")
+        for e in result["first_errors"]:
+            print(f"  error: {e}")
+    return 1 if result["errors"] else 0
 
 
 def cmd_data_check(args) -> int:

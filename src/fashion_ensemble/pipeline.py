@@ -20,6 +20,7 @@ from .ensemble import Member, SoftVotingEnsemble, soft_vote, tune_weights
 from .errors import UserError
 from .metrics import classification_metrics, mcnemar_exact
 from .models import build_model
+from .preprocess import as_photo, preprocess
 from .report import write_report
 from .runs import load, read_json, save_members, write_json
 from .train import train_member
@@ -155,13 +156,16 @@ def _summary(m: dict) -> dict:
     return {k: m[k] for k in ("accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss")}
 
 
-def evaluate(run_dir: str | os.PathLike, data_dir=None, device: str = "auto") -> dict:
+def evaluate(run_dir: str | os.PathLike, data_dir=None, device: str = "auto", photos: bool = False) -> dict:
     """Re-score a saved run on the test split its config describes: {name: metrics} for each member and the ensemble.
-    Uses only the folder (through `load`) and the data set."""
+    Uses only the folder (through `load`) and the data set. With `photos`, each test image first makes the round trip
+    a user's photo makes: saved as a 224×224 RGB JPEG, dark on white, then read back through `preprocess`."""
     run_dir = Path(run_dir)
     ensemble: SoftVotingEnsemble = load(run_dir, device=resolve_device(device))
     cfg = RunConfig.from_dict(read_json(run_dir / "config.json"))
     x_te, y_te = make_split(cfg.data, data_dir).test
+    if photos:
+        x_te = np.stack([preprocess(as_photo(image)) for image in x_te])
     results = {name: classification_metrics(y_te, m.predict_proba(x_te)) for name, m in ensemble.members.items()}
     results["ensemble"] = classification_metrics(y_te, ensemble.predict_proba(x_te))
     return results

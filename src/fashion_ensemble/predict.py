@@ -13,14 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .ensemble import SoftVotingEnsemble
 from .preprocess import ImageError, preprocess
 
 DECIMALS = 6  # 1e-6 is far below any decision; full float64 digits only make the JSON unreadable
 
 
-def records(ensemble: SoftVotingEnsemble, images: np.ndarray, top_k: int | None = None) -> list[dict]:
-    """(N, 28, 28) model inputs → N records: the ensemble's label and probabilities, and each member's."""
+def records(ensemble, images: np.ndarray, top_k: int | None = None) -> list[dict]:
+    """(N, 28, 28) model inputs → N records: the ensemble's label and probabilities, and each member's.
+    `ensemble`: anything with `predict_proba_members` and `classes` (SoftVotingEnsemble, OnnxEnsemble)."""
     if len(images) == 0:
         return []
     proba, member_probas = ensemble.predict_proba_members(images)
@@ -41,7 +41,7 @@ def ranked(p: np.ndarray, classes, top_k: int | None = None) -> dict[str, float]
     return {classes[j]: round(float(p[j]), DECIMALS) for j in order}
 
 
-def predict_files(ensemble: SoftVotingEnsemble, files: list[Path], top_k: int | None = None,
+def predict_files(ensemble, files: list[Path], top_k: int | None = None,
                   batch_size: int = 256, max_pixels: int | None = None) -> Iterator[dict]:
     """One record per file, in order; a file that cannot be used gives {"file", "error"} and the rest go on."""
     kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}

@@ -94,6 +94,8 @@ def greyscale(image: Image.Image) -> np.ndarray:
     """Any mode → float32 (H, W) in [0, 1]. Transparency is laid over white (a product photo's usual background);
     16-bit images keep their depth; colour uses ITU-R 601 luma, as Pillow's own "L" conversion does."""
     mode = image.mode
+    if mode == "L":  # the common case, and the data set's own: no colour work
+        return np.asarray(image, dtype=np.float32) * np.float32(1 / 255)
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         return np.asarray(image, dtype=np.float32) / 65535.0
     if mode == "I":  # 32-bit integers: 16-bit PNGs decode to this
@@ -127,10 +129,11 @@ def to_model_input(x: np.ndarray) -> np.ndarray:
     h, w = x.shape
     scale = SIZE / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = np.asarray(Image.fromarray(x).resize((new_w, new_h), Image.Resampling.LANCZOS))
+    if (new_h, new_w) != (h, w):
+        x = np.asarray(Image.fromarray(x).resize((new_w, new_h), Image.Resampling.LANCZOS))
     out = np.zeros((SIZE, SIZE), dtype=np.float32)
     top, left = (SIZE - new_h + 1) // 2, (SIZE - new_w + 1) // 2  # odd margin: extra pixel first (data set)
-    out[top : top + new_h, left : left + new_w] = np.clip(resized, 0, 1)
+    out[top : top + new_h, left : left + new_w] = np.clip(x, 0, 1)
     return np.round(out * 255).astype(np.uint8)
 
 
@@ -138,14 +141,26 @@ def corner_colour(x: np.ndarray) -> float:
     """The background level as Zalando took it, from the corners: the median of the four corner patches' means (a
     garment can fill a corner or two, rarely three)."""
     k = max(1, min(x.shape) // 28)  # 1 pixel for 28×28, 8 for 224×224: averages out JPEG noise
-    patches = [x[:k, :k], x[:k, -k:], x[-k:, :k], x[-k:, -k:]]
-    return float(np.median([p.mean() for p in patches]))
+    if k == 1:
+        corners = x[[0, 0, -1, -1], [0, -1, 0, -1]].tolist()
+    else:
+        corners = [float(p.mean()) for p in (x[:k, :k], x[:k, -k:], x[-k:, :k], x[-k:, -k:])]
+    return float(np.median(corners))
 
 
 def to_png(image28: np.ndarray) -> bytes:
     """(28, 28) uint8 → PNG bytes (for showing what the model saw)."""
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image28, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def as_photo(image28: np.ndarray, size: int = 224, quality: int = 90) -> bytes:
+    """The reverse trip, for tests and `evaluate --photos`: a (28, 28) image as an upscaled RGB JPEG, garment dark
+    on white, like a product photo."""
+    photo = Image.fromarray(255 - np.asarray(image28, dtype=np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    photo.convert("RGB").save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 
