@@ -7,12 +7,12 @@ PROFILE ?= default
 PROTOCOL ?=
 ARGS ?=
 
-.PHONY: run test setup data lint clean
+.PHONY: run test setup data browser lint clean
 
 run: setup data
 	$(VENV)/bin/fashion-ensemble run --profile $(PROFILE) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(ARGS)
 
-test: setup data
+test: setup data browser
 	$(PY) -m pytest $(ARGS)
 
 lint: setup
@@ -36,6 +36,16 @@ data:
 		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
 	else \
 		echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist' (or set FASHION_MNIST_DIR)"; exit 1; \
+	fi
+
+# Headless Chromium and its driver, from Debian, for the web page's end-to-end test.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then exit 0; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian's chromium and chromium-driver"; \
+		(apt-get install -y -qq chromium chromium-driver || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)) >/dev/null; \
+	else \
+		echo "the web page's test needs Chromium: run 'sudo apt-get install chromium chromium-driver' (it is skipped until then)"; \
 	fi
 
 clean:

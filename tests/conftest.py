@@ -51,8 +51,29 @@ def tiny_data(tmp_path) -> Path:
     return write_dataset(tmp_path / "data")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def real_data() -> Path:
     if not (REAL_DATA / FILES["test"][1]).is_file():
         pytest.skip("Debian's dataset-fashion-mnist is not installed (make test installs it)")
     return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A complete run folder trained in seconds on synthetic data (the smoke profile, checksums off)."""
+    import fashion_ensemble as fe
+    from fashion_ensemble.config import DataConfig, profile
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    cfg = profile("smoke").replace(data=DataConfig(train_subset=None, verify_checksums=False))
+    return fe.run_study(cfg, root / "run", data_dir=write_dataset(root / "data"), device="cpu", progress=False)
+
+
+def png_bytes(array: np.ndarray, **save) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    (array if hasattr(array, "save") else Image.fromarray(array)).save(buf, format=save.pop("format", "PNG"), **save)
+    return buf.getvalue()

@@ -28,6 +28,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import predict, preprocess
 from .ensemble import SoftVotingEnsemble
@@ -263,7 +264,7 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
     async def read_uploads(request: Request, fields: tuple[str, ...], limit: int) -> list[tuple[str, bytes]]:
         try:
             form = await request.form(max_files=limit, max_fields=limit + 16)
-        except HTTPException:
+        except StarletteHTTPException:  # Starlette's own 400s, e.g. "Too many files. Maximum number of files is 4."
             raise
         except Exception as e:
             raise HTTPException(400, f"malformed multipart body ({e})") from None

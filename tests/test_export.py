@@ -1,0 +1,66 @@
+"""ONNX export: one graph for the ensemble and one per member; ONNX Runtime agrees with PyTorch."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import fashion_ensemble as fe
+from fashion_ensemble.data import load_raw
+from fashion_ensemble.errors import UserError
+from fashion_ensemble.export import OnnxEnsemble, export_onnx
+
+
+def test_onnx_runtime_agrees_with_pytorch_on_real_test_images(tiny_run, real_data, tmp_path):
+    images = load_raw(real_data, verify_checksums=False)["test"][0][:500]
+    ensemble = fe.load(tiny_run)
+    paths = export_onnx(ensemble, tmp_path / "model.onnx")
+    assert [p.name for p in paths] == ["model.onnx", "model.ann.onnx", "model.cnn.onnx"]
+
+    proba, members = ensemble.predict_proba_members(images)
+    x = (images / 255.0).astype(np.float32)
+    session = ort.InferenceSession(str(paths[0]))
+    outs = session.run(None, {"images": x})
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "ann_probabilities", "cnn_probabilities"]
+    assert np.abs(outs[0] - proba).max() <= 1e-4
+    for out, name in zip(outs[1:], ["ann", "cnn"]):
+        assert np.abs(out - members[name]).max() <= 1e-4
+    for path, name in zip(paths[1:], ["ann", "cnn"]):
+        alone = ort.InferenceSession(str(path)).run(None, {"images": x})[0]
+        assert np.abs(alone - members[name]).max() <= 1e-4
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["classes"]) == ensemble.classes
+    assert json.loads(meta["weights"]) == pytest.approx(ensemble.weights)
+
+
+def test_onnx_ensemble_is_a_drop_in_for_predict_proba(tiny_run, real_data):
+    images = load_raw(real_data, verify_checksums=False)["test"][0][:200]
+    ensemble = fe.load(tiny_run)
+    onnx = OnnxEnsemble(ensemble)
+    assert list(onnx.members) == list(ensemble.members) and onnx.classes == ensemble.classes
+    assert np.abs(onnx.predict_proba(images) - ensemble.predict_proba(images)).max() <= 1e-4
+    assert np.allclose(onnx.predict_proba(images[:1]).sum(), 1.0, atol=1e-12)
+
+
+def test_batch_size_is_free(tiny_run, tmp_path):
+    path = export_onnx(fe.load(tiny_run), tmp_path / "m")[0]
+    assert path.name == "m.onnx"
+    session = ort.InferenceSession(str(path))
+    for n in (1, 7):
+        assert session.run(None, {"images": np.zeros((n, 28, 28), np.float32)})[0].shape == (n, 10)
+
+
+def test_a_member_file_is_not_an_ensemble(tiny_run, tmp_path):
+    paths = export_onnx(fe.load(tiny_run), tmp_path / "model.onnx")
+    with pytest.raises(UserError, match="single member"):
+        OnnxEnsemble(paths[1])
+
+
+def test_export_cli(tiny_run, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "fashion_ensemble.cli", "export", str(tiny_run), "--onnx",
+                        str(tmp_path / "out" / "model.onnx")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(tmp_path / "out" / f) for f in ("model.onnx", "model.ann.onnx", "model.cnn.onnx")]

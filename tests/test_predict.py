@@ -1,0 +1,92 @@
+"""`fashion-ensemble predict`: records for good files, bad files reported and skipped, exit code 1 when any failed."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fashion_ensemble as fe
+from conftest import png_bytes, synthetic_images
+from fashion_ensemble.data import CLASSES
+from fashion_ensemble.predict import predict_files, records
+from fashion_ensemble.preprocess import as_photo, preprocess
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "fashion_ensemble.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Three synthetic garments (classes 0, 3, 7) as files of different kinds, and one broken file."""
+    images = synthetic_images(np.array([0, 3, 7]))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.png").write_bytes(png_bytes(images[0]))
+    (tmp_path / "sub" / "b.jpg").write_bytes(as_photo(images[1]))
+    (tmp_path / "c.webp").write_bytes(png_bytes(np.stack([images[2]] * 3, axis=-1), format="WEBP", lossless=True))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "notes.txt").write_text("ignored: not an image suffix")
+    return tmp_path
+
+
+def test_records_have_the_service_shape(tiny_run):
+    ensemble = fe.load(tiny_run)
+    recs = records(ensemble, synthetic_images(np.array([1, 2])), top_k=3)
+    assert len(recs) == 2
+    for rec in recs:
+        assert set(rec) == {"label", "probabilities", "members"}
+        assert rec["label"] in CLASSES and rec["label"] == next(iter(rec["probabilities"]))
+        assert len(rec["probabilities"]) == 3 and list(rec["probabilities"].values()) == sorted(
+            rec["probabilities"].values(), reverse=True)
+        assert set(rec["members"]) == {"ann", "cnn"}
+    full = records(ensemble, synthetic_images(np.array([1])))[0]
+    assert sum(full["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_files_keeps_order_and_reports_bad_ones(tiny_run, folder):
+    files = [folder / "a.png", folder / "broken.png", folder / "missing.png", folder / "c.webp"]
+    out = list(predict_files(fe.load(tiny_run), files, batch_size=2))
+    assert [r["file"] for r in out] == [str(f) for f in files]
+    assert "error" in out[1] and "not an image" in out[1]["error"]
+    assert "error" in out[2] and "cannot read" in out[2]["error"]
+    expected = records(fe.load(tiny_run), np.stack([preprocess(folder / "a.png"), preprocess(folder / "c.webp")]))
+    assert [out[0]["label"], out[3]["label"]] == [e["label"] for e in expected]
+
+
+def test_cli_json_lines_and_exit_code(tiny_run, folder):
+    r = cli("predict", str(tiny_run), str(folder), "--json")
+    assert r.returncode == 1  # one file failed
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [line["file"].removeprefix(str(folder) + "/") for line in lines] == ["a.png", "broken.png", "c.webp",
+                                                                                "sub/b.jpg"]
+    good = {line["file"].rsplit("/", 1)[1]: line for line in lines if "error" not in line}
+    ensemble = fe.load(tiny_run)
+    for name, path in (("a.png", "a.png"), ("b.jpg", "sub/b.jpg"), ("c.webp", "c.webp")):
+        expected = records(ensemble, preprocess(folder / path)[None])[0]
+        assert good[name]["label"] == expected["label"]
+        assert good[name]["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
+    assert all(len(v["probabilities"]) == 10 and set(v["members"]) == {"ann", "cnn"} for v in good.values())
+    assert "skipped" in r.stderr and "broken.png" in r.stderr and "1 of 4 files" in r.stderr
+
+
+def test_cli_text_top_k_and_success(tiny_run, folder):
+    r = cli("predict", str(tiny_run), str(folder / "a.png"), str(folder / "sub"), "--top-k", "2")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    label = records(fe.load(tiny_run), preprocess(folder / "a.png")[None])[0]["label"]
+    assert len(lines) == 2 and lines[0].startswith(f"{folder / 'a.png'}: {label} ")
+    assert lines[0].count("%") == 2 + 2  # two classes, then the two members' picks
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "/nonexistent/run", "x.png"], "does not exist"),
+    (["predict", "RUN", "EMPTY"], "no image files"),
+    (["predict", "RUN", "x.png", "--top-k", "0"], "expected a whole number"),
+])
+def test_cli_mistakes(tiny_run, tmp_path, args, message):
+    args = [str(tiny_run) if a == "RUN" else str(tmp_path) if a == "EMPTY" else a for a in args]
+    r = cli(*args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,172 @@
+"""Photos of any format, mode and size → the 28×28 input, as Fashion-MNIST was made; bad files → ImageError."""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from conftest import png_bytes
+from fashion_ensemble.preprocess import ImageError, as_photo, image_files, preprocess
+
+
+def garment_photo(width=300, height=150, box=(50, 30, 250, 130), colour=(40, 60, 90)) -> Image.Image:
+    """A dark 200×100 'garment' on a white background: after preprocessing it is 28 wide, 14 high, centred."""
+    photo = Image.new("RGB", (width, height), (255, 255, 255))
+    photo.paste(colour, box)
+    return photo
+
+
+def check_garment(x: np.ndarray):
+    assert x.shape == (28, 28) and x.dtype == np.uint8
+    rows, cols = np.nonzero(x > 128)
+    assert cols.min() == 0 and cols.max() == 27  # longest edge resized to 28
+    assert 13 <= rows.max() - rows.min() + 1 <= 15  # aspect ratio kept
+    assert abs((rows.min() + rows.max()) / 2 - 13.5) <= 1  # centred vertically
+    assert x[0].max() == 0 and x[-1].max() == 0  # white background → black after negation
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"])
+def test_every_common_format(fmt):
+    check_garment(preprocess(png_bytes(garment_photo(), format=fmt)))
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "P", "1", "CMYK", "LA"])
+def test_every_mode(mode):
+    check_garment(preprocess(png_bytes(garment_photo().convert(mode), format="TIFF" if mode == "CMYK" else "PNG")))
+
+
+def test_transparent_background_counts_as_white():
+    rgba = Image.new("RGBA", (300, 150), (0, 0, 0, 0))  # transparent *black*: the alpha decides, not the colour
+    rgba.paste((40, 60, 90, 255), (50, 30, 250, 130))
+    check_garment(preprocess(png_bytes(rgba)))
+
+
+def test_sixteen_bit_keeps_its_depth():
+    x = np.full((150, 300), 65535, dtype=np.uint16)
+    x[30:130, 50:250] = 10000
+    image = Image.fromarray(x)
+    assert image.mode.startswith("I;16")
+    check_garment(preprocess(png_bytes(image)))
+
+
+def test_gif_first_frame_is_used():
+    frames = [garment_photo().convert("P"), Image.new("P", (300, 150), 0)]
+    data = png_bytes(frames[0], format="GIF", save_all=True, append_images=frames[1:])
+    check_garment(preprocess(data))
+
+
+def test_tiny_and_huge_sizes():
+    check_garment(preprocess(garment_photo(30, 16, (1, 1, 29, 15))))
+    check_garment(preprocess(garment_photo(3000, 1500, (500, 300, 2500, 1300))))
+
+
+def test_bright_on_black_is_not_negated_and_a_dataset_image_passes_unchanged():
+    x = np.zeros((28, 28), dtype=np.uint8)
+    x[3:25, 0:28] = np.linspace(60, 250, 28).astype(np.uint8)  # fills the width, like most Fashion-MNIST images
+    x[12, 5] = 0
+    assert np.array_equal(preprocess(png_bytes(x)), x)
+
+
+def test_photo_round_trip_is_close():
+    x = np.zeros((28, 28), dtype=np.uint8)
+    x[2:26, 0:28] = np.linspace(120, 250, 28).astype(np.uint8)  # smooth, like a garment (noise would not survive JPEG)
+    x[10:14, 6:20] = 30
+    back = preprocess(as_photo(x)).astype(float)
+    # The bicubic upscale's halo widens the trimmed box by about a pixel (measured: mean |diff| 11 of 255, most of it
+    # on the garment's edges); the garment itself stays where it was.
+    assert np.corrcoef(back.ravel(), x.ravel())[0, 1] > 0.9
+    assert np.abs(back - x).mean() < 15
+
+
+def test_path_and_file_object_and_pil_inputs(tmp_path):
+    path = tmp_path / "shirt.png"
+    garment_photo().save(path)
+    for source in (path, str(path), path.open("rb"), garment_photo()):
+        check_garment(preprocess(source))
+
+
+def patched_png(width: int, height: int) -> bytes:
+    """A valid 1×1 PNG whose header claims width×height: a decompression bomb's header."""
+    data = bytearray(png_bytes(np.zeros((1, 1), dtype=np.uint8)))
+    ihdr = bytearray(data[12:29])  # b"IHDR" + 13 bytes of fields
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "data, reason, message",
+    [
+        (b"", "empty", "empty"),
+        (b"hello, I am not an image", "not_an_image", "not an image"),
+        (png_bytes(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8))[:2000], "corrupt",
+         "corrupt or truncated"),
+        (patched_png(40_000, 40_000), "too_many_pixels", "too many pixels"),
+        (patched_png(8_000, 8_000), "too_many_pixels", "64,000,000 pixels is more than the limit"),
+        (png_bytes(np.full((40, 40), 255, np.uint8)), "blank", "blank"),
+    ],
+    ids=["empty", "not-an-image", "truncated", "decompression-bomb", "over-our-limit", "blank"],
+)
+def test_bad_files_get_a_reason(data, reason, message):
+    with pytest.raises(ImageError, match=message) as e:
+        preprocess(data, name="upload.png")
+    assert e.value.reason == reason and "upload.png" in str(e.value) or reason == "blank"
+
+
+def test_pixel_limit_is_a_parameter():
+    with pytest.raises(ImageError) as e:
+        preprocess(garment_photo(), max_pixels=1000)
+    assert e.value.reason == "too_many_pixels"
+
+
+def test_image_files_searches_folders(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/1.png", "a/b/2.JPG", "a/notes.txt", "3.webp"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.relative_to(tmp_path).as_posix() for p in image_files([tmp_path / "a", tmp_path / "3.webp"])] == [
+        "a/1.png", "a/b/2.JPG", "3.webp"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    h=st.integers(1, 80), w=st.integers(1, 80), seed=st.integers(0, 2**31),
+    mode=st.sampled_from(["L", "RGB", "RGBA", "P", "I;16"]), fmt=st.sampled_from(["PNG", "JPEG", "BMP", "WEBP"]),
+)
+def test_property_any_image_gives_a_valid_input_or_a_clear_error(h, w, seed, mode, fmt):
+    rng = np.random.default_rng(seed)
+    image = Image.fromarray(rng.integers(0, 256, size=(h, w, 4), dtype=np.uint8), "RGBA")
+    image = image.convert(mode) if mode != "I;16" else Image.fromarray(rng.integers(0, 65536, (h, w), np.uint16))
+    if fmt != "PNG" and mode not in ("L", "RGB"):  # PNG holds every mode; the others only some
+        image = image.convert("RGB")
+    try:
+        x = preprocess(png_bytes(image, format=fmt))
+    except ImageError as e:
+        assert e.reason == "blank"  # a uniform image: nothing to find
+        return
+    assert x.shape == (28, 28) and x.dtype == np.uint8
+    assert x.max() > 0  # the trimmed content fills the frame's longest edge
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300))
+def test_property_random_bytes_never_crash(data):
+    try:
+        preprocess(data)
+    except ImageError:
+        pass
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 200), st.binary(min_size=1, max_size=8))
+def test_property_a_damaged_png_gives_image_error(position, junk):
+    good = png_bytes(garment_photo(60, 30, (10, 5, 50, 25)))
+    bad = good[:position] + junk + good[position + len(junk):]
+    try:
+        preprocess(bad)
+    except ImageError:
+        pass
