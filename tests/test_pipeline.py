@@ -92,14 +92,28 @@ def test_existing_folder_is_not_overwritten(run):
         fe.run_study(tiny_config(), out, data_dir=data_dir, device="cpu", progress=False)
 
 
-def test_failed_run_leaves_no_folder(tmp_path, tiny_data, monkeypatch):
+def test_failed_run_leaves_no_folder_that_looks_complete_and_can_be_resumed(tmp_path, tiny_data, monkeypatch):
     def broken_report(*args):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr("fashion_ensemble.pipeline.write_report", broken_report)  # fails after training
     with pytest.raises(RuntimeError, match="disk full"):
         fe.run_study(tiny_config(), tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
-    assert list(tmp_path.iterdir()) == [tmp_path / "data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.partial", "data"]  # hidden, kept for --resume
+    assert {p.name for p in (tmp_path / ".run.partial" / "checkpoints").iterdir()} == {"ann.safetensors",
+                                                                                      "cnn.safetensors"}
+    monkeypatch.undo()
+    out = fe.resume_study(tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
+    assert (out / "report.md").is_file() and not (out / "checkpoints").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "run"]
+
+
+def test_resume_needs_something_to_resume(run, tmp_path):
+    out, data_dir = run
+    with pytest.raises(UserError, match="is complete"):
+        fe.resume_study(out, data_dir=data_dir, device="cpu")
+    with pytest.raises(UserError, match="nothing to resume"):
+        fe.resume_study(tmp_path / "never", data_dir=data_dir, device="cpu")
 
 
 def copy_run(src, dst):

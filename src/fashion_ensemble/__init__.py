@@ -10,11 +10,11 @@ from .config import PROFILES, RunConfig, profile
 from .data import CLASSES, load_raw, make_split
 from .ensemble import Member, SoftVotingEnsemble
 from .errors import UserError
-from .pipeline import evaluate, run_study
+from .pipeline import evaluate, resume_study, run_study
 from .runs import load
 
 __all__ = [
     "CLASSES", "PROFILES", "Member", "RunConfig", "SoftVotingEnsemble", "UserError",
-    "evaluate", "load", "load_raw", "make_split", "profile", "run_study",
+    "evaluate", "load", "load_raw", "make_split", "profile", "resume_study", "run_study",
 ]
 __version__ = "0.1.0"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from .config import PROFILES, PROTOCOLS
 from .errors import UserError
@@ -31,12 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train both members, build the ensemble, write runs/<name>/ with a report")
-    run.add_argument("--profile", choices=list(PROFILES), default="default",
-                     help="quick: ~2-minute smoke run; default: the main job; paper: the paper's protocol and recipe")
+    run.add_argument("--profile", choices=list(PROFILES), default=None,
+                     help="quick: ~2-minute smoke run; default (the default): the main job; paper: the paper's "
+                          "protocol and recipe")
+    run.add_argument("--config", default=None, metavar="FILE",
+                     help="a RunConfig as JSON (e.g. a run folder's config.json) instead of a profile")
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="paper: 80/10/10 of all 70k; standard: official 60k/10k (default: the profile's)")
-    run.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    run.add_argument("--seed", type=int, default=None, help="training seed (default 0, or the --config file's)")
     run.add_argument("--out", default=None, help="run folder (default runs/<profile>-<protocol>-seed<N>-<time>)")
+    run.add_argument("--resume", default=None, metavar="RUN_DIR",
+                     help="go on with a stopped run from its last checkpoints (same result as an uninterrupted run)")
+    run.add_argument("--parallel", action="store_true",
+                     help="train the members at the same time in separate processes, splitting the cores")
     add_common(run)
     run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs into the run folder")
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
@@ -106,15 +115,49 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args) -> int:
-    from . import config, pipeline
+    from . import pipeline
 
-    cfg = config.profile(args.profile, protocol=args.protocol, seed=args.seed)
-    out = pipeline.run_study(cfg, args.out, data_dir=args.data_dir, device=args.device, progress=not args.quiet,
-                             tensorboard=args.tensorboard)
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, only rank 0 speaks
+    options = dict(data_dir=args.data_dir, device=args.device, progress=not args.quiet, tensorboard=args.tensorboard,
+                   parallel=args.parallel)
+    if args.resume:
+        given = [f"--{k}" for k in ("profile", "config", "protocol", "seed", "out") if getattr(args, k) is not None]
+        if given:
+            raise UserError(f"--resume continues a run with its own config.json; drop {' '.join(given)}")
+        if main_rank and not args.quiet:
+            print(f"resuming {args.resume}", flush=True)
+        out = pipeline.resume_study(args.resume, **options)
+    else:
+        cfg = run_config(args)
+        out = Path(args.out) if args.out else pipeline.default_run_dir(cfg)
+        if main_rank and not args.quiet:
+            print(f"writing {out} (if stopped: fashion-ensemble run --resume {out})", flush=True)
+        out = pipeline.run_study(cfg, out, **options)
+    if not main_rank:
+        return 0
     metrics = json.loads((out / "metrics.json").read_text())
     print(format_table(metrics["models"]))
     print(f"run folder: {out}  (report: {out / 'report.md'})")
     return 0
+
+
+def run_config(args):
+    from . import config
+
+    if args.config and (args.profile or args.protocol):
+        raise UserError("--config gives the whole configuration; drop --profile/--protocol (--seed may override it)")
+    if not args.config:
+        return config.profile(args.profile or "default", protocol=args.protocol,
+                              seed=0 if args.seed is None else args.seed)
+    path = Path(args.config)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"--config {path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"--config {path}: not valid JSON ({e})") from None
+    cfg = config.RunConfig.from_dict(data)
+    return cfg if args.seed is None else cfg.replace(seed=args.seed)
 
 
 def cmd_evaluate(args) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from .config import RunConfig
 from .data import CLASSES, make_split
 from .ensemble import Member, SoftVotingEnsemble, soft_vote, tune_weights
@@ -56,54 +57,90 @@ def run_study(
     device: str | torch.device = "auto",
     progress: bool = True,
     tensorboard: bool = False,
+    parallel: bool = False,
 ) -> Path:
-    """Run the whole study and write its folder. The folder appears only when complete (written under a temporary
-    name, then renamed), so a failed or killed run never leaves one that looks finished. Returns its path."""
-    device = resolve_device(device)
-    out = Path(out) if out is not None else default_run_dir(cfg)
+    """Run the whole study and write its folder; returns its path.
+
+    The folder is written under a hidden temporary name, `.<name>.partial`, and renamed only when complete, so a failed
+    or killed run never leaves one that looks finished. The temporary folder holds a checkpoint per member, saved after
+    every epoch: `resume_study(out)` (`fashion-ensemble run --resume OUT`) goes on from there. With `parallel`, the
+    members train at the same time in separate processes that split the cores."""
+    device = distributed.setup(resolve_device(device))
+    out = Path(distributed.broadcast_object(str(out if out is not None else default_run_dir(cfg))))
     if out.exists():
         raise UserError(f"{out} already exists; choose another --out or remove it")
     if not cfg.members:
         raise UserError("the configuration has no members to train")
-    split = make_split(cfg.data, data_dir)
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        _run_into(cfg, split, tmp, device, progress, tensorboard)
-        tmp.rename(out)
-    except BaseException:
+    split = make_split(cfg.data, data_dir)  # bad data fails here, before any folder is made
+    tmp = partial_dir(out)
+    if distributed.is_main():
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        tmp.mkdir(parents=True)
+        write_json(tmp / "config.json", cfg.to_dict())
+    distributed.barrier()
+    return _study(cfg, split, out, tmp, data_dir, device, progress, tensorboard, parallel)
+
+
+def resume_study(out: str | os.PathLike, *, data_dir=None, device: str | torch.device = "auto",
+                 progress: bool = True, tensorboard: bool = False, parallel: bool = False) -> Path:
+    """Go on with a run that was stopped (killed, interrupted, failed) from its members' last checkpoints. `out` is the
+    run folder that `run_study` was writing (or its `.<name>.partial` folder). The result is the same as that of an
+    uninterrupted run."""
+    device = distributed.setup(resolve_device(device))
+    out = Path(out)
+    if out.name.startswith(".") and out.name.endswith(".partial"):
+        out = out.with_name(out.name[1 : -len(".partial")])
+    tmp = partial_dir(out)
+    if not tmp.is_dir():
+        if (out / "metrics.json").is_file():
+            raise UserError(f"{out} is complete; there is nothing to resume")
+        raise UserError(f"nothing to resume at {out}: {tmp} does not exist (a run keeps it until it completes)")
+    cfg = RunConfig.from_dict(read_json(tmp / "config.json"))
+    split = make_split(cfg.data, data_dir)
+    return _study(cfg, split, out, tmp, data_dir, device, progress, tensorboard, parallel)
+
+
+def partial_dir(out: Path) -> Path:
+    return out.with_name(f".{out.name}.partial")
+
+
+def _study(cfg, split, out, tmp, data_dir, device, progress, tensorboard, parallel) -> Path:
+    try:
+        _run_into(cfg, split, tmp, data_dir, device, progress, tensorboard, parallel)
+        if distributed.is_main():
+            shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+            tmp.rename(out)
+    finally:
+        distributed.teardown()
     return out
 
 
-def _run_into(cfg: RunConfig, split, run_dir: Path, device, progress: bool, tensorboard: bool) -> None:
+def _run_into(cfg: RunConfig, split, run_dir: Path, data_dir, device, progress: bool, tensorboard: bool,
+              parallel: bool) -> None:
+    main = distributed.is_main()
     writer = None
-    if tensorboard:
+    if tensorboard and main:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             raise UserError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
         writer = SummaryWriter(str(run_dir / "tensorboard"))
 
-    write_json(run_dir / "config.json", cfg.to_dict())
+    checkpoints = run_dir / "checkpoints"
+    if parallel:
+        train_in_parallel(cfg, data_dir, device, checkpoints, progress)
     members, history, timing = {}, {}, {}
     for name, mcfg in cfg.members.items():
         start = time.perf_counter()
-        seed = member_seed(cfg.seed, name)
-        torch.manual_seed(seed)  # initial weights
-        model = build_model(mcfg.kind, mcfg.model)
-        model, epochs = train_member(
-            model, split.train, split.val, mcfg.train, seed=seed, device=device, name=name,
-            progress=progress, writer=writer,
-        )
+        model, epochs = _train(cfg, name, split, device, checkpoints, progress and main, writer)
         members[name] = Member(mcfg.kind, model, device, tta_flip=mcfg.tta_flip)
         best = min(epochs, key=lambda e: e["val_loss"])["epoch"]
         history[name] = {"best_epoch": best, "epochs": epochs}
         timing[f"train_{name}_s"] = time.perf_counter() - start
     if writer is not None:
         writer.close()
+    if not main:
+        return  # only rank 0 scores and writes
 
     # Voting weights from the members' validation probabilities.
     x_va, y_va = split.val
@@ -150,6 +187,53 @@ def _run_into(cfg: RunConfig, split, run_dir: Path, device, progress: bool, tens
     write_json(run_dir / "history.json", {"members": history, "timing": timing})
     write_json(run_dir / "metrics.json", metrics)
     write_report(run_dir, cfg, metrics, history)
+
+
+def _train(cfg: RunConfig, name: str, split, device, checkpoints: Path, progress: bool, writer=None):
+    """One member, from its own seed (or its checkpoint): (model, per-epoch history)."""
+    mcfg = cfg.members[name]
+    seed = member_seed(cfg.seed, name)
+    torch.manual_seed(seed)  # initial weights
+    model = build_model(mcfg.kind, mcfg.model)
+    return train_member(model, split.train, split.val, mcfg.train, seed=seed, device=device, name=name,
+                        progress=progress, writer=writer, checkpoint=checkpoints / f"{name}.safetensors")
+
+
+def train_in_parallel(cfg: RunConfig, data_dir, device, checkpoints: Path, progress: bool) -> None:
+    """Train the members at the same time, one process each, the cores split between them. Each leaves its finished
+    checkpoint, from which the study then restores it. With fewer cores than members, training stays sequential."""
+    cores = os.cpu_count() or 1
+    names = list(cfg.members)
+    if distributed.world()[1] > 1 or cores < len(names) or device.type != "cpu":
+        if progress:
+            print(f"--parallel: {len(names)} members on {cores} cores ({device.type}, world "
+                  f"{distributed.world()[1]}): training them one after the other instead", flush=True)
+        return
+    threads = cores // len(names)
+    ctx = torch.multiprocessing.get_context("spawn")
+    procs = {name: ctx.Process(target=_train_child, args=(cfg.to_dict(), name, data_dir, str(checkpoints), threads))
+             for name in names}
+    if progress:
+        print(f"training {', '.join(names)} in parallel: {len(names)} processes, {threads} threads each", flush=True)
+    for proc in procs.values():
+        proc.start()
+    try:
+        for proc in procs.values():
+            proc.join()
+    finally:
+        for proc in procs.values():
+            if proc.is_alive():
+                proc.kill()
+    failed = {name: proc.exitcode for name, proc in procs.items() if proc.exitcode != 0}
+    if failed:
+        raise UserError(f"training failed in the member processes: {failed} (exit codes); "
+                        "run without --parallel to see the error")
+
+
+def _train_child(cfg_dict: dict, name: str, data_dir, checkpoints: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    cfg = RunConfig.from_dict(cfg_dict)
+    _train(cfg, name, make_split(cfg.data, data_dir), torch.device("cpu"), Path(checkpoints), progress=False)
 
 
 def _summary(m: dict) -> dict:

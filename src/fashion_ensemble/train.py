@@ -10,13 +10,17 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from . import distributed
 from .augment import augment
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import one_hot
 from .models import Normalize
@@ -75,9 +79,15 @@ def train_member(
     name: str = "model",
     progress: bool = True,
     writer=None,
+    checkpoint: Path | None = None,
 ) -> tuple[torch.nn.Module, list[dict]]:
-    """Train `model` in place and return it (best validation-loss weights restored) with its per-epoch history."""
+    """Train `model` in place and return it (best validation-loss weights restored) with its per-epoch history.
+
+    With `checkpoint`, the whole training state is saved there after every epoch, and training resumes from it when it
+    exists: the result is the same, bit for bit on CPU, as an uninterrupted run. Under torchrun (see distributed.py)
+    each rank trains on its share of every batch."""
     device = torch.device(device)
+    rank, world_size = distributed.world()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)  # shuffling and augmentation: one CPU stream, same on any device
     x_tr, y_tr = to_tensor(train[0], device), torch.from_numpy(train[1]).to(device)
@@ -93,15 +103,23 @@ def train_member(
         opt, lambda s: lc3_factor(s, total, cfg.warmup_frac, cfg.finetune_frac, cfg.finetune_lr)
     )
 
-    history: list[dict] = []
-    best_loss, best_state, bad_epochs = float("inf"), None, 0
-    for epoch in range(1, cfg.epochs + 1):
+    state = {"next_epoch": 1, "stopped": False, "best_loss": float("inf"), "bad_epochs": 0, "history": []}
+    best_state = None
+    if checkpoint is not None and checkpoint.is_file():
+        best_state, state = load_checkpoint(checkpoint, model=model, optimizer=opt, scheduler=sched, generator=gen)
+    history: list[dict] = state["history"]
+    net = DistributedDataParallel(model, broadcast_buffers=False) if world_size > 1 else model
+
+    for epoch in range(state["next_epoch"], cfg.epochs + 1):
+        if state["stopped"]:
+            break
         augmented = epoch <= cfg.augment.epochs
         model.train()
         start = time.perf_counter()
         order = torch.randperm(n, generator=gen).to(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
         bar = tqdm(
             range(steps_per_epoch), desc=f"{name} {epoch}/{cfg.epochs}", leave=False,
             disable=None if progress else True,  # None: no bar when stderr is not a terminal (logs, CI)
@@ -111,28 +129,31 @@ def train_member(
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             xb, yb = x_tr[idx], y_tr[idx]
             if augmented:
-                xb = augment(xb, cfg.augment, gen)
+                xb = augment(xb, cfg.augment, gen)  # the whole global batch on every rank: generators stay in step
+            if world_size > 1:
+                xb, yb = xb[rank::world_size], yb[rank::world_size]
             xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast(device):
-                logits = model(xb)
+                logits = net(xb)
                 loss = F.cross_entropy(logits.float(), one_hot(yb, smoothing=cfg.label_smoothing))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += loss.detach() * len(idx)
+            loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()
+            seen += len(yb)
             if not bar.disable and i % 25 == 0:  # .item() syncs a GPU: only for a visible bar, not every step
-                done = min(n, (i + 1) * cfg.batch_size)
-                bar.set_postfix(loss=f"{loss_sum.item() / done:.4f}",
-                                img_s=f"{done / (time.perf_counter() - start):,.0f}")
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}",
+                                img_s=f"{seen * world_size / (time.perf_counter() - start):,.0f}")
         bar.close()
+        distributed.broadcast_state(model)  # BatchNorm statistics differ per rank: all take rank 0's
         seconds = time.perf_counter() - start
         val_logits = predict_logits(model, x_va)
         record = EpochRecord(
             epoch=epoch,
-            train_loss=loss_sum.item() / n,
-            train_accuracy=correct.item() / n,
+            train_loss=loss_sum.item() / seen,
+            train_accuracy=correct.item() / seen,
             val_loss=F.cross_entropy(val_logits, y_va).item(),
             val_accuracy=(val_logits.argmax(1) == y_va).float().mean().item(),
             lr=opt.param_groups[0]["lr"],
@@ -150,13 +171,16 @@ def train_member(
         if writer is not None:
             for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s"):
                 writer.add_scalar(f"{name}/{key}", getattr(record, key), epoch)
-        if record.val_loss < best_loss:
-            best_loss, bad_epochs = record.val_loss, 0
+        if record.val_loss < state["best_loss"]:
+            state["best_loss"], state["bad_epochs"] = record.val_loss, 0
             best_state = copy.deepcopy(model.state_dict())
         else:
-            bad_epochs += 1
-            if bad_epochs >= cfg.patience:
-                break
+            state["bad_epochs"] += 1
+            state["stopped"] = state["bad_epochs"] >= cfg.patience
+        state["next_epoch"] = epoch + 1
+        if checkpoint is not None and rank == 0:
+            save_checkpoint(checkpoint, model=model, best_state=best_state, optimizer=opt, scheduler=sched,
+                            generator=gen, state=state)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

@@ -1,0 +1,78 @@
+"""Training checkpoints: all a member's training needs to go on exactly where it stopped, in one safetensors file
+written atomically (a temporary file, then a rename), so that a kill at any moment leaves the previous one whole.
+
+    model.<key>        the model's state: weights, BatchNorm buffers, normalisation statistics
+    best.<key>         the best-validation-loss state so far (early stopping restores it at the end)
+    optim.<i>.<key>    AdamW's state of parameter i: step, exp_avg, exp_avg_sq
+    rng.torch          the global CPU generator (dropout); rng.cuda the CUDA one, when training there
+    rng.shuffle        the member's own generator (shuffling, augmentation)
+    metadata "state"   JSON: next_epoch, stopped, best_loss, bad_epochs, history, scheduler, optimizer groups
+
+No pickle: tensors go to safetensors, the rest to JSON (Python floats round-trip exactly through `json`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from .errors import UserError
+
+
+def save_checkpoint(path: Path, *, model: torch.nn.Module, best_state: dict | None, optimizer: torch.optim.Optimizer,
+                    scheduler, generator: torch.Generator, state: dict) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if best_state is not None:
+        tensors |= {f"best.{k}": v for k, v in best_state.items()}
+    opt = optimizer.state_dict()
+    for i, param_state in opt["state"].items():
+        tensors |= {f"optim.{i}.{k}": v for k, v in param_state.items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.shuffle"] = generator.get_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {**state, "scheduler": scheduler.state_dict(), "optimizer_groups": opt["param_groups"]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
+    with open(tmp, "rb") as f:  # on disk before the rename, so that a crash cannot leave an empty file behind it
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+                    generator: torch.Generator) -> tuple[dict | None, dict]:
+    """Restore model, optimizer, scheduler and generators from `path`; returns (best_state or None, state dict)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["state"])
+        tensors = load_file(str(path))
+    except Exception as e:
+        raise UserError(f"{path}: unreadable training checkpoint ({e}); delete it to restart that member") from None
+    device = next(model.parameters()).device
+
+    def part(prefix):
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    model.load_state_dict(part("model."))
+    best = part("best.")
+    opt_state: dict[int, dict] = {}
+    for key, value in part("optim.").items():
+        i, name = key.split(".", 1)
+        opt_state.setdefault(int(i), {})[name] = value
+    groups = meta.pop("optimizer_groups")
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    scheduler.load_state_dict(meta.pop("scheduler"))
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.shuffle"])
+    if "rng.cuda" in tensors and device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return ({k: v.to(device) for k, v in best.items()} if best else None), meta

@@ -1,0 +1,63 @@
+"""Training on several processes or machines with DistributedDataParallel, launched by `torchrun`.
+
+`torchrun` sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address; `setup` joins the group (gloo on CPU, NCCL
+on CUDA). Every rank holds the whole data set, draws the same shuffled order and augmentation (the same seeded
+generator) and trains on its share of each global batch (every world_size-th image); DDP averages the gradients.
+After each epoch, rank 0's state (weights and BatchNorm statistics) is broadcast, so every rank validates the same
+model and takes the same early-stopping decision. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+def setup(device: torch.device) -> torch.device:
+    """Join the process group when launched by torchrun with WORLD_SIZE > 1; returns this rank's device."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def teardown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def broadcast_state(model: torch.nn.Module) -> None:
+    """Make every rank's parameters and buffers equal to rank 0's."""
+    if world()[1] > 1:
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def broadcast_object(obj):
+    """Rank 0's value of a picklable object (e.g. the run folder's name, which holds a timestamp) on every rank."""
+    if world()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if world()[1] > 1:
+        dist.barrier()

@@ -1,0 +1,151 @@
+"""Nothing lost: a run killed with SIGKILL at a random point, then resumed, ends exactly where an uninterrupted run
+with the same seed ends (weights and metrics.json, byte for byte); checkpoints hold the whole training state."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import write_dataset
+from fashion_ensemble.config import ANNConfig, CNNConfig, DataConfig, MemberConfig, RunConfig, TrainConfig
+from fashion_ensemble.errors import UserError
+from fashion_ensemble.models import build_model
+from fashion_ensemble.train import train_member
+
+
+def resume_config() -> RunConfig:
+    """Both members, several epochs each on 2,000 synthetic images: a few seconds of training to kill."""
+    return RunConfig(
+        profile="resume-test",
+        data=DataConfig(verify_checksums=False),
+        members={
+            "ann": MemberConfig("ann", ANNConfig(hidden=(256, 128)), TrainConfig(epochs=8, batch_size=64, patience=3)),
+            "cnn": MemberConfig("cnn", CNNConfig(stem=8, stages=((8,), (16,), (32,))),
+                                TrainConfig(epochs=6, batch_size=64, patience=3), tta_flip=True),
+        },
+    )
+
+
+def cli(*args, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "fashion_ensemble.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def same_run(a, b):
+    assert (a / "metrics.json").read_bytes() == (b / "metrics.json").read_bytes()
+    assert (a / "ensemble.json").read_bytes() == (b / "ensemble.json").read_bytes()
+    for name in ("ann", "cnn"):
+        wa, wb = load_file(str(a / f"{name}.safetensors")), load_file(str(b / f"{name}.safetensors"))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
+    ha, hb = (json.loads((d / "history.json").read_text())["members"] for d in (a, b))
+    for name in ("ann", "cnn"):  # the same epochs with the same losses; only the timings differ
+        strip = [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")} for e in ha[name]["epochs"]]
+        assert strip == [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")}
+                         for e in hb[name]["epochs"]]
+
+
+def test_sigkill_at_a_random_point_then_resume_equals_an_uninterrupted_run(tmp_path):
+    data = write_dataset(tmp_path / "data", n_train=2000, n_test=200)
+    cfg_file = tmp_path / "config.json"
+    cfg_file.write_text(json.dumps(resume_config().to_dict()))
+    common = ["--config", str(cfg_file), "--data-dir", str(data), "--device", "cpu", "--quiet"]
+
+    whole = cli("run", *common, "--out", str(tmp_path / "whole"))
+    assert whole.wait(600) == 0, whole.stderr.read()
+
+    killed = cli("run", *common, "--out", str(tmp_path / "killed"))
+    checkpoint = tmp_path / ".killed.partial" / "checkpoints" / "ann.safetensors"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists():  # the first epoch has been saved: training is under way
+        assert killed.poll() is None and time.monotonic() < deadline, killed.stderr.read()
+        time.sleep(0.02)
+    # Somewhere in the rest of the training (the ANN's later epochs or the CNN's), mid-step or mid-write: the
+    # uninterrupted run's timings say how long that lasts on this machine.
+    h = json.loads((tmp_path / "whole" / "history.json").read_text())
+    rest = h["timing"]["train_ann_s"] + h["timing"]["train_cnn_s"] - h["members"]["ann"]["epochs"][0]["seconds"]
+    delay = random.uniform(0.0, 0.9 * rest)
+    time.sleep(delay)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait(60) == -signal.SIGKILL, f"the run ended before the kill ({delay:.2f} s after epoch 1)"
+    assert not (tmp_path / "killed").exists()  # nothing that looks complete
+    saved = sorted(p.name for p in checkpoint.parent.iterdir())
+
+    resumed = cli("run", "--resume", str(tmp_path / "killed"), "--data-dir", str(data), "--device", "cpu", "--quiet")
+    assert resumed.wait(600) == 0, resumed.stderr.read()
+    print(f"killed {delay:.2f} s (of {rest:.2f} s) after the ANN's first checkpoint; checkpoints then: {saved}")
+    same_run(tmp_path / "whole", tmp_path / "killed")
+    assert not (tmp_path / ".killed.partial").exists() and not (tmp_path / "killed" / "checkpoints").exists()
+
+
+def test_resume_from_every_epoch_gives_the_same_weights(tmp_path, tiny_data):
+    """In process: stop after epoch k (by copying the checkpoint then), resume, compare with the whole run."""
+    from conftest import synthetic_images
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 600)
+    train, val = (synthetic_images(y[:500]), y[:500]), (synthetic_images(y[500:], seed=1), y[500:])
+    cfg = TrainConfig(epochs=4, batch_size=50, patience=10)
+    mcfg = CNNConfig(stem=8, stages=((8,), (16,)))
+
+    def fresh():
+        torch.manual_seed(1)
+        return build_model("cnn", mcfg)
+
+    whole, hist = train_member(fresh(), train, val, cfg, seed=3, progress=False)
+    ckpt = tmp_path / "ck.safetensors"
+    snapshots = []
+
+    import fashion_ensemble.train as train_mod
+
+    real_save = train_mod.save_checkpoint
+
+    def save_and_copy(path, **kw):
+        real_save(path, **kw)
+        snapshots.append(path.read_bytes())
+
+    train_mod.save_checkpoint = save_and_copy
+    try:
+        train_member(fresh(), train, val, cfg, seed=3, progress=False, checkpoint=ckpt)
+    finally:
+        train_mod.save_checkpoint = real_save
+    assert len(snapshots) == 4
+    for k, snapshot in enumerate(snapshots[:-1], start=1):
+        ckpt.write_bytes(snapshot)  # as if killed right after epoch k
+        resumed, rhist = train_member(fresh(), train, val, cfg, seed=3, progress=False, checkpoint=ckpt)
+        for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+            assert torch.equal(a, b), (k, name)
+        assert [e["val_loss"] for e in rhist] == [e["val_loss"] for e in hist]
+
+
+def test_a_damaged_checkpoint_says_so(tmp_path):
+    from conftest import synthetic_images
+
+    y = np.arange(100) % 10
+    ckpt = tmp_path / "ck.safetensors"
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="unreadable training checkpoint"):
+        train_member(build_model("ann", ANNConfig(hidden=(16,))), (synthetic_images(y), y), (synthetic_images(y), y),
+                     TrainConfig(epochs=1), seed=0, progress=False, checkpoint=ckpt)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--resume", "X", "--seed", "3"], "drop --seed"),
+    (["--resume", "/nonexistent/run"], "nothing to resume"),
+    (["--config", "/nonexistent.json"], "no such file"),
+    (["--config", "CFG", "--profile", "quick"], "drop --profile"),
+])
+def test_resume_and_config_mistakes(tmp_path, args, message):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(resume_config().to_dict()))
+    args = [str(cfg) if a == "CFG" else a for a in args]
+    r = subprocess.run([sys.executable, "-m", "fashion_ensemble.cli", "run", *args], capture_output=True, text=True,
+                       timeout=120, env={**os.environ})
+    assert r.returncode == 2 and message in r.stderr, r.stderr
