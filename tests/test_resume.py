@@ -149,3 +149,16 @@ def test_resume_and_config_mistakes(tmp_path, args, message):
     r = subprocess.run([sys.executable, "-m", "fashion_ensemble.cli", "run", *args], capture_output=True, text=True,
                        timeout=120, env={**os.environ})
     assert r.returncode == 2 and message in r.stderr, r.stderr
+
+
+def test_parallel_members_give_a_complete_run(tmp_path, capsys):
+    import fashion_ensemble as fe
+
+    data = write_dataset(tmp_path / "data", n_train=600, n_test=100)
+    out = fe.run_study(resume_config(), tmp_path / "par", data_dir=data, device="cpu", progress=True, parallel=True)
+    said = capsys.readouterr().out
+    cores = os.cpu_count() or 1
+    assert ("in parallel: 2 processes" in said) == (cores >= 2), said
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["models"]["ensemble"]["accuracy"] > 0.5
+    assert not (out / "checkpoints").exists()

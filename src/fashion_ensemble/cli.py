@@ -25,8 +25,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, with a bad option reported like every other mistake: one line on stderr, exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="fashion-ensemble",
         description="ANN + depthwise-separable CNN soft-voting ensemble on Fashion-MNIST.",
     )

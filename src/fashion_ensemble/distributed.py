@@ -9,10 +9,12 @@ model and takes the same early-stopping decision. Only rank 0 writes files.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 def world() -> tuple[int, int]:
@@ -40,6 +42,14 @@ def setup(device: torch.device) -> torch.device:
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def wrap(model: torch.nn.Module) -> DistributedDataParallel:
+    """DDP that averages gradients but leaves BatchNorm buffers alone in forward (`broadcast_state` syncs them once
+    an epoch); the initial state is synced from rank 0 either way."""
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters:  # newer name, same meaning
+        return DistributedDataParallel(model, forward_sync_buffers=False)
+    return DistributedDataParallel(model, broadcast_buffers=False)
 
 
 def broadcast_state(model: torch.nn.Module) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import distributed
@@ -108,7 +107,7 @@ def train_member(
     if checkpoint is not None and checkpoint.is_file():
         best_state, state = load_checkpoint(checkpoint, model=model, optimizer=opt, scheduler=sched, generator=gen)
     history: list[dict] = state["history"]
-    net = DistributedDataParallel(model, broadcast_buffers=False) if world_size > 1 else model
+    net = distributed.wrap(model) if world_size > 1 else model
 
     for epoch in range(state["next_epoch"], cfg.epochs + 1):
         if state["stopped"]:
