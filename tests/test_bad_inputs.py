@@ -10,12 +10,12 @@ import struct
 import numpy as np
 import pytest
 import torch
-from conftest import idx_bytes, write_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from safetensors.torch import save_file
 
+from conftest import idx_bytes, write_dataset
 from fashion_ensemble.cli import main
 from fashion_ensemble.data import FILES, read_idx
 from fashion_ensemble.errors import UserError

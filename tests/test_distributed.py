@@ -3,7 +3,6 @@ the same budget (epochs and global batch); `torchrun ... run` writes one run fol
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -14,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from fashion_ensemble.config import ANNConfig, AugmentConfig, TrainConfig
 from fashion_ensemble.data import load_raw
+from fashion_ensemble.loadtest import free_port
 from fashion_ensemble.models import build_model
 from fashion_ensemble.train import predict_logits, to_tensor, train_member
 
@@ -40,12 +40,6 @@ def rank_main(rank: int, world: int, port: int, data_dir: str, out: str) -> None
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/rank{rank}.safetensors")
     finally:
         torch.distributed.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def accuracy(model, val) -> float:

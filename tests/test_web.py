@@ -3,7 +3,6 @@ against the real service on a loopback port; plus the load-test command against 
 
 import os
 import shutil
-import socket
 import threading
 import time
 
@@ -22,9 +21,7 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 @pytest.fixture(scope="module")
 def server(tiny_run, real_data):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = loadtest.free_port()
     app = create_app(tiny_run, ServeConfig(port=port, data_dir=str(real_data)))
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)

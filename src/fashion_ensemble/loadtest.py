@@ -94,12 +94,17 @@ def load_test(url: str, images: np.ndarray, labels: np.ndarray | None = None, re
     return asyncio.run(_load(url, bodies, labels, requests, concurrency))
 
 
+def free_port() -> int:
+    """A loopback port that nothing listens on now (the system picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @contextlib.contextmanager
 def service(run_dir, startup_s: float = 120.0):
     """`fashion-ensemble serve RUN_DIR` in a child process on a free loopback port; yields its URL."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "fashion_ensemble.cli", "serve", str(run_dir), "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
