@@ -58,3 +58,15 @@ def test_bad_synthetic_data_gets_a_clear_line(tmp_path):
     r = cli("run", "--profile", "smoke", "--data-dir", str(folder), "--out", str(tmp_path / "run"))
     assert r.returncode == 2 and "official release" in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_bench_tiny_keeps_working(tiny_run, tiny_data):
+    r = cli("bench", str(tiny_run), "--tiny", "--json", "--data-dir", str(tiny_data))
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    for key in ("cnn_train_speedup", "ann_train_speedup", "cnn_train_mfu", "ensemble_infer_mfu",
+                "ensemble_infer_img_s", "ensemble_latency_p50_ms", "ensemble_latency_p99_ms", "onnx_latency_p50_ms"):
+        assert isinstance(result[key], float) and result[key] > 0, key
+    assert set(result["time_to_accuracy_s"]) == {"ann", "cnn"}
+    r = cli("bench", "--tiny", "--data-dir", str(tiny_data))
+    assert r.returncode == 0 and "speed-up" in r.stdout and "onnx" in r.stdout, r.stderr

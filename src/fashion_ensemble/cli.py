@@ -107,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--json", action="store_true", help="print the result as JSON")
     lt.set_defaults(func=cmd_loadtest)
 
+    bn = sub.add_parser("bench", help="training and inference speed on this machine, against the usual way")
+    bn.add_argument("run_dir", nargs="?", help="a trained run: its members for inference, its history for "
+                    "time-to-accuracy (default: untrained default-profile members, no time-to-accuracy)")
+    bn.add_argument("--json", action="store_true", help="print one JSON object")
+    bn.add_argument("--tiny", action="store_true", help="a few batches of each part, to check that it works")
+    bn.add_argument("--data-dir", default=None, help="the training images to time")
+    bn.set_defaults(func=cmd_bench)
+
     data = sub.add_parser("data", help="data set tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="verify the four IDX files and print the splits' facts")
@@ -257,6 +265,15 @@ def cmd_loadtest(args) -> int:
         for e in result["first_errors"]:
             print(f"  error: {e}")
     return 1 if result["errors"] else 0
+
+
+def cmd_bench(args) -> int:
+    from . import bench, data
+
+    images, labels = data.load_raw(args.data_dir, verify_checksums=False)["train"]
+    result = bench.run_bench(args.run_dir, bench.TINY if args.tiny else bench.BenchConfig(), images, labels)
+    print(json.dumps(result) if args.json else bench.format_result(result))
+    return 0
 
 
 def cmd_data_check(args) -> int:

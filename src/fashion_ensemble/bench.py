@@ -1,0 +1,235 @@
+"""`fashion-ensemble bench`: how fast training and inference are on this machine, against the usual way.
+
+- training images/s of each member with the project's trainer (`train_member`: data as one tensor, batched
+  augmentation, channels-last) against a baseline written the common way (a torch `Dataset` + `DataLoader` with
+  per-sample transforms, fp32, default memory format), same model, same batch size, same augmentation;
+- model FLOP utilisation (MFU): the model's FLOPs per image (counted by torch's FlopCounterMode) × images/s over the
+  machine's fp32 matmul peak, measured here too;
+- ensemble inference at batch 1,000 and batch-1 latency (p50, p99): PyTorch eager fp32, the project's PyTorch path
+  (`predict_proba`) and ONNX Runtime (`OnnxEnsemble`);
+- time to accuracy: from a `default` run folder's history, the wall time at which validation accuracy first reached
+  each milestone.
+
+Nothing here asserts a timing; `tiny=True` runs every part on a few batches so that a test keeps it working.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from .config import MemberConfig, TrainConfig, profile
+from .ensemble import Member, SoftVotingEnsemble
+from .export import OnnxEnsemble
+from .models import build_model
+from .train import train_member
+
+MILESTONES = (0.85, 0.90, 0.92, 0.93, 0.94)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    train_images: int = 6144  # per member and per trainer: ~5 s of DS-CNN training on 2 cores
+    infer_images: int = 1000  # the batch for inference throughput
+    latency_calls: int = 200  # batch-1 calls for p50/p99
+    peak_seconds: float = 2.0  # of matmuls for the peak
+
+
+TINY = BenchConfig(train_images=256, infer_images=64, latency_calls=5, peak_seconds=0.1)
+
+
+def matmul_peak_gflops(seconds: float = 2.0, n: int = 1024) -> float:
+    """The best fp32 matmul rate over `seconds` of n×n products, in GFLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        for _ in range(4):
+            torch.mm(a, b)
+        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def flops_per_image(model: torch.nn.Module, train: bool) -> float:
+    """FLOPs per 28×28 image: the forward pass counted by FlopCounterMode; training is 3× that, the usual convention
+    (the backward pass costs twice the forward). Not counted directly: FlopCounterMode's backward count ignores
+    convolution groups, so it puts a depthwise layer's backward 33× too high (measured: 130 instead of 40 MFLOP)."""
+    x = torch.rand(32, 1, 28, 28)
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    return counter.get_total_flops() / len(x) * (3 if train else 1)
+
+
+class PerSampleDataset(Dataset):
+    """The common way: uint8 images, each converted, flipped, shifted and normalised on its own in __getitem__."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, max_shift: int = 2):
+        self.images, self.labels, self.max_shift = images, labels, max_shift
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i):
+        x = torch.tensor(self.images[i], dtype=torch.float32).div(255).unsqueeze(0)  # (1, 28, 28), a copy
+        if torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        k = self.max_shift
+        dy, dx = torch.randint(-k, k + 1, (2,)).tolist()
+        x = F.pad(x, (k, k, k, k))[:, k + dy : k + dy + 28, k + dx : k + dx + 28]
+        return (x - 0.286) / 0.353, int(self.labels[i])
+
+
+def baseline_train_images_per_s(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray,
+                                cfg: TrainConfig) -> float:
+    """One epoch of a plain loop over a DataLoader of per-sample transforms: images/s."""
+    loader = DataLoader(PerSampleDataset(images, labels), batch_size=cfg.batch_size, shuffle=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.train()
+    start = time.perf_counter()
+    for x, y in loader:
+        loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return len(images) / (time.perf_counter() - start)
+
+
+def ours_train_images_per_s(mcfg: MemberConfig, images: np.ndarray, labels: np.ndarray) -> float:
+    """One augmented epoch of the project's trainer on the same images: images/s (its own epoch timer)."""
+    cfg = TrainConfig(**{**mcfg.train.__dict__, "epochs": 1})
+    model = build_model(mcfg.kind, mcfg.model)
+    _, history = train_member(model, (images, labels), (images[:256], labels[:256]), cfg, seed=0, progress=False)
+    return history[0]["images_per_s"]
+
+
+def eager_proba(ensemble: SoftVotingEnsemble, images: np.ndarray) -> np.ndarray:
+    """The usual eval loop: fp32, default memory format, one batch, no_grad."""
+    x = torch.from_numpy(images).float().div(255).unsqueeze(1)
+    out = 0
+    with torch.no_grad():
+        for member, w in zip(ensemble.members.values(), ensemble.weights.values()):
+            p = torch.softmax(member.model(x), 1)
+            if member.tta_flip:
+                p = (p + torch.softmax(member.model(x.flip(-1)), 1)) / 2
+            out = out + w * p
+    return out.numpy()
+
+
+def images_per_s(fn, images: np.ndarray, min_seconds: float) -> float:
+    fn(images)
+    calls, start = 0, time.perf_counter()
+    while calls == 0 or time.perf_counter() - start < min_seconds:
+        fn(images)
+        calls += 1
+    return calls * len(images) / (time.perf_counter() - start)
+
+
+def latency_ms(fn, image: np.ndarray, calls: int) -> tuple[float, float]:
+    fn(image)
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        fn(image)
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def time_to_accuracy(run_dir: Path) -> dict:
+    """From a run folder's history: the training time (s, epoch times summed, the members one after the other as
+    `run` trains them) at which each member's validation accuracy first reached each milestone."""
+    history = json.loads((Path(run_dir) / "history.json").read_text())["members"]
+    out, elapsed = {}, 0.0
+    for name, h in history.items():
+        reached = {}
+        for e in h["epochs"]:
+            elapsed += e["seconds"]
+            for m in MILESTONES:
+                if e["val_accuracy"] >= m and str(m) not in reached:
+                    reached[str(m)] = round(elapsed, 1)
+        out[name] = reached
+    return out
+
+
+def run_bench(run_dir: str | Path | None = None, config: BenchConfig = BenchConfig(), images=None,
+              labels=None) -> dict:
+    """Everything above, as one flat dict (the `--json` output)."""
+    cfg = profile("default")
+    if images is None:
+        from .data import load_raw
+
+        images, labels = load_raw(verify_checksums=False)["train"]
+    images, labels = images[: config.train_images], labels[: config.train_images].astype(np.int64)
+    peak = matmul_peak_gflops(config.peak_seconds)
+    result: dict = {"machine_peak_gflops": round(peak, 1), "threads": torch.get_num_threads()}
+
+    for name, mcfg in cfg.members.items():
+        ours = ours_train_images_per_s(mcfg, images, labels)
+        torch.manual_seed(0)
+        base = baseline_train_images_per_s(build_model(mcfg.kind, mcfg.model), images, labels, mcfg.train)
+        train_flops = flops_per_image(build_model(mcfg.kind, mcfg.model), train=True)
+        result |= {f"{name}_train_img_s": round(ours, 1), f"{name}_baseline_train_img_s": round(base, 1),
+                   f"{name}_train_speedup": round(ours / base, 3),
+                   f"{name}_train_mflops_per_image": round(train_flops / 1e6, 2),
+                   f"{name}_train_mfu": round(train_flops * ours / (peak * 1e9), 4),
+                   f"{name}_baseline_train_mfu": round(train_flops * base / (peak * 1e9), 4)}
+
+    if run_dir is not None:
+        from .runs import load
+
+        ensemble = load(run_dir)
+    else:  # untrained members of the default profile: the same shapes, so the same speed
+        ensemble = SoftVotingEnsemble({n: Member(m.kind, build_model(m.kind, m.model), tta_flip=m.tta_flip)
+                                       for n, m in cfg.members.items()})
+    infer_flops = sum(flops_per_image(m.model, train=False) * (2 if m.tta_flip else 1)
+                      for m in ensemble.members.values())
+    onnx = OnnxEnsemble(ensemble)
+    batch = images[: config.infer_images]
+    paths = {"eager": lambda x: eager_proba(ensemble, x), "torch": ensemble.predict_proba, "onnx": onnx.predict_proba}
+    result["ensemble_infer_mflops_per_image"] = round(infer_flops / 1e6, 2)
+    for path, fn in paths.items():
+        rate = images_per_s(fn, batch, min_seconds=3 * config.peak_seconds / 2)
+        p50, p99 = latency_ms(fn, batch[:1], config.latency_calls)
+        result |= {f"{path}_infer_img_s": round(rate, 1),
+                   f"{path}_infer_mfu": round(infer_flops * rate / (peak * 1e9), 4),
+                   f"{path}_latency_p50_ms": round(p50, 3), f"{path}_latency_p99_ms": round(p99, 3)}
+    fastest = max(paths, key=lambda p: result[f"{p}_infer_img_s"])
+    result |= {"fastest_infer_path": fastest, "ensemble_infer_img_s": result[f"{fastest}_infer_img_s"],
+               "ensemble_infer_mfu": result[f"{fastest}_infer_mfu"],
+               "ensemble_latency_p50_ms": result[f"{fastest}_latency_p50_ms"],
+               "ensemble_latency_p99_ms": result[f"{fastest}_latency_p99_ms"],
+               "onnx_latency_p50_ms": result["onnx_latency_p50_ms"]}
+    if run_dir is not None and (Path(run_dir) / "history.json").is_file():
+        result["time_to_accuracy_s"] = time_to_accuracy(Path(run_dir))
+    return result
+
+
+def format_result(r: dict) -> str:
+    """The table `fashion-ensemble bench` prints."""
+    lines = [f"fp32 matmul peak: {r['machine_peak_gflops']} GFLOP/s ({r['threads']} threads)", "",
+             f"{'training':<10} {'ours img/s':>11} {'baseline img/s':>15} {'speed-up':>9} {'MFU ours':>9} "
+             f"{'MFU base':>9} {'MFLOP/img':>10}"]
+    for name in ("ann", "cnn"):
+        lines.append(f"{name:<10} {r[f'{name}_train_img_s']:>11,.0f} {r[f'{name}_baseline_train_img_s']:>15,.0f} "
+                     f"{r[f'{name}_train_speedup']:>8.2f}× {r[f'{name}_train_mfu']:>9.1%} "
+                     f"{r[f'{name}_baseline_train_mfu']:>9.1%} {r[f'{name}_train_mflops_per_image']:>10}")
+    lines += ["", f"{'inference':<10} {'img/s @1000':>11} {'MFU':>7} {'p50 ms @1':>10} {'p99 ms @1':>10}   "
+                  f"({r['ensemble_infer_mflops_per_image']} MFLOP per image)"]
+    for path in ("eager", "torch", "onnx"):
+        lines.append(f"{path:<10} {r[f'{path}_infer_img_s']:>11,.0f} {r[f'{path}_infer_mfu']:>7.1%} "
+                     f"{r[f'{path}_latency_p50_ms']:>10.2f} {r[f'{path}_latency_p99_ms']:>10.2f}")
+    if "time_to_accuracy_s" in r:
+        lines += ["", "time to validation accuracy (s of training, members one after the other):"]
+        for name, reached in r["time_to_accuracy_s"].items():
+            lines.append(f"  {name}: " + ", ".join(f"{m} at {s:,.0f} s" for m, s in reached.items()))
+    return "\n".join(lines)
