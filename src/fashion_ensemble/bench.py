@@ -115,7 +115,7 @@ def ours_train_images_per_s(mcfg: MemberConfig, images: np.ndarray, labels: np.n
 
 def eager_proba(ensemble: SoftVotingEnsemble, images: np.ndarray) -> np.ndarray:
     """The usual eval loop: fp32, default memory format, one batch, no_grad."""
-    x = torch.from_numpy(images).float().div(255).unsqueeze(1)
+    x = torch.tensor(images, dtype=torch.float32).div(255).unsqueeze(1)
     out = 0
     with torch.no_grad():
         for member, w in zip(ensemble.members.values(), ensemble.weights.values()):
