@@ -89,7 +89,8 @@ def load_test(url: str, images: np.ndarray, labels: np.ndarray | None = None, re
               concurrency: int = 16, photos: bool = False, warmup: int = 32) -> dict:
     """POST `requests` images (cycled) to `url`/predict, `concurrency` at a time. Returns requests/s, latency p50/p99
     (ms), the error count and, with `labels`, the accuracy of the answers."""
-    bodies = payloads(images, photos)
+    bodies = payloads(images[:requests], photos)  # cycled when there are fewer images than requests
+    labels = None if labels is None else labels[:requests]
     asyncio.run(_load(url, bodies, None, warmup, min(concurrency, warmup)))  # first calls pay for lazy set-up
     return asyncio.run(_load(url, bodies, labels, requests, concurrency))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .preprocess import ImageError, preprocess
+from .preprocess import MAX_PIXELS, ImageError, preprocess
 
 DECIMALS = 6  # 1e-6 is far below any decision; full float64 digits only make the JSON unreadable
 
@@ -42,15 +42,14 @@ def ranked(p: np.ndarray, classes, top_k: int | None = None) -> dict[str, float]
 
 
 def predict_files(ensemble, files: list[Path], top_k: int | None = None,
-                  batch_size: int = 256, max_pixels: int | None = None) -> Iterator[dict]:
+                  batch_size: int = 256, max_pixels: int = MAX_PIXELS) -> Iterator[dict]:
     """One record per file, in order; a file that cannot be used gives {"file", "error"} and the rest go on."""
-    kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         inputs, errors = {}, {}
         for f in chunk:
             try:
-                inputs[f] = preprocess(f, name=str(f), **kwargs)
+                inputs[f] = preprocess(f, name=str(f), max_pixels=max_pixels)
             except ImageError as e:
                 errors[f] = str(e)
         good = list(inputs)

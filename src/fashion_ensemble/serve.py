@@ -183,7 +183,6 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
                   description="Fashion-MNIST classes for clothing images: an ANN + depthwise-separable CNN "
                               f"soft-voting ensemble ({Path(run_dir).name}).")
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
-    app.state.batcher = batcher
 
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(request, exc):
@@ -264,7 +263,7 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
     async def read_uploads(request: Request, fields: tuple[str, ...], limit: int) -> list[tuple[str, bytes]]:
         try:
             form = await request.form(max_files=limit, max_fields=limit + 16)
-        except StarletteHTTPException:  # Starlette's own 400s, e.g. "Too many files. Maximum number of files is 4."
+        except (StarletteHTTPException, BodyTooLarge):  # Starlette's own 400s ("Too many files..."); our 413
             raise
         except Exception as e:
             raise HTTPException(400, f"malformed multipart body ({e})") from None
