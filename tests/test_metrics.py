@@ -93,3 +93,21 @@ def test_bootstrap_ci_brackets_the_accuracy():
     acc = (pred == y).mean()
     assert lo < acc < hi
     assert hi - lo == pytest.approx(2 * 1.96 * np.sqrt(acc * (1 - acc) / 2000), rel=0.15)  # normal approximation
+
+
+def test_temperature_scaling_on_a_hand_made_case():
+    from fashion_ensemble.metrics import calibration, fit_temperature, reliability, temperature_scale
+
+    # Logits (2, 0): softmax 0.881 on class 0, right 3 times in 4. The NLL-optimal temperature makes the top
+    # probability 0.75: 1/(1 + e^(-2/T)) = 0.75 → T = 2 / ln 3.
+    proba = np.tile(np.array([[np.exp(2), 1.0]]) / (np.exp(2) + 1), (4, 1))
+    y = np.array([0, 0, 0, 1])
+    t = fit_temperature(y, proba)
+    assert t == pytest.approx(2 / np.log(3), rel=1e-3)
+    assert temperature_scale(proba, t)[0, 0] == pytest.approx(0.75, abs=1e-4)
+    assert np.allclose(temperature_scale(proba, 1.0), proba)
+    r = reliability(y, proba, bins=15)
+    assert sum(r["count"]) == 4 and r["accuracy"][13] == 0.75 and r["confidence"][13] == pytest.approx(0.8808, 1e-3)
+    c = calibration(y, proba, y, proba)
+    assert c["ece"] == pytest.approx(0.8808 - 0.75, abs=1e-3) and c["ece_scaled"] < 1e-3
+    assert c["log_loss_scaled"] < c["log_loss"]

@@ -13,7 +13,7 @@ from fashion_ensemble.config import DataConfig, profile
 from fashion_ensemble.errors import UserError
 
 RUN_FILES = ["config.json", "ann.safetensors", "cnn.safetensors", "ensemble.json", "history.json", "metrics.json",
-             "report.md", "training_curves.png", "confusion_matrices.png", "per_class_f1.png"]
+             "report.md", "training_curves.png", "confusion_matrices.png", "per_class_f1.png", "reliability.png"]
 
 
 def tiny_config(**data):

@@ -20,7 +20,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes=CLASSE
         "macro_precision": float(p.mean()),
         "macro_recall": float(r.mean()),
         "macro_f1": float(f.mean()),
-        "log_loss": float(log_loss(y_true, np.clip(proba, 1e-15, 1.0), labels=labels)),
+        "log_loss": _log_loss(y_true, proba),
         "accuracy_ci95": list(bootstrap_accuracy_ci(y_true, y_pred)),
         "ece": expected_calibration_error(y_true, proba),  # 15 bins
         "errors": int((y_pred != y_true).sum()),
@@ -92,12 +92,61 @@ def mcnemar_exact(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) ->
 
 def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = 15) -> float:
     """ECE: the bin-size-weighted mean |accuracy - confidence| over `bins` equal-width confidence bins in (0, 1]."""
+    r = reliability(y_true, proba, bins)
+    n = sum(r["count"])
+    return float(sum(c / n * abs(a - f) for a, f, c in zip(r["accuracy"], r["confidence"], r["count"]) if c))
+
+
+def reliability(y_true: np.ndarray, proba: np.ndarray, bins: int = 15) -> dict:
+    """Per confidence bin k, holding (k/bins, (k+1)/bins]: mean confidence, accuracy and count (None when empty)."""
     confidence = proba.max(axis=1)
     correct = proba.argmax(axis=1) == np.asarray(y_true)
-    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)  # bin k holds (k/bins, (k+1)/bins]
-    ece = 0.0
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    out = {"confidence": [], "accuracy": [], "count": []}
     for k in range(bins):
         mask = which == k
-        if mask.any():
-            ece += mask.mean() * abs(correct[mask].mean() - confidence[mask].mean())
-    return float(ece)
+        out["count"].append(int(mask.sum()))
+        out["confidence"].append(float(confidence[mask].mean()) if mask.any() else None)
+        out["accuracy"].append(float(correct[mask].mean()) if mask.any() else None)
+    return out
+
+
+def temperature_scale(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities as if their logits were divided by `temperature`: softmax(log p / T). T > 1 softens."""
+    z = np.log(np.clip(proba, 1e-300, None)) / temperature
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """The temperature in [0.05, 20] that minimises the negative log-likelihood of `proba` (fit on validation)."""
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(y_true)
+
+    def nll(log_t):
+        p = temperature_scale(proba, float(np.exp(log_t)))
+        return -np.log(np.clip(p[np.arange(len(y)), y], 1e-300, None)).mean()
+
+    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
+def calibration(y_val, val_proba, y_test, test_proba, bins: int = 15) -> dict:
+    """Temperature fit on validation, applied to the test probabilities: ECE, log-loss and reliability bins,
+    before and after."""
+    t = fit_temperature(y_val, val_proba)
+    scaled = temperature_scale(test_proba, t)
+    return {
+        "temperature": t,
+        "ece": expected_calibration_error(y_test, test_proba, bins),
+        "ece_scaled": expected_calibration_error(y_test, scaled, bins),
+        "log_loss": _log_loss(y_test, test_proba),
+        "log_loss_scaled": _log_loss(y_test, scaled),
+        "reliability": reliability(y_test, test_proba, bins),
+        "reliability_scaled": reliability(y_test, scaled, bins),
+    }
+
+
+def _log_loss(y_true, proba) -> float:
+    return float(log_loss(y_true, np.clip(proba, 1e-15, 1.0), labels=list(range(proba.shape[1]))))

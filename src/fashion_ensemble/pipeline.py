@@ -19,7 +19,7 @@ from .config import RunConfig
 from .data import CLASSES, make_split
 from .ensemble import Member, SoftVotingEnsemble, soft_vote, tune_weights
 from .errors import UserError
-from .metrics import classification_metrics, mcnemar_exact
+from .metrics import calibration, classification_metrics, mcnemar_exact
 from .models import build_model
 from .preprocess import as_photo, preprocess
 from .report import write_report
@@ -161,8 +161,8 @@ def _run_into(cfg: RunConfig, split, run_dir: Path, data_dir, device, progress: 
     significance = {  # McNemar's exact test, ensemble (a) against each member (b), on the test images
         f"ensemble_vs_{n}": mcnemar_exact(y_te, ens_p.argmax(1), test_p[n].argmax(1)) for n in names
     }
-    val_accuracy = {n: float((val_p[n].argmax(1) == y_va).mean()) for n in names}
-    val_accuracy["ensemble"] = float((ensemble.vote(val_p).argmax(1) == y_va).mean())
+    val_all, test_all = {**val_p, "ensemble": ensemble.vote(val_p)}, {**test_p, "ensemble": ens_p}
+    val_accuracy = {n: float((p.argmax(1) == y_va).mean()) for n, p in val_all.items()}
 
     def vote(probas, w):
         return soft_vote([probas[n] for n in names], w)
@@ -178,6 +178,8 @@ def _run_into(cfg: RunConfig, split, run_dir: Path, data_dir, device, progress: 
         "val_accuracy": val_accuracy,
         "models": models,
         "significance": significance,
+        # Temperature scaling fit on validation, reported on test; the predictions themselves are not rescaled.
+        "calibration": {n: calibration(y_va, val_all[n], y_te, test_all[n]) for n in val_all},
         "alternatives": {  # both weightings side by side, whichever the ensemble uses
             "ensemble_equal_weights": _summary(classification_metrics(y_te, vote(test_p, equal))),
             "ensemble_tuned_weights": _summary(classification_metrics(y_te, vote(test_p, tuned))),

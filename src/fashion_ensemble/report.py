@@ -24,6 +24,7 @@ def write_report(run_dir: Path, cfg, metrics: dict, history: dict) -> None:
         "training_curves.png": plot_training_curves(history),
         "confusion_matrices.png": plot_confusion_matrices(metrics),
         "per_class_f1.png": plot_per_class_f1(metrics),
+        "reliability.png": plot_reliability(metrics),
     }
     for name, fig in plots.items():
         fig.savefig(run_dir / name, dpi=110, bbox_inches="tight")
@@ -68,6 +69,17 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
         "|---|---|---|---|---|---|",
         *(f"| {k.replace('_', ' ')} | {s['both_right']} | {s['a_right_b_wrong']} | {s['a_wrong_b_right']} | "
           f"{s['both_wrong']} | {s['p_value']:.3g} |" for k, s in metrics["significance"].items()),
+        "",
+        "## Calibration (temperature fit on validation, scored on test)",
+        "",
+        "| model | temperature | ECE | ECE after scaling | log-loss | log-loss after scaling |",
+        "|---|---|---|---|---|---|",
+        *(f"| {n} | {c['temperature']:.3f} | {c['ece']:.4f} | {c['ece_scaled']:.4f} | {c['log_loss']:.4f} | "
+          f"{c['log_loss_scaled']:.4f} |" for n, c in metrics["calibration"].items()),
+        "",
+        "A temperature above 1 means the model was over-confident, below 1 under-confident (label smoothing makes "
+        "models under-confident). Scaling changes no prediction, only the probabilities; the reliability diagrams "
+        "are in reliability.png.",
         "",
         "## Per-class F1",
         "",
@@ -182,4 +194,21 @@ def plot_per_class_f1(metrics: dict):
     ax.set_ylabel("F1 (test)")
     ax.set_title("Per-class F1")
     ax.legend()
+    return fig
+
+
+def plot_reliability(metrics: dict):
+    """One panel per model: accuracy against confidence per bin, before and after temperature scaling."""
+    cal = metrics["calibration"]
+    fig, axes = plt.subplots(1, len(cal), figsize=(4 * len(cal), 4), squeeze=False)
+    for ax, (name, c) in zip(axes[0], cal.items()):
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect")
+        for key, label in (("reliability", f"as trained (ECE {c['ece']:.3f})"),
+                           ("reliability_scaled", f"T = {c['temperature']:.2f} (ECE {c['ece_scaled']:.3f})")):
+            r = c[key]
+            pts = [(f, a) for f, a, n in zip(r["confidence"], r["accuracy"], r["count"]) if n]
+            ax.plot(*zip(*pts), marker="o", ms=3, label=label)
+        ax.set(title=name, xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
     return fig
