@@ -12,9 +12,10 @@ from .ensemble import Member, SoftVotingEnsemble
 from .errors import UserError
 from .pipeline import evaluate, resume_study, run_study
 from .runs import load
+from .seeds import run_seeds, summarize
 
 __all__ = [
     "CLASSES", "PROFILES", "Member", "RunConfig", "SoftVotingEnsemble", "UserError",
-    "evaluate", "load", "load_raw", "make_split", "profile", "resume_study", "run_study",
+    "evaluate", "load", "load_raw", "make_split", "profile", "resume_study", "run_seeds", "run_study", "summarize",
 ]
 __version__ = "0.1.0"

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="paper: 80/10/10 of all 70k; standard: official 60k/10k (default: the profile's)")
     run.add_argument("--seed", type=int, default=None, help="training seed (default 0, or the --config file's)")
+    run.add_argument("--seeds", type=positive_int, default=None, metavar="N",
+                     help="N full runs, seeds SEED..SEED+N-1, in OUT/seed<k>/, then OUT/summary.md with mean ± std "
+                          "(again with the same --out: completed seeds are skipped, a stopped one resumed)")
     run.add_argument("--out", default=None, help="run folder (default runs/<profile>-<protocol>-seed<N>-<time>)")
     run.add_argument("--resume", default=None, metavar="RUN_DIR",
                      help="go on with a stopped run from its last checkpoints (same result as an uninterrupted run)")
@@ -136,12 +139,24 @@ def cmd_run(args) -> int:
     options = dict(data_dir=args.data_dir, device=args.device, progress=not args.quiet, tensorboard=args.tensorboard,
                    parallel=args.parallel)
     if args.resume:
-        given = [f"--{k}" for k in ("profile", "config", "protocol", "seed", "out") if getattr(args, k) is not None]
+        given = [f"--{k}" for k in ("profile", "config", "protocol", "seed", "seeds", "out")
+                 if getattr(args, k) is not None]
         if given:
             raise UserError(f"--resume continues a run with its own config.json; drop {' '.join(given)}")
         if main_rank and not args.quiet:
             print(f"resuming {args.resume}", flush=True)
         out = pipeline.resume_study(args.resume, **options)
+    elif args.seeds and args.seeds > 1:
+        from . import seeds
+
+        cfg = run_config(args)
+        first = cfg.seed
+        out = seeds.run_seeds(cfg, list(range(first, first + args.seeds)), args.out, **options)
+        if main_rank:
+            summary = json.loads((out / "summary.json").read_text())
+            print(format_table({n: {k: v["mean"] for k, v in m.items()} for n, m in summary["models"].items()}))
+            print(f"mean over {args.seeds} seeds; study folder: {out}  (summary: {out / 'summary.md'})")
+        return 0
     else:
         cfg = run_config(args)
         out = Path(args.out) if args.out else pipeline.default_run_dir(cfg)

@@ -32,6 +32,40 @@ def write_report(run_dir: Path, cfg, metrics: dict, history: dict) -> None:
     (run_dir / "report.md").write_text(render_markdown(cfg, metrics, history, list(plots)))
 
 
+def write_summary(out: Path, summary: dict) -> None:
+    """summary.md of a multi-seed study: mean ± std (sample) over the seeds, and each seed's accuracy."""
+    n = len(summary["seeds"])
+    lines = [
+        f"# fashion-ensemble: {n} seeds, profile `{summary['profile']}`, protocol `{summary['protocol']}`",
+        "",
+        f"Test-split scores, mean ± std over seeds {', '.join(map(str, summary['seeds']))} (each a full run: "
+        f"{', '.join(summary['runs'])}). The paper's numbers are its single reported run.",
+        "",
+        "| model | source | accuracy | macro precision | macro recall | macro F1 | ECE | ECE after scaling |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in summary["models"].items():
+        paper = PAPER_RESULTS.get(name)
+        if paper:
+            lines.append(f"| {name} | paper | " + " | ".join(f"{paper[k]:.4f}" for k in HEADLINE) + " | | |")
+        cells = [f"**{m[k]['mean']:.4f}** ± {m[k]['std']:.4f}" for k in HEADLINE]
+        cells += [f"{m[k]['mean']:.4f} ± {m[k]['std']:.4f}" for k in ("ece", "ece_scaled")]
+        lines.append(f"| {name} | **ours** | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| model | " + " | ".join(f"seed {s}" for s in summary["seeds"]) + " |",
+        "|---|" + "---|" * n,
+        *(f"| {name} | " + " | ".join(f"{v:.4f}" for v in m["accuracy"]["values"]) + " |"
+          for name, m in summary["models"].items()),
+        "",
+        "McNemar's exact test of the ensemble against each member, p-value per seed: "
+        + "; ".join(f"{k.replace('_', ' ')}: " + ", ".join(f"{p:.3g}" for p in s["p_values"])
+                    for k, s in summary["significance"].items()) + ".",
+        "",
+    ]
+    (out / "summary.md").write_text("\n".join(lines))
+
+
 def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
     models = metrics["models"]
     split = metrics["split"]

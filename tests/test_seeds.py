@@ -1,0 +1,49 @@
+"""Several seeds: full runs, mean ± std (hand-checked against the runs' own metrics), restartable."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fashion_ensemble as fe
+from conftest import write_dataset
+from fashion_ensemble.errors import UserError
+from test_resume import resume_config
+
+
+def test_two_seeds_summary_and_restart(tmp_path):
+    data = write_dataset(tmp_path / "data", n_train=600, n_test=100)
+    out = fe.run_seeds(resume_config(), [0, 1], tmp_path / "study", data_dir=data, device="cpu", progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["seed0", "seed1", "summary.json", "summary.md"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1]
+    per_seed = [json.loads((out / f"seed{s}" / "metrics.json").read_text()) for s in (0, 1)]
+    for name in ("ann", "cnn", "ensemble"):
+        values = [m["models"][name]["macro_f1"] for m in per_seed]
+        stat = summary["models"][name]["macro_f1"]
+        assert stat["values"] == values
+        assert stat["mean"] == pytest.approx(sum(values) / 2)
+        assert stat["std"] == pytest.approx(abs(values[0] - values[1]) / np.sqrt(2))  # sample std of two values
+    assert "± " in (out / "summary.md").read_text()
+
+    stamp = (out / "seed0" / "metrics.json").stat().st_mtime_ns
+    fe.run_seeds(resume_config(), [0, 1], out, data_dir=data, device="cpu", progress=False)  # both done: skipped
+    assert (out / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_seeds_must_differ(tmp_path):
+    with pytest.raises(UserError, match="two or more different seeds"):
+        fe.run_seeds(resume_config(), [3, 3], tmp_path / "x")
+
+
+def test_cli_seeds(tmp_path):
+    data = write_dataset(tmp_path / "data", n_train=400, n_test=100)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(resume_config().to_dict()))
+    r = subprocess.run([sys.executable, "-m", "fashion_ensemble.cli", "run", "--config", str(cfg), "--seeds", "2",
+                        "--seed", "5", "--data-dir", str(data), "--out", str(tmp_path / "s"), "--quiet"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "mean over 2 seeds" in r.stdout and (tmp_path / "s" / "seed6" / "report.md").is_file()
