@@ -121,10 +121,11 @@ def to_model_input(x: np.ndarray) -> np.ndarray:
     background = corner_colour(x)
     if background > 0.5:  # light background: negate so that the garment is bright on black
         x, background = 1.0 - x, 1.0 - background
-    rows, cols = np.nonzero(np.abs(x - background) > TRIM_THRESHOLD)
+    content = np.abs(x - background) > TRIM_THRESHOLD
+    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
     if len(rows) == 0:
         raise ImageError("the image is blank: no pixel differs from the background by more than 5%", "blank")
-    x = x[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+    x = x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     x = np.clip((x - background) / max(1.0 - background, 1e-6), 0, 1)  # background → 0, as in Fashion-MNIST
     h, w = x.shape
     scale = SIZE / max(h, w)
@@ -145,7 +146,8 @@ def corner_colour(x: np.ndarray) -> float:
         corners = x[[0, 0, -1, -1], [0, -1, 0, -1]].tolist()
     else:
         corners = [float(p.mean()) for p in (x[:k, :k], x[:k, -k:], x[-k:, :k], x[-k:, -k:])]
-    return float(np.median(corners))
+    low, mid1, mid2, high = sorted(corners)  # the median of four; np.median costs 20 µs of a 250 µs call here
+    return (mid1 + mid2) / 2
 
 
 def to_png(image28: np.ndarray) -> bytes:
