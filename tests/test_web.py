@@ -133,3 +133,20 @@ def test_load_test_against_the_running_service(server, real_data):
     assert result["requests"] == 60 and result["errors"] == 0, result["first_errors"]
     assert result["p50_ms"] <= result["p99_ms"] and result["requests_per_s"] > 0
     assert 0.0 <= result["accuracy"] <= 1.0
+
+
+def test_dropping_an_image_classifies_it(browser, server):
+    browser.get(server + "/")
+    wait_for(browser, "return document.getElementById('run').textContent.length > 0")
+    browser.execute_script("""
+        const canvas = document.createElement('canvas'); canvas.width = 60; canvas.height = 40;
+        const ctx = canvas.getContext('2d');
+        ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, 60, 40); ctx.fillStyle = '#333'; ctx.fillRect(10, 5, 40, 30);
+        canvas.toBlob((blob) => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([blob], 'dropped.png', {type: 'image/png'}));
+            document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true}));
+        });""")
+    label = wait_for(browser, "const l = document.getElementById('label'); return !document.getElementById('result')"
+                              ".hidden && l && l.textContent")
+    assert label in CLASSES
