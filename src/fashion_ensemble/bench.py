@@ -15,6 +15,7 @@ Nothing here asserts a timing; `tiny=True` runs every part on a few batches so t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ def baseline_train_images_per_s(model: torch.nn.Module, images: np.ndarray, labe
 
 def ours_train_images_per_s(mcfg: MemberConfig, images: np.ndarray, labels: np.ndarray) -> float:
     """One augmented epoch of the project's trainer on the same images: images/s (its own epoch timer)."""
-    cfg = TrainConfig(**{**mcfg.train.__dict__, "epochs": 1})
+    cfg = dataclasses.replace(mcfg.train, epochs=1)
     model = build_model(mcfg.kind, mcfg.model)
     _, history = train_member(model, (images, labels), (images[:256], labels[:256]), cfg, seed=0, progress=False)
     return history[0]["images_per_s"]

@@ -40,12 +40,11 @@ def run_seeds(cfg: RunConfig, seeds: list[int], out: str | os.PathLike | None = 
     runs = []
     for seed in seeds:
         run_dir = out / f"seed{seed}"
-        if (run_dir / "metrics.json").is_file():
-            pass  # done in an earlier invocation
-        elif pipeline.partial_dir(run_dir).is_dir():
-            pipeline.resume_study(run_dir, **options)
-        else:
-            pipeline.run_study(cfg.replace(seed=seed), run_dir, **options)
+        if not (run_dir / "metrics.json").is_file():  # a complete one, from an earlier invocation, is kept
+            if pipeline.partial_dir(run_dir).is_dir():
+                pipeline.resume_study(run_dir, **options)
+            else:
+                pipeline.run_study(cfg.replace(seed=seed), run_dir, **options)
         runs.append(run_dir)
     summary = summarize(runs)
     write_json(out / "summary.json", summary)
