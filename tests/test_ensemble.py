@@ -3,9 +3,18 @@ import pytest
 import torch
 
 from fashion_ensemble.config import ANNConfig
-from fashion_ensemble.ensemble import Member, SoftVotingEnsemble, check_images, check_weights, soft_vote, tune_weights
+from fashion_ensemble.ensemble import (
+    Member,
+    SoftVotingEnsemble,
+    check_images,
+    check_weights,
+    soft_vote,
+    temperature_scale,
+    tune_weights,
+)
 from fashion_ensemble.errors import UserError
 from fashion_ensemble.models import build_model
+from fashion_ensemble.train import predict_logits
 
 
 def test_soft_vote_is_the_weighted_average():
@@ -79,3 +88,17 @@ def test_tta_flip_averages_the_image_and_its_mirror():
     images = np.random.default_rng(1).integers(0, 256, (4, 28, 28), dtype=np.uint8)
     expected = (plain.predict_proba(images) + plain.predict_proba(images[:, :, ::-1].copy())) / 2
     np.testing.assert_allclose(tta.predict_proba(images), expected, atol=1e-12)
+
+
+def test_a_members_temperature_rescales_its_probabilities_as_logits_divided_by_t():
+    torch.manual_seed(0)
+    model = build_model("ann", ANNConfig(hidden=(16,)))
+    images = np.random.default_rng(2).integers(0, 256, (5, 28, 28), dtype=np.uint8)
+    logits = predict_logits(model, check_images(images)).double().numpy()
+    hot = Member("ann", model, temperature=0.5).predict_proba(images)
+    e = np.exp(logits / 0.5 - (logits / 0.5).max(1, keepdims=True))
+    np.testing.assert_allclose(hot, e / e.sum(1, keepdims=True), atol=1e-9)  # by hand: softmax(z / T)
+    # softmax(log p · T) gives back the member's own probabilities: how a report undoes the temperature
+    np.testing.assert_allclose(temperature_scale(hot, 1 / 0.5), Member("ann", model).predict_proba(images), atol=1e-9)
+    with pytest.raises(UserError, match="temperature must be a positive number, got 0"):
+        Member("ann", model, temperature=0)

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 from .config import PROFILES, PROTOCOLS
+
+LEVERS = ("label_smoothing", "random_erasing", "augment_every_epoch", "no_augmentation", "depthwise_bn", "wider_cnn",
+          "longer", "second_cnn", "tta_flip", "calibrated_voting", "tuned_weights")  # ablation.py's, without importing torch
 from .errors import UserError
 
 
@@ -60,6 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs into the run folder")
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     run.set_defaults(func=cmd_run)
+
+    ab = sub.add_parser("ablate", help="one run per lever (label smoothing, erasing, width, ...) against the "
+                        "profile, and the table of what moved accuracy")
+    ab.add_argument("--profile", choices=list(PROFILES), default=None, help="the base (default: quick, ~2 min a run)")
+    ab.add_argument("--config", default=None, metavar="FILE", help="a RunConfig as JSON instead of a profile")
+    ab.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: the profile's")
+    ab.add_argument("--seed", type=int, default=None, help="training seed of every run (default 0)")
+    ab.add_argument("--levers", default=None, metavar="A,B,...",
+                    help="which levers (default all): " + ", ".join(LEVERS))
+    ab.add_argument("--out", default=None, help="study folder (default runs/ablation-<profile>-<protocol>-seed<N>-"
+                    "<time>); again with the same --out, complete runs are kept")
+    add_common(ab)
+    ab.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    ab.set_defaults(func=cmd_ablate, profile_default="quick")
 
     ev = sub.add_parser("evaluate", help="re-score a run folder on its test split")
     ev.add_argument("run_dir")
@@ -171,13 +188,24 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_ablate(args) -> int:
+    from . import ablation
+
+    levers = None if args.levers is None else [x.strip() for x in args.levers.split(",") if x.strip()]
+    out = ablation.run_ablation(run_config(args), args.out, levers, data_dir=args.data_dir, device=args.device,
+                                progress=not args.quiet)
+    print((out / "ablation.md").read_text(), end="")
+    print(f"ablation folder: {out}")
+    return 0
+
+
 def run_config(args):
     from . import config
 
     if args.config and (args.profile or args.protocol):
         raise UserError("--config gives the whole configuration; drop --profile/--protocol (--seed may override it)")
     if not args.config:
-        return config.profile(args.profile or "default", protocol=args.protocol,
+        return config.profile(args.profile or getattr(args, "profile_default", "default"), protocol=args.protocol,
                               seed=0 if args.seed is None else args.seed)
     path = Path(args.config)
     try:

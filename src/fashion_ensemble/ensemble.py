@@ -45,13 +45,18 @@ def check_images(images) -> torch.Tensor:
 
 class Member:
     """One trained model with `predict_proba`; `kind` is "ann" or "cnn". With `tta_flip`, the probabilities are the
-    mean of the image's and its mirror's."""
+    mean of the image's and its mirror's. A `temperature` other than 1 rescales those probabilities as
+    softmax(log p / T) (fit on validation by the study when the profile calibrates its members)."""
 
-    def __init__(self, kind: str, model: torch.nn.Module, device: torch.device | str = "cpu", tta_flip: bool = False):
+    def __init__(self, kind: str, model: torch.nn.Module, device: torch.device | str = "cpu", tta_flip: bool = False,
+                 temperature: float = 1.0):
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise UserError(f"a member's temperature must be a positive number, got {temperature!r}")
         self.kind = kind
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tta_flip = tta_flip
+        self.temperature = float(temperature)
         self.classes = list(CLASSES)
 
     def predict_proba(self, images) -> np.ndarray:
@@ -63,7 +68,7 @@ class Member:
         proba = softmax(predict_logits(self.model, x).cpu().numpy())
         if self.tta_flip:
             proba = (proba + softmax(predict_logits(self.model, x.flip(-1)).cpu().numpy())) / 2
-        return proba
+        return proba if self.temperature == 1.0 else temperature_scale(proba, self.temperature)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -71,6 +76,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64)
     z = np.exp(z - z.max(axis=1, keepdims=True))
     return z / z.sum(axis=1, keepdims=True)
+
+
+def temperature_scale(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities as if their logits were divided by `temperature`: softmax(log p / T). T > 1 softens."""
+    return softmax(np.log(np.clip(proba, 1e-300, None)) / temperature)
 
 
 def check_weights(weights, names) -> np.ndarray:

@@ -6,6 +6,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
 
 from .data import CLASSES, SIMILAR_CLASSES
+from .ensemble import temperature_scale
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes=CLASSES) -> dict:
@@ -109,13 +110,6 @@ def reliability(y_true: np.ndarray, proba: np.ndarray, bins: int = 15) -> dict:
         out["confidence"].append(float(confidence[mask].mean()) if mask.any() else None)
         out["accuracy"].append(float(correct[mask].mean()) if mask.any() else None)
     return out
-
-
-def temperature_scale(proba: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities as if their logits were divided by `temperature`: softmax(log p / T). T > 1 softens."""
-    z = np.log(np.clip(proba, 1e-300, None)) / temperature
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def fit_temperature(y_true: np.ndarray, proba: np.ndarray) -> float:

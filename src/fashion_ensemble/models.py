@@ -52,11 +52,14 @@ def conv_bn_relu(cin: int, cout: int, kernel: int, groups: int = 1) -> list[nn.M
 
 
 class DSBlock(nn.Sequential):
-    """Depthwise 3×3 (one filter per channel: spatial) → pointwise 1×1 (mixes channels), each with BN and ReLU.
+    """Depthwise 3×3 (one filter per channel: spatial) → pointwise 1×1 (mixes channels), each with BN and ReLU, or
+    with `dw_bn=False` BN and ReLU after the pointwise conv only (Keras SeparableConv2D).
     About 9·cin + cin·cout weights against 9·cin·cout for a plain 3×3 conv."""
 
-    def __init__(self, cin: int, cout: int):
-        super().__init__(*conv_bn_relu(cin, cin, 3, groups=cin), *conv_bn_relu(cin, cout, 1))
+    def __init__(self, cin: int, cout: int, dw_bn: bool = True):
+        depthwise = conv_bn_relu(cin, cin, 3, groups=cin) if dw_bn else [
+            nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False)]
+        super().__init__(*depthwise, *conv_bn_relu(cin, cout, 1))
 
 
 class DSCNN(nn.Module):
@@ -71,7 +74,7 @@ class DSCNN(nn.Module):
             if i > 0:
                 layers.append(nn.MaxPool2d(2))
             for cout in stage:
-                layers.append(DSBlock(width, cout))
+                layers.append(DSBlock(width, cout, cfg.dw_bn))
                 width = cout
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(width, NUM_CLASSES)]
         self.body = nn.Sequential(*layers)

@@ -63,7 +63,21 @@ def write_summary(out: Path, summary: dict) -> None:
                     for k, s in summary["significance"].items()) + ".",
         "",
     ]
+    if all(s is not None for s in summary.get("run_seconds", [None])):
+        lines += ["Wall time per run (training, scoring, report): "
+                  + ", ".join(f"{s / 60:.1f} min" for s in summary["run_seconds"]) + ".", ""]
     (out / "summary.md").write_text("\n".join(lines))
+
+
+def _calibrated_voting(metrics: dict) -> str:
+    alt, temps = metrics["alternatives"], metrics.get("temperatures", {})
+    if "uncalibrated_ensemble_tuned_weights" not in alt:
+        return ""
+    return (" The members vote with temperature-scaled probabilities ("
+            + ", ".join(f"{n} T = {t:.3f}" for n, t in temps.items()) + ", fit on validation); without the "
+            f"temperatures: equal weights {alt['uncalibrated_ensemble_equal_weights']['accuracy']:.4f}, tuned "
+            f"({', '.join(f'{n} {w:.2f}' for n, w in alt['uncalibrated_tuned_weights'].items())}) "
+            f"{alt['uncalibrated_ensemble_tuned_weights']['accuracy']:.4f}.")
 
 
 def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
@@ -91,7 +105,7 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
         f"Ensemble weighting: **{metrics['weighting']}** ({weights}). "
         f"Equal weights give accuracy {alt['ensemble_equal_weights']['accuracy']:.4f}; weights tuned on validation "
         f"({', '.join(f'{n} {w:.2f}' for n, w in alt['tuned_weights'].items())}) give "
-        f"{alt['ensemble_tuned_weights']['accuracy']:.4f}.",
+        f"{alt['ensemble_tuned_weights']['accuracy']:.4f}." + _calibrated_voting(metrics),
         "",
         "Validation accuracy: " + ", ".join(f"{n} {a:.4f}" for n, a in metrics["val_accuracy"].items()) + ".",
         "",
@@ -105,6 +119,9 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
           f"{s['both_wrong']} | {s['p_value']:.3g} |" for k, s in metrics["significance"].items()),
         "",
         "## Calibration (temperature fit on validation, scored on test)",
+        "",
+        "Of each model as it predicts" + (" (the members already temperature-scaled before voting)"
+                                          if "uncalibrated_ensemble_tuned_weights" in alt else "") + ".",
         "",
         "| model | temperature | ECE | ECE after scaling | log-loss | log-loss after scaling |",
         "|---|---|---|---|---|---|",

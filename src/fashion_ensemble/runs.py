@@ -2,7 +2,7 @@
 
     runs/<name>/config.json       RunConfig (rebuilds every model)
     runs/<name>/<member>.safetensors   weights and buffers (incl. normalisation statistics) of each member
-    runs/<name>/ensemble.json     member names and kinds, voting weights
+    runs/<name>/ensemble.json     member names, kinds and temperatures, voting weights
     runs/<name>/history.json      per member, per epoch: losses, accuracies, learning rate, augmentation flag
     runs/<name>/metrics.json      {"protocol", "seed", "models": {"ann"|"cnn"|"ensemble": {...}}}
     runs/<name>/report.md + *.png
@@ -58,7 +58,8 @@ def save_members(run_dir: Path, members: dict[str, Member], weights: dict[str, f
         save_weights(run_dir / f"{name}.safetensors", member.model, member.kind)
     write_json(run_dir / "ensemble.json", {
         "format": FORMAT,
-        "members": {name: {"kind": m.kind, "weights_file": f"{name}.safetensors"} for name, m in members.items()},
+        "members": {name: {"kind": m.kind, "weights_file": f"{name}.safetensors", "temperature": m.temperature}
+                    for name, m in members.items()},
         "weights": weights,
         **extra,
     })
@@ -78,7 +79,8 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> Soft
             raise UserError(f"{run_dir}: ensemble.json names member {name!r}, which config.json does not define")
         model = build_model(member_cfg.kind, member_cfg.model)
         model.load_state_dict(load_weights(run_dir / info["weights_file"], model))
-        members[name] = Member(member_cfg.kind, model, device, tta_flip=member_cfg.tta_flip)
+        members[name] = Member(member_cfg.kind, model, device, tta_flip=member_cfg.tta_flip,
+                               temperature=info.get("temperature", 1.0))
     return SoftVotingEnsemble(members, [spec["weights"][name] for name in members])
 
 

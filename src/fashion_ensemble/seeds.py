@@ -75,4 +75,11 @@ def summarize(run_dirs: list[Path]) -> dict:
         "significance": {k: {"p_values": [m["significance"][k]["p_value"] for m in metrics]}
                          for k in first["significance"]},
         "weights": [m["weights"] for m in metrics],
+        "run_seconds": [_run_seconds(d) for d in run_dirs],
     }
+
+
+def _run_seconds(run_dir: Path) -> float | None:
+    """A run's wall time from its history.json (None for runs made before it was recorded)."""
+    timing = json.loads((Path(run_dir) / "history.json").read_text()).get("timing", {})
+    return timing.get("total_s")

@@ -1,0 +1,78 @@
+"""Ablation: one real run per training lever, inference levers re-combined from the base run, deltas against it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import write_dataset
+from fashion_ensemble import ablation, cli
+from fashion_ensemble.config import DataConfig, profile
+from fashion_ensemble.errors import UserError
+
+
+def smoke():
+    return profile("smoke").replace(data=DataConfig(train_subset=None, verify_checksums=False))
+
+
+def test_every_lever_changes_exactly_what_it_says():
+    cfg = smoke()  # label smoothing off, erasing on, dw_bn off, tuned + calibrated voting, CNN TTA
+    changed = {name: fn(cfg) for name, fn in ablation.TRAINING_LEVERS.items()}
+    assert changed["label_smoothing"][1].members["ann"].train.label_smoothing == 0.1
+    assert changed["random_erasing"][1].members["cnn"].train.augment.erase_prob == 0.0
+    assert changed["random_erasing"][1].members["ann"] == cfg.members["ann"]  # the CNN only
+    assert changed["depthwise_bn"][1].members["cnn"].model.dw_bn is True
+    assert changed["wider_cnn"][1].members["cnn"].model.stages == ((12,), (24,))
+    assert changed["longer"][1].members["cnn"].train.epochs == 3
+    assert changed["augment_every_epoch"][1].members["cnn"].train.augment.epochs == 2
+    assert changed["no_augmentation"][1].members["ann"].train.augment.epochs == 0
+    assert list(changed["second_cnn"][1].members) == ["ann", "cnn", "cnn2"]
+    for _, variant in changed.values():  # every variant is a valid, different config
+        assert variant != cfg and type(variant).from_dict(variant.to_dict()) == variant
+    assert set(cli.LEVERS) == {*ablation.TRAINING_LEVERS, *ablation.INFERENCE_LEVERS}
+
+
+def test_ablation_table_from_real_runs(tmp_path):
+    data = write_dataset(tmp_path / "data", n_train=600, n_test=100)
+    levers = ["label_smoothing", "second_cnn", "tta_flip", "calibrated_voting", "tuned_weights"]
+    out = ablation.run_ablation(smoke(), tmp_path / "ab", levers, data_dir=data, device="cpu", progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["ablation.json", "ablation.md", "base", "label_smoothing",
+                                                     "second_cnn"]
+    result = json.loads((out / "ablation.json").read_text())
+    rows = {r["lever"]: r for r in result["rows"]}
+    assert list(rows) == ["base", *levers]
+    base = json.loads((out / "base" / "metrics.json").read_text())
+    assert rows["base"]["test_accuracy"] == base["models"]["ensemble"]["accuracy"]
+    assert rows["base"]["test_accuracy_delta"] == 0
+    smoothing = json.loads((out / "label_smoothing" / "metrics.json").read_text())
+    assert rows["label_smoothing"]["test_accuracy"] == smoothing["models"]["ensemble"]["accuracy"]
+    assert rows["label_smoothing"]["val_accuracy_delta"] == pytest.approx(
+        smoothing["val_accuracy"]["ensemble"] - base["val_accuracy"]["ensemble"])
+    assert set(rows["second_cnn"]["members_test_accuracy"]) == {"ann", "cnn", "cnn2"}
+    # Calibrated voting off, tuned weights on: only the temperatures differ from the base run. TTA off changes the
+    # CNN's own accuracy, never the ANN's.
+    assert rows["tta_flip"]["members_test_accuracy"]["ann"] == base["models"]["ann"]["accuracy"]
+    table = (out / "ablation.md").read_text()
+    assert table.count("\n| ") == 2 + len(levers)  # header, base and one row per lever
+
+    stamp = (out / "base" / "metrics.json").stat().st_mtime_ns
+    ablation.run_ablation(smoke(), out, ["label_smoothing"], data_dir=data, device="cpu", progress=False)
+    assert (out / "base" / "metrics.json").stat().st_mtime_ns == stamp  # complete runs are kept
+
+
+def test_unknown_lever_is_refused_before_any_run(tmp_path):
+    with pytest.raises(UserError, match=r"unknown lever\(s\) \['dropout'\]"):
+        ablation.run_ablation(smoke(), tmp_path / "ab", ["dropout"])
+    assert not (tmp_path / "ab").exists()
+
+
+def test_cli_ablate(tmp_path):
+    data = write_dataset(tmp_path / "data", n_train=400, n_test=100)
+    cfg = tmp_path / "smoke.json"
+    cfg.write_text(json.dumps(smoke().to_dict()))
+    r = subprocess.run([sys.executable, "-m", "fashion_ensemble.cli", "ablate", "--config", str(cfg), "--levers",
+                        "tuned_weights", "--data-dir", str(data), "--out", str(tmp_path / "ab"), "--quiet"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "| tuned_weights | equal voting weights |" in r.stdout and "ablation folder:" in r.stdout
