@@ -39,7 +39,7 @@ def test_ablation_table_from_real_runs(tmp_path):
     out = ablation.run_ablation(smoke(), tmp_path / "ab", levers, data_dir=data, device="cpu", progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["ablation.json", "ablation.md", "base", "label_smoothing",
                                                      "second_cnn"]
-    result = json.loads((out / "ablation.json").read_text())
+    result = json.loads((out / "ablation.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
     rows = {r["lever"]: r for r in result["rows"]}
     assert list(rows) == ["base", *levers]
     base = json.loads((out / "base" / "metrics.json").read_text())
@@ -50,9 +50,11 @@ def test_ablation_table_from_real_runs(tmp_path):
     assert rows["label_smoothing"]["val_accuracy_delta"] == pytest.approx(
         smoothing["val_accuracy"]["ensemble"] - base["val_accuracy"]["ensemble"])
     assert set(rows["second_cnn"]["members_test_accuracy"]) == {"ann", "cnn", "cnn2"}
-    # Calibrated voting off, tuned weights on: only the temperatures differ from the base run. TTA off changes the
-    # CNN's own accuracy, never the ANN's.
+    # A temperature never changes a member's own predictions, only the vote; TTA off never changes the ANN's.
+    members = {n: base["models"][n]["accuracy"] for n in ("ann", "cnn")}
+    assert rows["calibrated_voting"]["members_test_accuracy"] == members
     assert rows["tta_flip"]["members_test_accuracy"]["ann"] == base["models"]["ann"]["accuracy"]
+    assert rows["tta_flip"]["minutes"] is None and rows["label_smoothing"]["minutes"] > 0
     table = (out / "ablation.md").read_text()
     assert table.count("\n| ") == 2 + len(levers)  # header, base and one row per lever
 

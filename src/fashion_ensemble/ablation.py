@@ -154,7 +154,7 @@ def _scores(run_dir: Path) -> dict:
         "val_accuracy": metrics["val_accuracy"]["ensemble"],
         "test_accuracy": metrics["models"]["ensemble"]["accuracy"],
         "members_test_accuracy": {n: m["accuracy"] for n, m in metrics["models"].items() if n != "ensemble"},
-        "minutes": history.get("timing", {}).get("total_s", float("nan")) / 60,
+        "minutes": None if "total_s" not in history.get("timing", {}) else history["timing"]["total_s"] / 60,
         "run": run_dir.name,
     }
 
@@ -181,7 +181,7 @@ def inference_variants(run_dir: Path, data_dir=None) -> dict[str, tuple[str, dic
         return {
             "val_accuracy": float((soft_vote([val[n] for n in names], w).argmax(1) == y_va).mean()),
             "test_accuracy": float((soft_vote([test[n] for n in names], w).argmax(1) == y_te).mean()),
-            "members_test_accuracy": acc, "minutes": float("nan"), "run": f"{run_dir.name} (re-combined)",
+            "members_test_accuracy": acc, "minutes": None, "run": f"{run_dir.name} (re-combined)",
         }
 
     tta = {n: m.tta_flip for n, m in ensemble.members.items()}
@@ -217,7 +217,7 @@ def render(result: dict) -> str:
         members = " | ".join(f"{r['members_test_accuracy'][n]:.4f}" if n in r["members_test_accuracy"] else ""
                              for n in names)
         extra = [f"{k} {v:.4f}" for k, v in r["members_test_accuracy"].items() if k not in names]
-        minutes = "" if np.isnan(r["minutes"]) else f"{r['minutes']:.1f}"
+        minutes = "" if r["minutes"] is None else f"{r['minutes']:.1f}"
         lines.append(
             f"| {r['lever']} | {r['change']}{' (' + ', '.join(extra) + ')' if extra else ''} | "
             f"{r['val_accuracy']:.4f} | {100 * r['val_accuracy_delta']:+.2f} | {r['test_accuracy']:.4f} | "
