@@ -6,7 +6,12 @@ from fashion_ensemble.models import DSBlock, build_model
 
 
 @pytest.mark.parametrize(
-    "kind, cfg", [("ann", ANNConfig(hidden=(32, 16))), ("cnn", CNNConfig(stem=8, stages=((8,), (16, 16))))]
+    "kind, cfg",
+    [
+        ("ann", ANNConfig(hidden=(32, 16))),
+        ("cnn", CNNConfig(stem=8, stages=((8,), (16, 16)))),
+        ("cnn", CNNConfig(stem=8, stages=((8,), (16, 16)), dw_bn=False)),
+    ],
 )
 def test_logits_shape_and_every_parameter_gets_a_gradient(kind, cfg):
     torch.manual_seed(0)
@@ -26,6 +31,12 @@ def test_ds_block_is_depthwise_then_pointwise():
     assert [c.kernel_size for c in convs] == [(3, 3), (1, 1)]
     assert sum(m.weight.numel() for m in convs) == 9 * 16 + 16 * 32  # against 9·16·32 for a plain 3×3 conv
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in block) == 2
+
+
+def test_separable_block_without_inner_bn_is_keras_separable_conv():
+    block = DSBlock(16, 32, dw_bn=False)
+    assert [type(m).__name__ for m in block] == ["Conv2d", "Conv2d", "BatchNorm2d", "ReLU"]
+    assert [m.groups for m in block if isinstance(m, torch.nn.Conv2d)] == [16, 1]
 
 
 def test_normalisation_is_part_of_the_state():

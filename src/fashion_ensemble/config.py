@@ -84,7 +84,7 @@ class CNNConfig:
     stages: tuple[tuple[int, ...], ...] = ((32,), (64, 64), (128, 128))  # DS-block widths per stage; max-pool between
     dropout: float = 0.2  # before the classifier, after global average pooling
     dw_bn: bool = True  # BN + ReLU after each depthwise conv too (MobileNet); False: none between depthwise and
-    # pointwise (Keras SeparableConv2D, Xception), which drops a third of the memory-bound BN/ReLU work
+    # pointwise (Keras SeparableConv2D, Xception): fewer memory-bound passes, ~5% faster steps here (805 vs 764 img/s)
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,7 @@ def _default() -> RunConfig:
                 "cnn",
                 # Wider at 14×14 and 7×7, where pointwise convs are cheap matmuls: 0.931 test vs 0.926 for
                 # ((32,), (64, 64), (128, 128)) at the same wall time (13 vs 16 epochs), measured on this CPU.
-                # No BN/ReLU between depthwise and pointwise (dw_bn=False): ~5% faster steps, same accuracy.
+                # No BN/ReLU between depthwise and pointwise (dw_bn=False): ~5% faster steps (see CNNConfig).
                 CNNConfig(stem=32, stages=((32,), (96, 96), (192, 192)), dropout=0.3, dw_bn=False),
                 TrainConfig(epochs=11, lr=3e-3, weight_decay=0.05, patience=5, label_smoothing=0.1),
                 tta_flip=True,
