@@ -168,11 +168,19 @@ def inference_variants(run_dir: Path, data_dir=None) -> dict[str, tuple[str, dic
     (x_va, y_va), (x_te, y_te) = split.val, split.test
     names = list(ensemble.members)
 
+    predictions: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]] = {}  # (member, tta) → (val, test), once
+
+    def predict(name: str, tta: bool) -> tuple[np.ndarray, np.ndarray]:
+        if (name, tta) not in predictions:
+            m = ensemble.members[name]
+            raw = Member(m.kind, m.model, m.device, tta_flip=tta)
+            predictions[name, tta] = raw.predict_proba(x_va), raw.predict_proba(x_te)
+        return predictions[name, tta]
+
     def combine(tta: dict[str, bool], calibrate: bool, tuned: bool) -> dict:
         val, test = {}, {}
-        for n, m in ensemble.members.items():
-            raw = Member(m.kind, m.model, m.device, tta_flip=tta[n])
-            val[n], test[n] = raw.predict_proba(x_va), raw.predict_proba(x_te)
+        for n in names:
+            val[n], test[n] = predict(n, tta[n])
             if calibrate:
                 t = fit_temperature(y_va, val[n])
                 val[n], test[n] = temperature_scale(val[n], t), temperature_scale(test[n], t)
