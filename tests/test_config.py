@@ -12,6 +12,26 @@ def test_profiles_round_trip_through_json(name):
     assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
+@pytest.mark.parametrize("name", list(PROFILES))
+def test_profiles_build_their_members(name):
+    import torch
+
+    from fashion_ensemble.models import build_model
+
+    for member in profile(name).members.values():
+        model = build_model(member.kind, member.model).eval()
+        assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+        assert member.train.augment.epochs < member.train.epochs  # augmentation is frozen before the end
+
+
+def test_best_profile_trains_more_than_default():
+    best, default = profile("best").members, profile("default").members
+    for name in ("ann", "cnn"):
+        assert best[name].train.epochs > default[name].train.epochs
+    assert best["ann"].model.hidden[0] > default["ann"].model.hidden[0]
+    assert best["cnn"].model.stages[-1][-1] > default["cnn"].model.stages[-1][-1]
+
+
 def test_overrides_and_errors():
     assert profile("default", protocol="paper", seed=3).data.protocol == "paper"
     assert profile("paper").data.protocol == "paper"
