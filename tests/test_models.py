@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fashion_ensemble.config import ANNConfig, CNNConfig
-from fashion_ensemble.models import DSBlock, build_model
+from fashion_ensemble.models import Dropout, DSBlock, build_model
 
 
 @pytest.mark.parametrize(
@@ -42,3 +42,17 @@ def test_separable_block_without_inner_bn_is_keras_separable_conv():
 def test_normalisation_is_part_of_the_state():
     model = build_model("ann", ANNConfig(hidden=(8,)))
     assert {"normalize.mean", "normalize.std"} <= set(model.state_dict())
+
+
+def test_dropout_drops_p_and_rescales_in_training_only():
+    torch.manual_seed(0)
+    drop = Dropout(0.3)
+    x = torch.ones(400, 500, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.3) < 0.01  # 200,000 draws: the share dropped is p ± 0.003 (1σ 0.001)
+    assert torch.allclose(y[kept], torch.tensor(1 / 0.7))  # survivors scaled so the expectation stays x
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient passes through the same mask and scale
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)

@@ -24,6 +24,17 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with its mask drawn as uniform ≥ p: torch's CPU bernoulli_ is slow (4.0 ms for a 256×1024
+    activation against 1.7 ms this way, 2 cores), and it was a fifth of the default ANN's training step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = (torch.rand_like(x, dtype=torch.float32) >= self.p).to(x.dtype).mul_(1 / (1 - self.p))
+        return x * keep
+
+
 class ANN(nn.Module):
     """Flatten → [Linear → BatchNorm → ReLU → Dropout] per hidden width → Linear."""
 
@@ -34,7 +45,7 @@ class ANN(nn.Module):
         width = 28 * 28
         for hidden in cfg.hidden:
             layers += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
-            layers += [nn.Dropout(cfg.dropout)]
+            layers += [Dropout(cfg.dropout)]
             width = hidden
         layers.append(nn.Linear(width, NUM_CLASSES))
         self.body = nn.Sequential(*layers)
@@ -76,7 +87,7 @@ class DSCNN(nn.Module):
             for cout in stage:
                 layers.append(DSBlock(width, cout, cfg.dw_bn))
                 width = cout
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(width, NUM_CLASSES)]
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dropout(cfg.dropout), nn.Linear(width, NUM_CLASSES)]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
