@@ -39,12 +39,13 @@ class MemberGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.unsqueeze(1)
         if not self.tta_flip:
-            proba = torch.softmax(self.model(x), dim=1)
-        else:
-            # The image and its mirror in one call: half the operator launches; 1.1-1.2× the images/s at batch 16.
-            both = torch.softmax(self.model(torch.cat([x, x.flip(-1)])), dim=1)
-            n = images.shape[0]
-            proba = (both[:n] + both[n:]) / 2
+            # Member's rescaling softmax(log softmax(z) / T) is softmax(z / T): one op instead of five.
+            logits = self.model(x)
+            return torch.softmax(logits if self.temperature == 1.0 else logits / self.temperature, dim=1)
+        # The image and its mirror in one call: half the operator launches; 1.1-1.2× the images/s at batch 16.
+        both = torch.softmax(self.model(torch.cat([x, x.flip(-1)])), dim=1)
+        n = images.shape[0]
+        proba = (both[:n] + both[n:]) / 2
         if self.temperature == 1.0:
             return proba
         return torch.softmax(torch.log(proba.clamp_min(1e-30)) / self.temperature, dim=1)  # as Member's rescaling
