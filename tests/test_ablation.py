@@ -28,6 +28,7 @@ def test_every_lever_changes_exactly_what_it_says():
     assert changed["augment_every_epoch"][1].members["cnn"].train.augment.epochs == 2
     assert changed["no_augmentation"][1].members["ann"].train.augment.epochs == 0
     assert list(changed["second_cnn"][1].members) == ["ann", "cnn", "cnn2"]
+    assert {m.train.ema_decay for m in changed["ema"][1].members.values()} == {0.999}
     for _, variant in changed.values():  # every variant is a valid, different config
         assert variant != cfg and type(variant).from_dict(variant.to_dict()) == variant
     assert set(cli.LEVERS) == {*ablation.TRAINING_LEVERS, *ablation.INFERENCE_LEVERS}

@@ -56,6 +56,7 @@ def test_overrides_and_errors():
         ("train", "lr", -1.0, "train.lr must be a positive rate"),
         ("train", "warmup_frac", 0.9, "sum to less than 1"),
         ("train", "label_smoothing", 1.0, "train.label_smoothing"),
+        ("train", "ema_decay", 1.0, r"train.ema_decay must be 0 \(off\) or a decay in \(0, 1\), got 1.0"),
     ],
 )
 def test_bad_values_say_what_and_how(section, field, value, message):

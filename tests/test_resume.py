@@ -85,14 +85,15 @@ def test_sigkill_at_a_random_point_then_resume_equals_an_uninterrupted_run(tmp_p
     assert not (tmp_path / ".killed.partial").exists() and not (tmp_path / "killed" / "checkpoints").exists()
 
 
-def test_resume_from_every_epoch_gives_the_same_weights(tmp_path, tiny_data):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_from_every_epoch_gives_the_same_weights(tmp_path, tiny_data, ema_decay):
     """In process: stop after epoch k (by copying the checkpoint then), resume, compare with the whole run."""
     from conftest import synthetic_images
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, 600)
     train, val = (synthetic_images(y[:500]), y[:500]), (synthetic_images(y[500:], seed=1), y[500:])
-    cfg = TrainConfig(epochs=4, batch_size=50, patience=10)
+    cfg = TrainConfig(epochs=4, batch_size=50, patience=10, ema_decay=ema_decay)
     mcfg = CNNConfig(stem=8, stages=((8,), (16,)))
 
     def fresh():

@@ -89,6 +89,13 @@ def longer(cfg):
             _members(cfg, lambda m: _train(m, epochs=-(-m.train.epochs * 3 // 2))))
 
 
+def ema(cfg):
+    on = any(m.train.ema_decay > 0 for m in cfg.members.values())
+    return ("without the weights' moving average" if on else
+            "every member validated and kept as the moving average of its weights (EMA, decay 0.999)",
+            _members(cfg, lambda m: _train(m, ema_decay=0.0 if on else 0.999)))
+
+
 def second_cnn(cfg):
     name = next(n for n, m in cfg.members.items() if m.kind == "cnn")
     return "a second CNN member (own seed): ann + cnn + cnn", cfg.replace(
@@ -103,6 +110,7 @@ TRAINING_LEVERS: dict[str, Callable[[RunConfig], tuple[str, RunConfig]]] = {
     "depthwise_bn": depthwise_bn,
     "wider_cnn": wider,
     "longer": longer,
+    "ema": ema,
     "second_cnn": second_cnn,
 }
 INFERENCE_LEVERS = ("tta_flip", "calibrated_voting", "tuned_weights")

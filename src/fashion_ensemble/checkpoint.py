@@ -3,6 +3,7 @@ written atomically (a temporary file, then a rename), so that a kill at any mome
 
     model.<key>        the model's state: weights, BatchNorm buffers, normalisation statistics
     best.<key>         the best-validation-loss state so far (early stopping restores it at the end)
+    ema.<key>          the moving average of the model's state, when training keeps one (TrainConfig.ema_decay)
     optim.<i>.<key>    AdamW's state of parameter i: step, exp_avg, exp_avg_sq
     rng.torch          the global CPU generator (dropout); rng.cuda the CUDA one, when training there
     rng.shuffle        the member's own generator (shuffling, augmentation)
@@ -24,8 +25,10 @@ from .errors import UserError
 
 
 def save_checkpoint(path: Path, *, model: torch.nn.Module, best_state: dict | None, optimizer: torch.optim.Optimizer,
-                    scheduler, generator: torch.Generator, state: dict) -> None:
+                    scheduler, generator: torch.Generator, state: dict, ema: torch.nn.Module | None = None) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
     if best_state is not None:
         tensors |= {f"best.{k}": v for k, v in best_state.items()}
     opt = optimizer.state_dict()
@@ -46,8 +49,9 @@ def save_checkpoint(path: Path, *, model: torch.nn.Module, best_state: dict | No
 
 
 def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-                    generator: torch.Generator) -> tuple[dict | None, dict]:
-    """Restore model, optimizer, scheduler and generators from `path`; returns (best_state or None, state dict)."""
+                    generator: torch.Generator, ema: torch.nn.Module | None = None) -> tuple[dict | None, dict]:
+    """Restore model (and its moving average `ema`, when kept), optimizer, scheduler and generators from `path`;
+    returns (best_state or None, state dict)."""
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()["state"])
@@ -60,6 +64,8 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.opti
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
     model.load_state_dict(part("model."))
+    if ema is not None:
+        ema.load_state_dict(part("ema."))
     best = part("best.")
     opt_state: dict[int, dict] = {}
     for key, value in part("optim.").items():

@@ -13,7 +13,7 @@ from .errors import UserError
 
 # ablation.py's levers, named here so that `--help` does not import torch (a test keeps the two lists equal)
 LEVERS = ("label_smoothing", "random_erasing", "augment_every_epoch", "no_augmentation", "depthwise_bn", "wider_cnn",
-          "longer", "second_cnn", "tta_flip", "calibrated_voting", "tuned_weights")
+          "longer", "ema", "second_cnn", "tta_flip", "calibrated_voting", "tuned_weights")
 
 
 def main(argv: list[str] | None = None) -> int:

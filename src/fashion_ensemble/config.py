@@ -57,6 +57,8 @@ class TrainConfig:
     finetune_lr: float = 0.02  # LC3 phase 3 rate, as a fraction of the peak; cosine decays down to it
     patience: int = 5  # early stopping: epochs without a better validation loss before stopping
     label_smoothing: float = 0.0  # mass moved from the one-hot target to the other classes
+    ema_decay: float = 0.0  # 0: off; else validation scores, and training keeps, an exponential moving average of
+    # the weights (and BatchNorm statistics) updated every step with this decay
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
@@ -70,6 +72,7 @@ class TrainConfig:
         _check(0 < self.finetune_lr <= 1, "train.finetune_lr", self.finetune_lr, "a fraction of the peak in (0, 1]")
         _check(self.patience >= 1, "train.patience", self.patience, "1 or more")
         _check(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "a fraction in [0, 1)")
+        _check(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "0 (off) or a decay in (0, 1)")
 
 
 @dataclass(frozen=True)

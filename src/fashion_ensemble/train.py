@@ -1,5 +1,6 @@
 """Training one member: AdamW (decoupled weight decay = the paper's L2), the LC3 schedule per batch, augmentation in
-the first epochs only, early stopping on validation loss with the best weights restored, and a per-epoch history.
+the first epochs only, early stopping on validation loss with the best weights restored, optionally a moving average
+of the weights (EMA) in their place, and a per-epoch history.
 
 The whole training set lives on the device as one float tensor; a batch is an index into it (no DataLoader, no
 per-sample Python). Measured on the 2-core CPU: the DS-CNN's step is ~45% BatchNorm/ReLU with BN after the
@@ -9,6 +10,7 @@ depthwise convs (dw_bn), about a third without; the convolutions take most of th
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -105,10 +107,13 @@ def train_member(
         opt, lambda s: lc3_factor(s, total, cfg.warmup_frac, cfg.finetune_frac, cfg.finetune_lr)
     )
 
+    # The weights' moving average (TrainConfig.ema_decay): a second copy, validated and kept instead of the model.
+    ema = copy.deepcopy(model) if cfg.ema_decay > 0 else None
     state = {"next_epoch": 1, "stopped": False, "best_loss": float("inf"), "bad_epochs": 0, "history": []}
     best_state = None
     if checkpoint is not None and checkpoint.is_file():
-        best_state, state = load_checkpoint(checkpoint, model=model, optimizer=opt, scheduler=sched, generator=gen)
+        best_state, state = load_checkpoint(checkpoint, model=model, optimizer=opt, scheduler=sched, generator=gen,
+                                            ema=ema)
     history: list[dict] = state["history"]
     net = distributed.wrap(model) if world_size > 1 else model
 
@@ -142,6 +147,8 @@ def train_member(
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                update_ema(ema, model, cfg.ema_decay, step=sched.last_epoch)
             loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()
             seen += len(yb)
@@ -150,8 +157,11 @@ def train_member(
                                 img_s=f"{seen * world_size / (time.perf_counter() - start):,.0f}")
         bar.close()
         distributed.broadcast_state(model)  # BatchNorm statistics differ per rank: all take rank 0's
+        if ema is not None:
+            distributed.broadcast_state(ema)
         seconds = time.perf_counter() - start
-        val_logits = predict_logits(model, x_va)
+        kept = ema if ema is not None else model  # what validation scores and early stopping keeps
+        val_logits = predict_logits(kept, x_va)
         record = EpochRecord(
             epoch=epoch,
             train_loss=loss_sum.item() / seen,
@@ -175,18 +185,32 @@ def train_member(
                 writer.add_scalar(f"{name}/{key}", getattr(record, key), epoch)
         if record.val_loss < state["best_loss"]:
             state["best_loss"], state["bad_epochs"] = record.val_loss, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(kept.state_dict())
         else:
             state["bad_epochs"] += 1
             state["stopped"] = state["bad_epochs"] >= cfg.patience
         state["next_epoch"] = epoch + 1
         if checkpoint is not None and rank == 0:
             save_checkpoint(checkpoint, model=model, best_state=best_state, optimizer=opt, scheduler=sched,
-                            generator=gen, state=state)
+                            generator=gen, state=state, ema=ema)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return model, history
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """ema ← d·ema + (1 - d)·model over weights and float buffers (BatchNorm statistics); integer buffers are copied.
+    d = min(decay, (1 + step) / (10 + step)), TensorFlow's ramp: the first steps' random weights fade fast."""
+    d = min(decay, (1 + step) / (10 + step))
+    pairs = list(zip(itertools.chain(ema.parameters(), ema.buffers()),
+                     itertools.chain(model.parameters(), model.buffers())))
+    floats = [(e, m) for e, m in pairs if e.is_floating_point()]
+    torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1 - d)
+    for e, m in pairs:
+        if not e.is_floating_point():
+            e.copy_(m)
 
 
 def _set_normalisation(model: torch.nn.Module, x_train: torch.Tensor) -> None:

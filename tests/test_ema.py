@@ -1,0 +1,48 @@
+"""The weights' moving average (TrainConfig.ema_decay): the update by hand, and training keeps what it validated."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import synthetic_images
+from fashion_ensemble.config import ANNConfig, TrainConfig
+from fashion_ensemble.models import build_model
+from fashion_ensemble.train import predict_logits, to_tensor, train_member, update_ema
+
+
+def test_update_ema_by_hand():
+    def net(weight, mean, batches):
+        m = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+        m[0].weight.data.fill_(weight)
+        m[1].running_mean.fill_(mean)
+        m[1].num_batches_tracked.fill_(batches)
+        return m
+
+    ema, model = net(0.0, 2.0, 0), net(1.0, 4.0, 7)
+    update_ema(ema, model, decay=0.9, step=0)  # d = min(0.9, 1/10) = 0.1: mostly the model
+    assert ema[0].weight.item() == pytest.approx(0.9)
+    assert ema[1].running_mean.item() == pytest.approx(0.1 * 2.0 + 0.9 * 4.0)
+    assert ema[1].num_batches_tracked.item() == 7  # integers are copied, not averaged
+    update_ema(ema, model, decay=0.9, step=100)  # d = min(0.9, 101/110) = 0.9
+    assert ema[0].weight.item() == pytest.approx(0.9 * 0.9 + 0.1 * 1.0)
+    assert model[0].weight.item() == 1.0  # the model itself is untouched
+
+
+def test_training_keeps_the_validated_average():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 600)
+    train, val = (synthetic_images(y[:500]), y[:500]), (synthetic_images(y[500:], seed=1), y[500:])
+
+    def fit(ema_decay):
+        torch.manual_seed(0)
+        cfg = TrainConfig(epochs=3, batch_size=50, patience=10, ema_decay=ema_decay)
+        return train_member(build_model("ann", ANNConfig(hidden=(32,))), train, val, cfg, seed=0, progress=False)
+
+    plain, _ = fit(0.0)
+    averaged, history = fit(0.9)
+    # The returned weights are the average's, not the last step's: they differ from the run without it ...
+    assert not torch.equal(plain.body[1].weight, averaged.body[1].weight)
+    # ... and they are the ones validation chose: their validation loss is the history's best.
+    val_loss = F.cross_entropy(predict_logits(averaged, to_tensor(val[0])), torch.from_numpy(val[1])).item()
+    assert val_loss == pytest.approx(min(e["val_loss"] for e in history), abs=1e-6)
