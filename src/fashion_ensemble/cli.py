@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train both members, build the ensemble, write runs/<name>/ with a report")
     run.add_argument("--profile", choices=list(PROFILES), default=None,
                      help="quick: ~2-minute smoke run; default (the default): the main job, ~15 minutes; best: "
-                          "the most accurate, ~65 minutes on 2 cores; paper: the paper's protocol and recipe")
+                          "the most accurate, ~80 minutes on 2 cores; paper: the paper's protocol and recipe")
     run.add_argument("--config", default=None, metavar="FILE",
                      help="a RunConfig as JSON (e.g. a run folder's config.json) instead of a profile")
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
