@@ -68,5 +68,7 @@ def test_bench_tiny_keeps_working(tiny_run, tiny_data):
                 "ensemble_infer_img_s", "ensemble_latency_p50_ms", "ensemble_latency_p99_ms", "onnx_latency_p50_ms"):
         assert isinstance(result[key], float) and result[key] > 0, key
     assert set(result["time_to_accuracy_s"]) == {"ann", "cnn"}
+    windows = result["machine_peak_gflops_windows"]  # MFU over the best of three peak windows, not the first
+    assert len(windows) == 3 and result["machine_peak_gflops"] == max(windows)
     r = cli("bench", "--tiny", "--data-dir", str(tiny_data))
     assert r.returncode == 0 and "speed-up" in r.stdout and "onnx" in r.stdout, r.stderr

@@ -1,10 +1,9 @@
 """`fashion-ensemble bench`: how fast training and inference are on this machine, against the usual way.
 
 - training images/s of each member with the project's trainer (`train_member`: data as one tensor, batched
-  augmentation, channels-last, fused AdamW, malloc keeping freed memory) against a baseline written the common way
-  (a torch `Dataset` + `DataLoader` with per-sample transforms, fp32, default memory format, default AdamW), same
-  model, same batch size, same augmentation; the best of a few alternating rounds of each, each trainer in its own
-  process (so that the trainer's process-wide malloc setting reaches neither the baseline nor the inference paths);
+  augmentation, channels-last, fused AdamW) against a baseline written the common way (a torch `Dataset` +
+  `DataLoader` with per-sample transforms, fp32, default memory format, default AdamW), same model, same batch size,
+  same augmentation; the best of a few alternating rounds of each;
 - model FLOP utilisation (MFU): the model's FLOPs per image (counted by torch's FlopCounterMode) × images/s over the
   machine's fp32 matmul peak, measured here too;
 - ensemble inference at batch 1,000 and batch-1 latency (p50, p99): PyTorch eager fp32, the project's PyTorch path
@@ -19,9 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,23 +109,12 @@ def baseline_train_images_per_s(model: torch.nn.Module, images: np.ndarray, labe
     return len(images) / (time.perf_counter() - start)
 
 
-def baseline_member_images_per_s(mcfg: MemberConfig, images: np.ndarray, labels: np.ndarray) -> float:
-    torch.manual_seed(0)
-    return baseline_train_images_per_s(build_model(mcfg.kind, mcfg.model), images, labels, mcfg.train)
-
-
 def ours_train_images_per_s(mcfg: MemberConfig, images: np.ndarray, labels: np.ndarray) -> float:
     """One augmented epoch of the project's trainer on the same images: images/s (its own epoch timer)."""
     cfg = dataclasses.replace(mcfg.train, epochs=1)
     model = build_model(mcfg.kind, mcfg.model)
     _, history = train_member(model, (images, labels), (images[:256], labels[:256]), cfg, seed=0, progress=False)
     return history[0]["images_per_s"]
-
-
-def worker_process(threads: int) -> ProcessPoolExecutor:
-    """One fresh Python process (spawned, so nothing of this one's state is inherited) with `threads` torch threads."""
-    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=torch.set_num_threads,
-                               initargs=(threads,))
 
 
 def eager_proba(ensemble: SoftVotingEnsemble, images: np.ndarray) -> np.ndarray:
@@ -194,17 +180,18 @@ def run_bench(run_dir: str | Path | None = None, config: BenchConfig = BenchConf
     result: dict = {"threads": torch.get_num_threads()}
     flops: dict[str, float] = {}  # per image, for each rate below
 
-    with worker_process(result["threads"]) as ours_worker, worker_process(result["threads"]) as base_worker:
-        for name, mcfg in cfg.members.items():
-            ours = base = 0.0
-            for _ in range(config.train_rounds):  # one at a time: a trainer never shares the cores with the other
-                ours = max(ours, ours_worker.submit(ours_train_images_per_s, mcfg, images, labels).result())
-                base = max(base, base_worker.submit(baseline_member_images_per_s, mcfg, images, labels).result())
-            flops[f"{name}_train"] = flops[f"{name}_baseline_train"] = flops_per_image(
-                build_model(mcfg.kind, mcfg.model), train=True)
-            result |= {f"{name}_train_img_s": round(ours, 1), f"{name}_baseline_train_img_s": round(base, 1),
-                       f"{name}_train_speedup": round(ours / base, 3),
-                       f"{name}_train_mflops_per_image": round(flops[f"{name}_train"] / 1e6, 2)}
+    for name, mcfg in cfg.members.items():
+        ours = base = 0.0
+        for _ in range(config.train_rounds):
+            ours = max(ours, ours_train_images_per_s(mcfg, images, labels))
+            torch.manual_seed(0)
+            base = max(base, baseline_train_images_per_s(build_model(mcfg.kind, mcfg.model), images, labels,
+                                                         mcfg.train))
+        flops[f"{name}_train"] = flops[f"{name}_baseline_train"] = flops_per_image(
+            build_model(mcfg.kind, mcfg.model), train=True)
+        result |= {f"{name}_train_img_s": round(ours, 1), f"{name}_baseline_train_img_s": round(base, 1),
+                   f"{name}_train_speedup": round(ours / base, 3),
+                   f"{name}_train_mflops_per_image": round(flops[f"{name}_train"] / 1e6, 2)}
 
     if run_dir is not None:
         from .runs import load

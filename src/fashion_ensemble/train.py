@@ -10,9 +10,7 @@ depthwise convs (dw_bn), about a third without; the convolutions take most of th
 from __future__ import annotations
 
 import copy
-import ctypes
 import itertools
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -54,23 +52,6 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def keep_freed_memory() -> None:
-    """Have glibc's malloc keep freed memory for reuse instead of returning it to the OS (Linux only; a no-op
-    elsewhere). By default every training step's multi-MB activations are mmapped, freed and page-faulted in again.
-    Measured on the 2-core CPU (`default` members, steady-state steps, 5-7 alternating processes each): minor page
-    faults 3-5× fewer, CNN step median 1,174 vs 1,072 img/s, ANN 8,820 vs 7,912: ~1.1×. Process-wide, as malloc is:
-    the process keeps its peak memory until it exits."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (musl): its allocator has no such knobs
-        return
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # from glibc's malloc.h
-    libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)  # allocations below 1 GiB come from the heap, not fresh mmaps
-    libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)  # and the heap's free top is not handed back to the OS
-
-
 # Inference batch: on the 2-core CPU the DS-CNN ran at ~3,200 img/s with batches of 64 against ~1,100 with 2,000
 # (activations of small batches stay in cache); a GPU wants large batches.
 INFER_BATCH = {"cpu": 64, "cuda": 2048}
@@ -106,10 +87,8 @@ def train_member(
 
     With `checkpoint`, the whole training state is saved there after every epoch, and training resumes from it when it
     exists: the result is the same, bit for bit on CPU, as an uninterrupted run. Under torchrun (see distributed.py)
-    each rank trains on its share of every batch. On CPU it first calls `keep_freed_memory` (process-wide)."""
+    each rank trains on its share of every batch."""
     device = torch.device(device)
-    if device.type == "cpu":
-        keep_freed_memory()
     rank, world_size = distributed.world()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)  # shuffling and augmentation: one CPU stream, same on any device
