@@ -56,6 +56,10 @@ def test_metrics_json_contract(run):
         s = m["significance"][f"ensemble_vs_{name}"]
         assert s["both_right"] + s["a_right_b_wrong"] + s["a_wrong_b_right"] + s["both_wrong"] == 100
         assert 0.0 <= s["p_value"] <= 1.0
+    for name in ("ann", "cnn"):  # the smoke profile calibrates: a member's "before" is its raw output, its "after"
+        c = m["calibration"][name]  # what it votes with (its own temperature, refit on the same validation split)
+        assert c["temperature"] == pytest.approx(m["temperatures"][name], rel=1e-4)
+        assert c["ece_scaled"] == pytest.approx(m["models"][name]["ece"], abs=1e-6)
     h = json.loads((out / "history.json").read_text())
     first = h["members"]["cnn"]["epochs"][0]
     assert {"train_loss", "val_loss", "train_accuracy", "val_accuracy", "lr", "augmented"} <= set(first)

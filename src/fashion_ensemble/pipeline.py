@@ -178,8 +178,10 @@ def _run_into(cfg: RunConfig, split, run_dir: Path, data_dir, device, progress: 
         "ensemble_tuned_weights": _summary(classification_metrics(y_te, vote(test_p, tuned))),
         "tuned_weights": dict(zip(names, tuned.tolist())),
     }
-    if cfg.ensemble.calibrate:  # the same without the members' temperatures: softmax(log p · T) undoes them
-        raw_test_p = {n: temperature_scale(test_p[n], 1 / ensemble.members[n].temperature) for n in names}
+    # The members' test probabilities without their temperatures (softmax(log p · T) undoes them).
+    raw_test_p = ({n: temperature_scale(test_p[n], 1 / ensemble.members[n].temperature) for n in names}
+                  if cfg.ensemble.calibrate else test_p)
+    if cfg.ensemble.calibrate:  # the same alternatives without the members' temperatures
         raw_tuned = tune_weights([raw_val_p[n] for n in names], y_va)
         alternatives |= {
             "uncalibrated_ensemble_equal_weights": _summary(classification_metrics(y_te, vote(raw_test_p, equal))),
@@ -199,9 +201,10 @@ def _run_into(cfg: RunConfig, split, run_dir: Path, data_dir, device, progress: 
         "val_accuracy": val_accuracy,
         "models": models,
         "significance": significance,
-        # A temperature fit on validation to what each model outputs, reported on test; not applied (the members'
-        # own temperatures, when the profile calibrates them, are already in their outputs).
-        "calibration": {n: calibration(y_va, val_all[n], y_te, test_all[n]) for n in val_all},
+        # Before and after a temperature fit on validation, scored on test: each member from its raw outputs (so
+        # "after" is what it votes with when the profile calibrates it), the ensemble as it votes.
+        "calibration": {**{n: calibration(y_va, raw_val_p[n], y_te, raw_test_p[n]) for n in names},
+                        "ensemble": calibration(y_va, val_all["ensemble"], y_te, ens_p)},
         "alternatives": alternatives,
     }
     write_json(run_dir / "metrics.json", metrics)

@@ -120,8 +120,9 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
         "",
         "## Calibration (temperature fit on validation, scored on test)",
         "",
-        "Of each model as it predicts" + (" (the members already temperature-scaled before voting)"
-                                          if "uncalibrated_ensemble_tuned_weights" in alt else "") + ".",
+        "Each member from its raw outputs" + (" (after scaling: the probabilities it votes with)"
+                                              if "uncalibrated_ensemble_tuned_weights" in alt else "")
+        + "; the ensemble as it votes.",
         "",
         "| model | temperature | ECE | ECE after scaling | log-loss | log-loss after scaling |",
         "|---|---|---|---|---|---|",

@@ -66,6 +66,8 @@ def summarize(run_dirs: list[Path]) -> dict:
     models = {name: {k: stats([m["models"][name][k] for m in metrics]) for k in SCALARS}
               for name in first["models"]}
     for name in models:
+        # Before and after temperature scaling, as in each run's calibration table (a member: from its raw outputs).
+        models[name]["ece"] = stats([m["calibration"][name]["ece"] for m in metrics])
         models[name]["ece_scaled"] = stats([m["calibration"][name]["ece_scaled"] for m in metrics])
         models[name]["temperature"] = stats([m["calibration"][name]["temperature"] for m in metrics])
     return {
