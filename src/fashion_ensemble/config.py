@@ -222,10 +222,11 @@ def _best() -> RunConfig:
     # with augmentation (random erasing included) kept on until the LC3 fine-tuning phase ("frozen" for its last
     # epochs only), since a long schedule overfits without it. The ANN keeps the paper's five augmented epochs: an MLP
     # is not shift-invariant, and 28 augmented epochs of 36 cost it validation accuracy (0.9100 against 0.9120 for
-    # the `default` ANN). Measured on seeds 0 and 1 here: 82 and 76 minutes (CNN 70 and 67); test accuracy ANN
-    # 0.9070 / 0.9082, CNN 0.9439 / 0.9463, ensemble 0.9459 / 0.9459. A first version (ANN 36 epochs, 28 augmented;
-    # CNN 32 epochs, 26 augmented) took 65 minutes for 0.9049 / 0.9429 / 0.9445; 12 more CNN epochs did not raise
-    # its validation accuracy (0.947-0.949 at the end against 0.950): at this width the CNN is near its ceiling.
+    # the `default` ANN). Measured on seeds 0, 1 and 2 here: 82, 76 and 93 minutes (CNN 70, 67 and 84, the last on a
+    # slower day of this shared machine); test accuracy ANN 0.9070 / 0.9082 / 0.9069, CNN 0.9439 / 0.9463 / 0.9441,
+    # ensemble 0.9459 / 0.9459 / 0.9462. A first version (ANN 36 epochs, 28 augmented; CNN 32 epochs, 26 augmented)
+    # took 65 minutes for 0.9049 / 0.9429 / 0.9445; 12 more CNN epochs did not raise its validation accuracy
+    # (0.947-0.949 at the end against 0.950): at this width the CNN is near its ceiling.
     # On a CUDA GPU the same profile runs as is; a `--config` file can make it longer and wider there.
     return RunConfig(
         profile="best",

@@ -167,7 +167,7 @@ def _run_into(cfg: RunConfig, split, run_dir: Path, data_dir, device, progress: 
     significance = {  # McNemar's exact test, ensemble (a) against each member (b), on the test images
         f"ensemble_vs_{n}": mcnemar_exact(y_te, ens_p.argmax(1), test_p[n].argmax(1)) for n in names
     }
-    val_all, test_all = {**val_p, "ensemble": ensemble.vote(val_p)}, {**test_p, "ensemble": ens_p}
+    val_all = {**val_p, "ensemble": ensemble.vote(val_p)}
     val_accuracy = {n: float((p.argmax(1) == y_va).mean()) for n, p in val_all.items()}
 
     def vote(probas, w):
