@@ -175,7 +175,7 @@ def run_bench(run_dir: str | Path | None = None, config: BenchConfig = BenchConf
         images, labels = load_raw(verify_checksums=False)["train"]
     images, labels = images[: config.train_images], labels[: config.train_images].astype(np.int64)
     # The peak is measured before training, before inference and at the end, and the best counts: on a shared
-    # machine one 2-s window ranged 143-181 GFLOP/s, and a low peak would inflate every MFU below.
+    # machine one 2-s window ranged 90-181 GFLOP/s in a day, and a low peak would inflate every MFU below.
     peaks = [matmul_peak_gflops(config.peak_seconds)]
     result: dict = {"threads": torch.get_num_threads()}
     flops: dict[str, float] = {}  # per image, for each rate below
