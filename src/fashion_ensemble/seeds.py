@@ -23,7 +23,7 @@ from .errors import UserError
 from .report import write_summary
 from .runs import write_json
 
-SCALARS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss", "ece", "errors")
+SCALARS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss", "errors")  # ECE: from calibration
 
 
 def default_study_dir(cfg: RunConfig, seeds: list[int], root: str | os.PathLike = "runs") -> Path:
