@@ -68,7 +68,15 @@ def test_bench_tiny_keeps_working(tiny_run, tiny_data):
                 "ensemble_infer_img_s", "ensemble_latency_p50_ms", "ensemble_latency_p99_ms", "onnx_latency_p50_ms"):
         assert isinstance(result[key], float) and result[key] > 0, key
     assert set(result["time_to_accuracy_s"]) == {"ann", "cnn"}
+    # the convolutions' ceiling: the CNN only (the ANN has none), and consistent with the rates above
+    assert "ann_conv_ms_per_step" not in result and result["cnn_conv_ms_per_step"] > 0
+    bound = result["cnn_conv_bound_train_img_s"]
+    assert bound == pytest.approx(128e3 / result["cnn_conv_ms_per_step"], rel=1e-3)  # the default CNN's batch
+    assert result["cnn_train_speedup_ceiling"] == pytest.approx(bound / result["cnn_baseline_train_img_s"], rel=1e-2)
+    assert result["cnn_conv_bound_train_mfu"] == pytest.approx(
+        result["cnn_train_mfu"] * bound / result["cnn_train_img_s"], rel=1e-2)
     windows = result["machine_peak_gflops_windows"]  # MFU over the best of three peak windows, not the first
     assert len(windows) == 3 and result["machine_peak_gflops"] == max(windows)
     r = cli("bench", "--tiny", "--data-dir", str(tiny_data))
     assert r.returncode == 0 and "speed-up" in r.stdout and "onnx" in r.stdout, r.stderr
+    assert "convolutions alone" in r.stdout

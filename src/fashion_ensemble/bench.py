@@ -6,6 +6,9 @@
   same augmentation; the best of a few alternating rounds of each;
 - model FLOP utilisation (MFU): the model's FLOPs per image (counted by torch's FlopCounterMode) × images/s over the
   machine's fp32 matmul peak, measured here too;
+- the ceiling that the convolutions set: each of a member's convolutions timed alone (forward and backward, one
+  training batch, channels-last), summed, against the baseline's step: the speed-up that the trainer would reach if
+  everything else in its step (BatchNorm, ReLU, pooling, loss, optimizer, data) took no time;
 - ensemble inference at batch 1,000 and batch-1 latency (p50, p99): PyTorch eager fp32, the project's PyTorch path
   (`predict_proba`) and ONNX Runtime (`OnnxEnsemble`);
 - time to accuracy: from a `default` run folder's history, the wall time at which validation accuracy first reached
@@ -17,6 +20,7 @@ Nothing here asserts a timing; `tiny=True` runs every part on a few batches so t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -45,9 +49,11 @@ class BenchConfig:
     infer_images: int = 1000  # the batch for inference throughput
     latency_calls: int = 200  # batch-1 calls for p50/p99
     peak_seconds: float = 2.0  # of matmuls for the peak, in each of its three windows
+    conv_calls: int = 10  # timed calls of each convolution's forward and of its backward, best of three rounds
 
 
-TINY = BenchConfig(train_images=256, train_rounds=1, infer_images=64, latency_calls=5, peak_seconds=0.1)
+TINY = BenchConfig(train_images=256, train_rounds=1, infer_images=64, latency_calls=5, peak_seconds=0.1,
+                   conv_calls=1)
 
 
 def matmul_peak_gflops(seconds: float = 2.0, n: int = 1024) -> float:
@@ -73,6 +79,43 @@ def flops_per_image(model: torch.nn.Module, train: bool) -> float:
     with counter, torch.no_grad():
         model(x)
     return counter.get_total_flops() / len(x) * (3 if train else 1)
+
+
+def best_seconds(fn, calls: int, rounds: int = 3) -> float:
+    """Seconds per call of fn(), the best of `rounds` rounds of `calls` after one warm-up call."""
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, (time.perf_counter() - t) / calls)
+    return best
+
+
+def conv_ms_per_step(model: torch.nn.Module, batch_size: int, calls: int) -> float:
+    """Milliseconds of one training step's convolutions alone: each conv of `model` run forward and backward (grads
+    of weights, and of inputs but the first layer's) on random channels-last tensors of its shapes at `batch_size`,
+    the best of three rounds of `calls`. Warm caches and no other work in between: a lower bound of their share of
+    the real step. 0 for a model without convolutions."""
+    shapes = []
+    hooks = [m.register_forward_hook(lambda m, inp, out: shapes.append((m, inp[0].shape)))
+             for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad():
+        model.eval()(torch.rand(batch_size, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    total = 0.0
+    for i, (conv, shape) in enumerate(shapes):
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        w = conv.weight.detach().contiguous(memory_format=torch.channels_last)
+        args = (conv.stride, conv.padding, conv.dilation)
+        grad = torch.randn_like(F.conv2d(x, w, None, *args, conv.groups))
+        forward = functools.partial(F.conv2d, x, w, None, *args, conv.groups)
+        backward = functools.partial(torch.ops.aten.convolution_backward, grad, x, w, None, *args, False, [0, 0],
+                                     conv.groups, [i > 0, True, False])  # grad of the input, the weight; no bias
+        total += best_seconds(forward, calls) * 1e3 + best_seconds(backward, calls) * 1e3
+    return total
 
 
 class PerSampleDataset(Dataset):
@@ -192,6 +235,12 @@ def run_bench(run_dir: str | Path | None = None, config: BenchConfig = BenchConf
         result |= {f"{name}_train_img_s": round(ours, 1), f"{name}_baseline_train_img_s": round(base, 1),
                    f"{name}_train_speedup": round(ours / base, 3),
                    f"{name}_train_mflops_per_image": round(flops[f"{name}_train"] / 1e6, 2)}
+        conv_ms = conv_ms_per_step(build_model(mcfg.kind, mcfg.model), mcfg.train.batch_size, config.conv_calls)
+        if conv_ms > 0:  # the rate if nothing but the convolutions took time, and what it allows
+            bound = mcfg.train.batch_size / conv_ms * 1e3
+            flops[f"{name}_conv_bound_train"] = flops[f"{name}_train"]
+            result |= {f"{name}_conv_ms_per_step": round(conv_ms, 2), f"{name}_conv_bound_train_img_s": round(bound, 1),
+                       f"{name}_train_speedup_ceiling": round(bound / base, 3)}
 
     if run_dir is not None:
         from .runs import load
@@ -241,6 +290,13 @@ def format_result(r: dict) -> str:
         lines.append(f"{name:<10} {r[f'{name}_train_img_s']:>11,.0f} {r[f'{name}_baseline_train_img_s']:>15,.0f} "
                      f"{r[f'{name}_train_speedup']:>8.2f}× {r[f'{name}_train_mfu']:>9.1%} "
                      f"{r[f'{name}_baseline_train_mfu']:>9.1%} {r[f'{name}_train_mflops_per_image']:>10}")
+    for name in ("ann", "cnn"):
+        if f"{name}_conv_ms_per_step" in r:
+            bound = r[f"{name}_conv_bound_train_img_s"]
+            lines.append(f"{name}: its convolutions alone take {r[f'{name}_conv_ms_per_step']:.1f} ms of a training "
+                         f"step, {r[f'{name}_train_img_s'] / bound:.0%} of ours; with all else free: {bound:,.0f} "
+                         f"img/s, {r[f'{name}_train_speedup_ceiling']:.2f}× the baseline, "
+                         f"MFU {r[f'{name}_conv_bound_train_mfu']:.1%}")
     lines += ["", f"{'inference':<10} {'img/s @1000':>11} {'MFU':>7} {'p50 ms @1':>10} {'p99 ms @1':>10}   "
                   f"({r['ensemble_infer_mflops_per_image']} MFLOP per image)"]
     for path in ("eager", "torch", "onnx"):
