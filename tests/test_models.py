@@ -1,8 +1,10 @@
+import dataclasses
+
 import pytest
 import torch
 
 from fashion_ensemble.config import ANNConfig, CNNConfig
-from fashion_ensemble.models import Dropout, DSBlock, build_model
+from fashion_ensemble.models import Dropout, DSBlock, Normalize, build_model
 
 
 @pytest.mark.parametrize(
@@ -11,6 +13,7 @@ from fashion_ensemble.models import Dropout, DSBlock, build_model
         ("ann", ANNConfig(hidden=(32, 16))),
         ("cnn", CNNConfig(stem=8, stages=((8,), (16, 16)))),
         ("cnn", CNNConfig(stem=8, stages=((8,), (16, 16)), dw_bn=False)),
+        ("cnn", CNNConfig(stem=8, stages=((8,), (16, 16), (16,)), dw_bn=False, pool_first=True)),
     ],
 )
 def test_logits_shape_and_every_parameter_gets_a_gradient(kind, cfg):
@@ -37,6 +40,34 @@ def test_separable_block_without_inner_bn_is_keras_separable_conv():
     block = DSBlock(16, 32, dw_bn=False)
     assert [type(m).__name__ for m in block] == ["Conv2d", "Conv2d", "BatchNorm2d", "ReLU"]
     assert [m.groups for m in block if isinstance(m, torch.nn.Conv2d)] == [16, 1]
+
+
+def test_pool_first_is_the_same_function_when_batchnorm_scales_up():
+    # max-pool commutes with ReLU and with a per-channel affine map of positive scale: in eval mode, with the same
+    # weights, pooling before BN + ReLU gives what pooling after them gives; only the layer order differs.
+    torch.manual_seed(0)
+    cfg = CNNConfig(stem=8, stages=((8, 8), (16,), (16,)), dw_bn=False)
+    after = build_model("cnn", cfg)
+    for m in after.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 2)
+            m.bias.data.normal_()
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2)
+    before = build_model("cnn", dataclasses.replace(cfg, pool_first=True))
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in before.modules()) == 2
+    order = [type(m).__name__ for m in before.body if not isinstance(m, DSBlock)]
+    assert order[:7] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    kinds = (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.Linear, Normalize)
+    source = [m for m in after.modules() if isinstance(m, kinds)]  # each kind in the same order in both models
+    target = [m for m in before.modules() if isinstance(m, kinds)]
+    def by_kind(m):
+        return kinds.index(type(m))
+
+    for s, t in zip(sorted(source, key=by_kind), sorted(target, key=by_kind), strict=True):
+        t.load_state_dict(s.state_dict())
+    x = torch.rand(5, 1, 28, 28)
+    assert torch.allclose(before.eval()(x), after.eval()(x), atol=1e-5)
 
 
 def test_normalisation_is_part_of_the_state():

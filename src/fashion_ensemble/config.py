@@ -88,6 +88,8 @@ class CNNConfig:
     dropout: float = 0.2  # before the classifier, after global average pooling
     dw_bn: bool = True  # BN + ReLU after each depthwise conv too (MobileNet); False: none between depthwise and
     # pointwise (Keras SeparableConv2D, Xception): fewer memory-bound passes, ~5% faster steps here (805 vs 764 img/s)
+    pool_first: bool = False  # a stage's last block max-pooled before its BN + ReLU, which then run on a quarter of
+    # the pixels: the same function when BN's scale is positive, but its statistics are the pooled maps'
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,9 @@ def _default() -> RunConfig:
                 # Wider at 14×14 and 7×7, where pointwise convs are cheap matmuls: 0.931 test vs 0.926 for
                 # ((32,), (64, 64), (128, 128)) at the same wall time (13 vs 16 epochs), measured on this CPU.
                 # No BN/ReLU between depthwise and pointwise (dw_bn=False): ~5% faster steps (see CNNConfig).
-                CNNConfig(stem=32, stages=((32,), (96, 96), (192, 192)), dropout=0.3, dw_bn=False),
+                # Pooled before the last BN + ReLU of each stage (pool_first): 1.13-1.19× faster steps (step
+                # micro-benchmark, 1,021 → 1,156 img/s).
+                CNNConfig(stem=32, stages=((32,), (96, 96), (192, 192)), dropout=0.3, dw_bn=False, pool_first=True),
                 TrainConfig(epochs=11, lr=3e-3, weight_decay=0.05, patience=5, label_smoothing=0.1),
                 tta_flip=True,
             ),

@@ -64,17 +64,20 @@ def conv_bn_relu(cin: int, cout: int, kernel: int, groups: int = 1) -> list[nn.M
 
 class DSBlock(nn.Sequential):
     """Depthwise 3×3 (one filter per channel: spatial) → pointwise 1×1 (mixes channels), each with BN and ReLU, or
-    with `dw_bn=False` BN and ReLU after the pointwise conv only (Keras SeparableConv2D).
-    About 9·cin + cin·cout weights against 9·cin·cout for a plain 3×3 conv."""
+    with `dw_bn=False` BN and ReLU after the pointwise conv only (Keras SeparableConv2D); `out_bn=False` leaves them
+    off the end too, for the caller to apply after pooling. About 9·cin + cin·cout weights against 9·cin·cout for a
+    plain 3×3 conv."""
 
-    def __init__(self, cin: int, cout: int, dw_bn: bool = True):
+    def __init__(self, cin: int, cout: int, dw_bn: bool = True, out_bn: bool = True):
         depthwise = conv_bn_relu(cin, cin, 3, groups=cin) if dw_bn else [
             nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False)]
-        super().__init__(*depthwise, *conv_bn_relu(cin, cout, 1))
+        pointwise = conv_bn_relu(cin, cout, 1) if out_bn else [nn.Conv2d(cin, cout, 1, bias=False)]
+        super().__init__(*depthwise, *pointwise)
 
 
 class DSCNN(nn.Module):
-    """3×3 stem → stages of DS blocks with 2×2 max-pool between (28→14→7) → global average pool → dropout → Linear."""
+    """3×3 stem → stages of DS blocks with 2×2 max-pool between (28→14→7) → global average pool → dropout → Linear.
+    With `pool_first`, a stage's last block is pooled before its BN and ReLU (conv → pool → BN → ReLU)."""
 
     def __init__(self, cfg: CNNConfig):
         super().__init__()
@@ -82,10 +85,15 @@ class DSCNN(nn.Module):
         layers: list[nn.Module] = conv_bn_relu(1, cfg.stem, 3)
         width = cfg.stem
         for i, stage in enumerate(cfg.stages):
-            if i > 0:
-                layers.append(nn.MaxPool2d(2))
-            for cout in stage:
-                layers.append(DSBlock(width, cout, cfg.dw_bn))
+            pooled = i < len(cfg.stages) - 1  # every stage but the last ends in a 2×2 max-pool
+            for j, cout in enumerate(stage):
+                if pooled and cfg.pool_first and j == len(stage) - 1:
+                    layers += [DSBlock(width, cout, cfg.dw_bn, out_bn=False), nn.MaxPool2d(2),
+                               nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+                else:
+                    layers.append(DSBlock(width, cout, cfg.dw_bn))
+                    if pooled and j == len(stage) - 1:
+                        layers.append(nn.MaxPool2d(2))
                 width = cout
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dropout(cfg.dropout), nn.Linear(width, NUM_CLASSES)]
         self.body = nn.Sequential(*layers)
