@@ -210,8 +210,8 @@ def _default() -> RunConfig:
                 # Wider at 14×14 and 7×7, where pointwise convs are cheap matmuls: 0.931 test vs 0.926 for
                 # ((32,), (64, 64), (128, 128)) at the same wall time (13 vs 16 epochs), measured on this CPU.
                 # No BN/ReLU between depthwise and pointwise (dw_bn=False): ~5% faster steps (see CNNConfig).
-                # Pooled before the last BN + ReLU of each stage (pool_first): 1.13-1.19× faster steps (step
-                # micro-benchmark, 1,021 → 1,156 img/s).
+                # Pooled before the last BN + ReLU of each stage (pool_first): the same accuracy over seeds 0-2
+                # (ensemble 0.9324 ± 0.0015 against 0.9325 ± 0.0013) with the CNN's 11 epochs 1.18× faster.
                 CNNConfig(stem=32, stages=((32,), (96, 96), (192, 192)), dropout=0.3, dw_bn=False, pool_first=True),
                 TrainConfig(epochs=11, lr=3e-3, weight_decay=0.05, patience=5, label_smoothing=0.1),
                 tta_flip=True,
