@@ -274,7 +274,8 @@ def _smoke() -> RunConfig:
         data=DataConfig(train_subset=2000),
         members={
             "ann": MemberConfig("ann", ANNConfig(hidden=(64,)), tiny),
-            "cnn": MemberConfig("cnn", CNNConfig(stem=8, stages=((8,), (16,)), dw_bn=False), tiny, tta_flip=True),
+            "cnn": MemberConfig("cnn", CNNConfig(stem=8, stages=((8,), (16,)), dw_bn=False, pool_first=True), tiny,
+                                tta_flip=True),
         },
         ensemble=EnsembleConfig(calibrate=True),
     )

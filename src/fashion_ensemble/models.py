@@ -87,12 +87,13 @@ class DSCNN(nn.Module):
         for i, stage in enumerate(cfg.stages):
             pooled = i < len(cfg.stages) - 1  # every stage but the last ends in a 2×2 max-pool
             for j, cout in enumerate(stage):
-                if pooled and cfg.pool_first and j == len(stage) - 1:
+                pool_here = pooled and j == len(stage) - 1
+                if pool_here and cfg.pool_first:
                     layers += [DSBlock(width, cout, cfg.dw_bn, out_bn=False), nn.MaxPool2d(2),
                                nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
                 else:
                     layers.append(DSBlock(width, cout, cfg.dw_bn))
-                    if pooled and j == len(stage) - 1:
+                    if pool_here:
                         layers.append(nn.MaxPool2d(2))
                 width = cout
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dropout(cfg.dropout), nn.Linear(width, NUM_CLASSES)]
