@@ -14,9 +14,13 @@ def cli(*args, cwd=None):
 
 def test_smoke_run_then_evaluate_on_real_data(real_data, tmp_path):
     out = tmp_path / "run"
-    r = cli("run", "--profile", "smoke", "--out", str(out), "--device", "cpu", "--quiet")
+    r = cli("run", "--profile", "smoke", "--set", "members.ann.train.epochs=1", "--out", str(out), "--device", "cpu",
+            "--quiet")
     assert r.returncode == 0, r.stderr
     assert "ensemble" in r.stdout and str(out) in r.stdout
+    # --set reached training and the run folder's config records it
+    assert json.loads((out / "config.json").read_text())["members"]["ann"]["train"]["epochs"] == 1
+    assert len(json.loads((out / "history.json").read_text())["members"]["ann"]["epochs"]) == 1
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"]["sizes"] == {"train": 2000, "val": 6000, "test": 10000}
     assert metrics["models"]["ensemble"]["accuracy"] > 0.5

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from fashion_ensemble.config import PROFILES, RunConfig, profile
+from fashion_ensemble.config import PROFILES, RunConfig, override, profile
 from fashion_ensemble.errors import UserError
 
 
@@ -47,6 +47,31 @@ def test_overrides_and_errors():
     d["members"]["ann"]["kind"] = "rnn"
     with pytest.raises(UserError, match="'ann' or 'cnn'"):
         RunConfig.from_dict(d)
+
+
+def test_set_changes_only_the_named_fields():
+    base = profile("default")
+    cfg = override(base, ["members.cnn.train.epochs=12", "members.cnn.model.stages=[[16], [32, 32]]",
+                          "ensemble.weights=equal", "members.cnn.train.augment.erase_prob=0.5", "seed=4"])
+    cnn = cfg.members["cnn"]
+    assert cnn.train.epochs == 12 and cnn.model.stages == ((16,), (32, 32)) and cnn.train.augment.erase_prob == 0.5
+    assert cfg.ensemble.weights == "equal" and cfg.seed == 4
+    # everything else as it was
+    assert cfg.members["ann"] == base.members["ann"] and cnn.train.lr == base.members["cnn"].train.lr
+    assert override(base, []) == base
+
+
+@pytest.mark.parametrize("item, message", [
+    ("members.cnn.train.epoch=12", "no field 'epoch' at members.cnn.train; known: augment, batch_size"),
+    ("members.rnn.train.epochs=3", "no field 'rnn' at members; known: ann, cnn"),
+    ("members.cnn.train.epochs", "expects PATH=VALUE"),
+    ("members.cnn.train.epochs=0", "train.epochs must be 1 or more, got 0"),
+    ("members.cnn.train.epochs=many", "expected int, got 'many'"),
+    ("members.cnn.train.epochs.max=3", "no field 'max' at members.cnn.train.epochs"),
+])
+def test_set_mistakes_say_what_and_how(item, message):
+    with pytest.raises(UserError, match=message):
+        override(profile("default"), [item])
 
 
 @pytest.mark.parametrize(

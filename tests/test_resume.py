@@ -142,6 +142,8 @@ def test_a_damaged_checkpoint_says_so(tmp_path):
     (["--resume", "/nonexistent/run"], "nothing to resume"),
     (["--config", "/nonexistent.json"], "no such file"),
     (["--config", "CFG", "--profile", "quick"], "drop --profile"),
+    (["--resume", "X", "--set", "seed=3"], "drop --set"),
+    (["--config", "CFG", "--set", "members.cnn.train.epochs=x"], "expected int, got 'x'"),
 ])
 def test_resume_and_config_mistakes(tmp_path, args, message):
     cfg = tmp_path / "c.json"

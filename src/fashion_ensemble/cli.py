@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="paper: 80/10/10 of all 70k; standard: official 60k/10k (default: the profile's)")
     run.add_argument("--seed", type=int, default=None, help="training seed (default 0, or the --config file's)")
+    run.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="overrides",
+                     help="change one field of the profile or --config, e.g. --set members.cnn.train.epochs=12 "
+                          "(repeatable; the run folder's config.json records the result)")
     run.add_argument("--seeds", type=positive_int, default=None, metavar="N",
                      help="N full runs, seeds SEED..SEED+N-1, in OUT/seed<k>/, then OUT/summary.md with mean ± std "
                           "(again with the same --out: completed seeds are skipped, a stopped one resumed)")
@@ -71,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--config", default=None, metavar="FILE", help="a RunConfig as JSON instead of a profile")
     ab.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: the profile's")
     ab.add_argument("--seed", type=int, default=None, help="training seed of every run (default 0)")
+    ab.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="overrides",
+                    help="change one field of the base, e.g. --set members.cnn.train.epochs=12 (repeatable)")
     ab.add_argument("--levers", default=None, metavar="A,B,...",
                     help="which levers (default all): " + ", ".join(LEVERS))
     ab.add_argument("--out", default=None, help="study folder (default runs/ablation-<profile>-<protocol>-seed<N>-"
@@ -158,7 +163,7 @@ def cmd_run(args) -> int:
                    parallel=args.parallel)
     if args.resume:
         given = [f"--{k}" for k in ("profile", "config", "protocol", "seed", "seeds", "out")
-                 if getattr(args, k) is not None]
+                 if getattr(args, k) is not None] + (["--set"] if args.overrides else [])
         if given:
             raise UserError(f"--resume continues a run with its own config.json; drop {' '.join(given)}")
         if main_rank and not args.quiet:
@@ -206,8 +211,9 @@ def run_config(args):
     if args.config and (args.profile or args.protocol):
         raise UserError("--config gives the whole configuration; drop --profile/--protocol (--seed may override it)")
     if not args.config:
-        return config.profile(args.profile or getattr(args, "profile_default", "default"), protocol=args.protocol,
-                              seed=0 if args.seed is None else args.seed)
+        cfg = config.profile(args.profile or getattr(args, "profile_default", "default"), protocol=args.protocol,
+                             seed=0 if args.seed is None else args.seed)
+        return config.override(cfg, args.overrides)
     path = Path(args.config)
     try:
         data = json.loads(path.read_text())
@@ -215,7 +221,7 @@ def run_config(args):
         raise UserError(f"--config {path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"--config {path}: not valid JSON ({e})") from None
-    cfg = config.RunConfig.from_dict(data)
+    cfg = config.override(config.RunConfig.from_dict(data), args.overrides)
     return cfg if args.seed is None else cfg.replace(seed=args.seed)
 
 

@@ -7,6 +7,7 @@ a run folder's `config.json` rebuilds its models with no other input.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -288,6 +289,31 @@ PROFILES: dict[str, typing.Callable[[], RunConfig]] = {
     "paper": _paper,
     "smoke": _smoke,
 }
+
+
+def override(cfg: RunConfig, assignments: typing.Iterable[str]) -> RunConfig:
+    """`cfg` with fields set from "dotted.path=value" strings, e.g. "members.cnn.train.epochs=12" (the CLI's --set).
+    A value is read as JSON (12, 0.5, true, [[32], [64]]), else taken as a string; the result is checked as a whole."""
+    d = cfg.to_dict()
+    for item in assignments:
+        path, sep, text = item.partition("=")
+        keys = path.strip().split(".")
+        if not sep or not all(keys):
+            raise UserError(f"--set expects PATH=VALUE such as members.cnn.train.epochs=12, got {item!r}")
+        node = d
+        for i, key in enumerate(keys):
+            if not isinstance(node, dict) or key not in node:
+                known = sorted(node) if isinstance(node, dict) else []
+                where = ".".join(keys[:i]) or "the top level"
+                raise UserError(f"--set {item!r}: no field {key!r} at {where}; known: {', '.join(known) or 'none'}")
+            if i == len(keys) - 1:
+                try:
+                    node[key] = json.loads(text)
+                except json.JSONDecodeError:
+                    node[key] = text
+            else:
+                node = node[key]
+    return RunConfig.from_dict(d)
 
 
 def profile(name: str, *, protocol: str | None = None, seed: int | None = None) -> RunConfig:
