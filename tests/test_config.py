@@ -93,3 +93,16 @@ def test_bad_values_say_what_and_how(section, field, value, message):
     d["data"]["protocol"] = "kaggle"
     with pytest.raises(UserError, match="data.protocol must be one of paper, standard"):
         RunConfig.from_dict(d)
+
+
+def test_cli_applies_set_after_profile_config_and_seed(tmp_path):
+    from fashion_ensemble.cli import build_parser, run_config
+
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(profile("quick", seed=7).to_dict()))
+    for given in (["--profile", "quick", "--seed", "4"], ["--config", str(path), "--seed", "4"]):
+        args = build_parser().parse_args(["run", *given, "--set", "members.cnn.train.epochs=3", "--set", "seed=5"])
+        cfg = run_config(args)
+        assert cfg.members["cnn"].train.epochs == 3 and cfg.seed == 5 and cfg.profile == "quick"
+    args = build_parser().parse_args(["ablate", "--set", "members.ann.model.hidden=[32]"])
+    assert run_config(args).members["ann"].model.hidden == (32,)  # ablate's base: quick, changed

@@ -221,8 +221,8 @@ def run_config(args):
         raise UserError(f"--config {path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"--config {path}: not valid JSON ({e})") from None
-    cfg = config.override(config.RunConfig.from_dict(data), args.overrides)
-    return cfg if args.seed is None else cfg.replace(seed=args.seed)
+    cfg = config.RunConfig.from_dict(data)
+    return config.override(cfg if args.seed is None else cfg.replace(seed=args.seed), args.overrides)
 
 
 def cmd_evaluate(args) -> int:
