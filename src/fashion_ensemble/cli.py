@@ -210,19 +210,25 @@ def run_config(args):
 
     if args.config and (args.profile or args.protocol):
         raise UserError("--config gives the whole configuration; drop --profile/--protocol (--seed may override it)")
-    if not args.config:
+    if args.config:
+        cfg = _config_file(Path(args.config))
+        cfg = cfg if args.seed is None else cfg.replace(seed=args.seed)
+    else:
         cfg = config.profile(args.profile or getattr(args, "profile_default", "default"), protocol=args.protocol,
                              seed=0 if args.seed is None else args.seed)
-        return config.override(cfg, args.overrides)
-    path = Path(args.config)
+    return config.override(cfg, args.overrides)  # --set last, over the profile or file and --seed
+
+
+def _config_file(path: Path):
+    from . import config
+
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise UserError(f"--config {path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"--config {path}: not valid JSON ({e})") from None
-    cfg = config.RunConfig.from_dict(data)
-    return config.override(cfg if args.seed is None else cfg.replace(seed=args.seed), args.overrides)
+    return config.RunConfig.from_dict(data)
 
 
 def cmd_evaluate(args) -> int:
