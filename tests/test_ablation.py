@@ -6,19 +6,15 @@ import sys
 
 import pytest
 
-from conftest import write_dataset
-from fashion_ensemble import ablation, cli
-from fashion_ensemble.config import DataConfig, profile
+from fashion_ensemble import ablation, levers
 from fashion_ensemble.errors import UserError
-
-
-def smoke():
-    return profile("smoke").replace(data=DataConfig(train_subset=None, verify_checksums=False))
+from helpers import smoke_config as smoke
+from helpers import write_config, write_dataset
 
 
 def test_every_lever_changes_exactly_what_it_says():
     cfg = smoke()  # label smoothing off, erasing on, dw_bn off, tuned + calibrated voting, CNN TTA
-    changed = {name: fn(cfg) for name, fn in ablation.TRAINING_LEVERS.items()}
+    changed = {name: fn(cfg) for name, fn in levers.TRAINING_LEVERS.items()}
     assert changed["label_smoothing"][1].members["ann"].train.label_smoothing == 0.1
     assert changed["random_erasing"][1].members["cnn"].train.augment.erase_prob == 0.0
     assert changed["random_erasing"][1].members["ann"] == cfg.members["ann"]  # the CNN only
@@ -31,7 +27,7 @@ def test_every_lever_changes_exactly_what_it_says():
     assert {m.train.ema_decay for m in changed["ema"][1].members.values()} == {0.999}
     for _, variant in changed.values():  # every variant is a valid, different config
         assert variant != cfg and type(variant).from_dict(variant.to_dict()) == variant
-    assert set(cli.LEVERS) == {*ablation.TRAINING_LEVERS, *ablation.INFERENCE_LEVERS}
+    assert set(levers.LEVERS) == {*levers.TRAINING_LEVERS, *levers.INFERENCE_LEVERS}
 
 
 def test_ablation_table_from_real_runs(tmp_path):
@@ -72,8 +68,7 @@ def test_unknown_lever_is_refused_before_any_run(tmp_path):
 
 def test_cli_ablate(tmp_path):
     data = write_dataset(tmp_path / "data", n_train=400, n_test=100)
-    cfg = tmp_path / "smoke.json"
-    cfg.write_text(json.dumps(smoke().to_dict()))
+    cfg = write_config(tmp_path / "smoke.json", smoke())
     r = subprocess.run([sys.executable, "-m", "fashion_ensemble.cli", "ablate", "--config", str(cfg), "--levers",
                         "tuned_weights", "--data-dir", str(data), "--out", str(tmp_path / "ab"), "--quiet"],
                        capture_output=True, text=True, timeout=600)

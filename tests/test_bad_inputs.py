@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from safetensors.torch import save_file
 
-from conftest import idx_bytes, write_dataset
 from fashion_ensemble.cli import main
 from fashion_ensemble.data import FILES, read_idx
 from fashion_ensemble.errors import UserError
+from helpers import idx_bytes, write_dataset
 
 TRAIN_IMAGES, TRAIN_LABELS = FILES["train"]
 

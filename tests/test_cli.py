@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from helpers import smoke_config, write_config, write_dataset
+
 
 def cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "fashion_ensemble.cli", *args], capture_output=True, text=True,
@@ -14,7 +16,8 @@ def cli(*args, cwd=None):
 
 def test_smoke_run_then_evaluate_on_real_data(real_data, tmp_path):
     out = tmp_path / "run"
-    r = cli("run", "--profile", "smoke", "--set", "members.ann.train.epochs=1", "--out", str(out), "--device", "cpu",
+    cfg = write_config(tmp_path / "smoke.json", smoke_config(train_subset=2000, verify_checksums=True))
+    r = cli("run", "--config", str(cfg), "--set", "members.ann.train.epochs=1", "--out", str(out), "--device", "cpu",
             "--quiet")
     assert r.returncode == 0, r.stderr
     assert "ensemble" in r.stdout and str(out) in r.stdout
@@ -38,7 +41,7 @@ def test_data_check_on_real_data(real_data):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["run", "--data-dir", "/nonexistent", "--profile", "smoke"], "does not exist"),
+        (["run", "--data-dir", "/nonexistent", "--profile", "quick"], "does not exist"),
         (["evaluate", "/nonexistent/run"], "run folder /nonexistent/run does not exist"),
         (["data", "check", "--data-dir", "/nonexistent"], "apt-get install dataset-fashion-mnist"),
     ],
@@ -56,10 +59,8 @@ def test_bad_option_is_rejected_by_argparse():
 
 
 def test_bad_synthetic_data_gets_a_clear_line(tmp_path):
-    from conftest import write_dataset
-
     folder = write_dataset(tmp_path / "data")
-    r = cli("run", "--profile", "smoke", "--data-dir", str(folder), "--out", str(tmp_path / "run"))
+    r = cli("run", "--profile", "quick", "--data-dir", str(folder), "--out", str(tmp_path / "run"))
     assert r.returncode == 2 and "official release" in r.stderr
     assert not (tmp_path / "run").exists()
 

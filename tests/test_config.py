@@ -96,7 +96,7 @@ def test_bad_values_say_what_and_how(section, field, value, message):
 
 
 def test_cli_applies_set_after_profile_config_and_seed(tmp_path):
-    from fashion_ensemble.cli import build_parser, run_config
+    from fashion_ensemble.cli import build_parser, run_config  # the CLI's parser into config.resolve
 
     path = tmp_path / "c.json"
     path.write_text(json.dumps(profile("quick", seed=7).to_dict()))

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import idx_bytes, write_dataset, write_idx
 from fashion_ensemble.config import DataConfig
 from fashion_ensemble.data import CLASSES, FILES, load_raw, make_split, one_hot, read_idx
 from fashion_ensemble.errors import UserError
+from helpers import idx_bytes, write_dataset, write_idx
 
 
 def test_read_idx_round_trip(tmp_path):

@@ -13,9 +13,10 @@ from safetensors.torch import load_file, save_file
 
 from fashion_ensemble.config import ANNConfig, AugmentConfig, TrainConfig
 from fashion_ensemble.data import load_raw
+from fashion_ensemble.inference import predict_logits
 from fashion_ensemble.loadtest import free_port
 from fashion_ensemble.models import build_model
-from fashion_ensemble.train import predict_logits, to_tensor, train_member
+from fashion_ensemble.train import to_tensor, train_member
 
 CFG = TrainConfig(epochs=4, batch_size=128, patience=10, augment=AugmentConfig(epochs=0))
 
@@ -66,8 +67,7 @@ def test_two_processes_hold_identical_weights_and_learn_as_well_as_one(real_data
 def test_torchrun_cli_writes_one_run_folder_from_rank_0(tmp_path):
     import json
 
-    from conftest import write_dataset
-    from test_resume import resume_config
+    from helpers import resume_config, write_dataset
 
     data = write_dataset(tmp_path / "data", n_train=1000, n_test=100)
     cfg = tmp_path / "config.json"

@@ -5,10 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import synthetic_images
 from fashion_ensemble.config import ANNConfig, TrainConfig
+from fashion_ensemble.inference import predict_logits
 from fashion_ensemble.models import build_model
-from fashion_ensemble.train import predict_logits, to_tensor, train_member, update_ema
+from fashion_ensemble.train import to_tensor, train_member, update_ema
+from helpers import synthetic_images
 
 
 def test_update_ema_by_hand():

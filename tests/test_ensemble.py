@@ -3,18 +3,11 @@ import pytest
 import torch
 
 from fashion_ensemble.config import ANNConfig
-from fashion_ensemble.ensemble import (
-    Member,
-    SoftVotingEnsemble,
-    check_images,
-    check_weights,
-    soft_vote,
-    temperature_scale,
-    tune_weights,
-)
+from fashion_ensemble.ensemble import Member, SoftVotingEnsemble, check_weights, soft_vote, tune_weights
 from fashion_ensemble.errors import UserError
+from fashion_ensemble.inference import check_images, predict_logits
 from fashion_ensemble.models import build_model
-from fashion_ensemble.train import predict_logits
+from fashion_ensemble.probabilities import temperature_scale
 
 
 def test_soft_vote_is_the_weighted_average():

@@ -96,7 +96,8 @@ def test_bootstrap_ci_brackets_the_accuracy():
 
 
 def test_temperature_scaling_on_a_hand_made_case():
-    from fashion_ensemble.metrics import calibration, fit_temperature, reliability, temperature_scale
+    from fashion_ensemble.metrics import calibration, reliability
+    from fashion_ensemble.probabilities import fit_temperature, temperature_scale
 
     # Logits (2, 0): softmax 0.881 on class 0, right 3 times in 4. The NLL-optimal temperature makes the top
     # probability 0.75: 1/(1 + e^(-2/T)) = 0.75 → T = 2 / ln 3.

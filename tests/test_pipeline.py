@@ -9,22 +9,16 @@ import torch
 from safetensors.torch import save_file
 
 import fashion_ensemble as fe
-from fashion_ensemble.config import DataConfig, profile
 from fashion_ensemble.errors import UserError
+from helpers import smoke_config as tiny_config
+from helpers import write_dataset
 
 RUN_FILES = ["config.json", "ann.safetensors", "cnn.safetensors", "ensemble.json", "history.json", "metrics.json",
              "report.md", "training_curves.png", "confusion_matrices.png", "per_class_f1.png", "reliability.png"]
 
 
-def tiny_config(**data):
-    cfg = profile("smoke")
-    return cfg.replace(data=DataConfig(train_subset=None, verify_checksums=False, **data))
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from conftest import write_dataset
-
     root = tmp_path_factory.mktemp("study")
     data_dir = write_dataset(root / "data")
     out = fe.run_study(tiny_config(), root / "run", data_dir=data_dir, device="cpu", progress=False)

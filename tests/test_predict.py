@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import fashion_ensemble as fe
-from conftest import png_bytes, synthetic_images
 from fashion_ensemble.data import CLASSES
 from fashion_ensemble.predict import predict_files, records
 from fashion_ensemble.preprocess import as_photo, preprocess
+from helpers import png_bytes, synthetic_images
 
 
 def cli(*args):

@@ -1,7 +1,5 @@
 """Photos of any format, mode and size → the 28×28 input, as Fashion-MNIST was made; bad files → ImageError."""
 
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -9,15 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import png_bytes
 from fashion_ensemble.preprocess import ImageError, as_photo, image_files, preprocess
-
-
-def garment_photo(width=300, height=150, box=(50, 30, 250, 130), colour=(40, 60, 90)) -> Image.Image:
-    """A dark 200×100 'garment' on a white background: after preprocessing it is 28 wide, 14 high, centred."""
-    photo = Image.new("RGB", (width, height), (255, 255, 255))
-    photo.paste(colour, box)
-    return photo
+from helpers import garment_photo, patched_png, png_bytes
 
 
 def check_garment(x: np.ndarray):
@@ -87,16 +78,6 @@ def test_path_and_file_object_and_pil_inputs(tmp_path):
     garment_photo().save(path)
     for source in (path, str(path), path.open("rb"), garment_photo()):
         check_garment(preprocess(source))
-
-
-def patched_png(width: int, height: int) -> bytes:
-    """A valid 1×1 PNG whose header claims width×height: a decompression bomb's header."""
-    data = bytearray(png_bytes(np.zeros((1, 1), dtype=np.uint8)))
-    ihdr = bytearray(data[12:29])  # b"IHDR" + 13 bytes of fields
-    ihdr[4:12] = struct.pack(">II", width, height)
-    data[12:29] = ihdr
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
-    return bytes(data)
 
 
 @pytest.mark.parametrize(

@@ -14,24 +14,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import write_dataset
-from fashion_ensemble.config import ANNConfig, CNNConfig, DataConfig, MemberConfig, RunConfig, TrainConfig
+from fashion_ensemble.config import ANNConfig, CNNConfig, TrainConfig
 from fashion_ensemble.errors import UserError
 from fashion_ensemble.models import build_model
 from fashion_ensemble.train import train_member
-
-
-def resume_config() -> RunConfig:
-    """Both members, several epochs each on 2,000 synthetic images: a few seconds of training to kill."""
-    return RunConfig(
-        profile="resume-test",
-        data=DataConfig(verify_checksums=False),
-        members={
-            "ann": MemberConfig("ann", ANNConfig(hidden=(256, 128)), TrainConfig(epochs=8, batch_size=64, patience=3)),
-            "cnn": MemberConfig("cnn", CNNConfig(stem=8, stages=((8,), (16,), (32,))),
-                                TrainConfig(epochs=6, batch_size=64, patience=3), tta_flip=True),
-        },
-    )
+from helpers import resume_config, write_dataset
 
 
 def cli(*args, **kwargs):
@@ -88,7 +75,7 @@ def test_sigkill_at_a_random_point_then_resume_equals_an_uninterrupted_run(tmp_p
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
 def test_resume_from_every_epoch_gives_the_same_weights(tmp_path, tiny_data, ema_decay):
     """In process: stop after epoch k (by copying the checkpoint then), resume, compare with the whole run."""
-    from conftest import synthetic_images
+    from helpers import synthetic_images
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, 600)
@@ -127,7 +114,7 @@ def test_resume_from_every_epoch_gives_the_same_weights(tmp_path, tiny_data, ema
 
 
 def test_a_damaged_checkpoint_says_so(tmp_path):
-    from conftest import synthetic_images
+    from helpers import synthetic_images
 
     y = np.arange(100) % 10
     ckpt = tmp_path / "ck.safetensors"

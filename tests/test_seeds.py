@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 import fashion_ensemble as fe
-from conftest import write_dataset
 from fashion_ensemble.errors import UserError
-from test_resume import resume_config
+from helpers import resume_config, write_dataset
 
 
 def test_two_seeds_summary_and_restart(tmp_path):

@@ -8,19 +8,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 import fashion_ensemble as fe
-from conftest import png_bytes, synthetic_images
-from fashion_ensemble.data import CLASSES
+from fashion_ensemble.data import CLASSES, load_raw
 from fashion_ensemble.predict import records
 from fashion_ensemble.preprocess import preprocess
 from fashion_ensemble.serve import Batcher, ServeConfig, create_app
-from test_preprocess import garment_photo, patched_png
+from helpers import garment_photo, patched_png, png_bytes, synthetic_images
 
 
 @pytest.fixture(scope="module")
 def client(tiny_run, tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("no-data")  # /random has no test set here
-    config = ServeConfig(max_body_bytes=200_000, max_pixels=1_000_000, max_files=4, data_dir=str(data_dir))
-    with TestClient(create_app(tiny_run, config)) as c:
+    config = ServeConfig(max_body_bytes=200_000, max_pixels=1_000_000, max_files=4)
+    with TestClient(create_app(tiny_run, config)) as c:  # no examples: /random has no test set here
         yield c
 
 
@@ -116,7 +114,8 @@ def test_random_without_test_images_is_a_404_that_says_why(client):
 
 
 def test_random_test_image(tiny_run, real_data):
-    with TestClient(create_app(tiny_run, ServeConfig(data_dir=str(real_data)))) as c:
+    examples = lambda: load_raw(real_data, verify_checksums=False)["test"]  # noqa: E731 (as the CLI passes it)
+    with TestClient(create_app(tiny_run, ServeConfig(), examples=examples)) as c:
         r = c.get("/random", params={"index": 0}).json()
         assert r["index"] == 0 and r["label"] == "Ankle boot" and r["png"].startswith("data:image/png;base64,")
         assert c.get("/random", params={"index": 10_000}).status_code == 422

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import uvicorn
 
-from conftest import png_bytes
 from fashion_ensemble import loadtest
 from fashion_ensemble.data import CLASSES, load_raw
 from fashion_ensemble.serve import ServeConfig, create_app
-from test_preprocess import garment_photo
+from helpers import garment_photo, png_bytes
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -22,7 +21,8 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 @pytest.fixture(scope="module")
 def server(tiny_run, real_data):
     port = loadtest.free_port()
-    app = create_app(tiny_run, ServeConfig(port=port, data_dir=str(real_data)))
+    app = create_app(tiny_run, ServeConfig(port=port),
+                     examples=lambda: load_raw(real_data, verify_checksums=False)["test"])
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()

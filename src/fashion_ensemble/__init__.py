@@ -4,18 +4,37 @@
     run = fe.run_study(fe.profile("default"))          # train, score, report → runs/<name>/
     model = fe.load(run)                                # rebuild from the folder alone
     proba = model.predict_proba(images)                 # (N, 28, 28) uint8 or [0, 1] float → (N, 10)
+
+The names below are imported on first use, so that `fe.load` and `predict_proba` never import training or the data
+set's reader (and `import fashion_ensemble` alone imports no torch).
 """
 
-from .config import PROFILES, RunConfig, profile
-from .data import CLASSES, load_raw, make_split
-from .ensemble import Member, SoftVotingEnsemble
-from .errors import UserError
-from .pipeline import evaluate, resume_study, run_study
-from .runs import load
-from .seeds import run_seeds, summarize
+from __future__ import annotations
 
-__all__ = [
-    "CLASSES", "PROFILES", "Member", "RunConfig", "SoftVotingEnsemble", "UserError",
-    "evaluate", "load", "load_raw", "make_split", "profile", "resume_study", "run_seeds", "run_study", "summarize",
-]
+import importlib
+
+_API = {  # name → the module that owns it
+    "CLASSES": "classes",
+    "PROFILES": "config", "RunConfig": "config", "profile": "config",
+    "UserError": "errors",
+    "load_raw": "data", "make_split": "data",
+    "Member": "ensemble", "SoftVotingEnsemble": "ensemble",
+    "RunFolder": "runs", "load": "runs",
+    "evaluate": "pipeline", "resume_study": "pipeline", "run_study": "pipeline",
+    "run": "seeds", "run_seeds": "seeds", "summarize": "seeds",
+    "OnnxEnsemble": "export", "export_onnx": "export",
+}
+__all__ = sorted(_API)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'fashion_ensemble' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+    globals()[name] = value  # once
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_API])

@@ -13,127 +13,38 @@ Running again with the same OUT skips the runs that are complete and resumes a s
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
-from . import pipeline
-from .config import CNNConfig, MemberConfig, RunConfig
+from .config import RunConfig
 from .data import make_split
-from .ensemble import Member, soft_vote, temperature_scale, tune_weights
+from .ensemble import Member, SoftVotingEnsemble
 from .errors import UserError
-from .metrics import fit_temperature
-from .runs import load, read_json, write_json
+from .levers import INFERENCE_LEVERS, LEVERS, TRAINING_LEVERS
+from .pipeline import run_or_resume
+from .runs import RunFolder, default_path, write_json
+from .scoring import predict, score
 
-
-def _members(cfg: RunConfig, fn: Callable[[MemberConfig], MemberConfig], kind: str | None = None) -> RunConfig:
-    """`cfg` with `fn` applied to each member (of `kind`, when given)."""
-    return cfg.replace(members={n: fn(m) if kind in (None, m.kind) else m for n, m in cfg.members.items()})
-
-
-def _train(m: MemberConfig, **changes) -> MemberConfig:
-    return dataclasses.replace(m, train=dataclasses.replace(m.train, **changes))
-
-
-def _augment(m: MemberConfig, **changes) -> MemberConfig:
-    return _train(m, augment=dataclasses.replace(m.train.augment, **changes))
-
-
-def _cnn(cfg: RunConfig) -> MemberConfig:
-    return next(m for m in cfg.members.values() if m.kind == "cnn")
-
-
-def label_smoothing(cfg):
-    on = any(m.train.label_smoothing > 0 for m in cfg.members.values())
-    return ("without label smoothing" if on else "label smoothing 0.1",
-            _members(cfg, lambda m: _train(m, label_smoothing=0.0 if on else 0.1)))
-
-
-def random_erasing(cfg):
-    on = _cnn(cfg).train.augment.erase_prob > 0
-    return ("CNN without random erasing" if on else "CNN with random erasing (p 0.5) in its augmented epochs",
-            _members(cfg, lambda m: _augment(m, erase_prob=0.0 if on else 0.5), "cnn"))
-
-
-def augment_longer(cfg):
-    return ("augmentation in every epoch, not only the first five (never frozen)",
-            _members(cfg, lambda m: _augment(m, epochs=m.train.epochs)))
-
-
-def no_augmentation(cfg):
-    return "no augmentation at all", _members(cfg, lambda m: _augment(m, epochs=0))
-
-
-def depthwise_bn(cfg):
-    on = _cnn(cfg).model.dw_bn
-    return ("CNN without BN + ReLU between depthwise and pointwise" if on else
-            "CNN with BN + ReLU after each depthwise conv too (MobileNet style)",
-            _members(cfg, lambda m: dataclasses.replace(m, model=dataclasses.replace(m.model, dw_bn=not on)), "cnn"))
-
-
-def wider(cfg):
-    def widen(m):
-        c: CNNConfig = m.model
-        return dataclasses.replace(m, model=dataclasses.replace(
-            c, stem=c.stem * 3 // 2, stages=tuple(tuple(w * 3 // 2 for w in s) for s in c.stages)))
-    return "CNN 1.5× wider (every stage)", _members(cfg, widen, "cnn")
-
-
-def longer(cfg):
-    return ("every member trained 1.5× the epochs",
-            _members(cfg, lambda m: _train(m, epochs=-(-m.train.epochs * 3 // 2))))
-
-
-def ema(cfg):
-    on = any(m.train.ema_decay > 0 for m in cfg.members.values())
-    return ("without the weights' moving average" if on else
-            "every member validated and kept as the moving average of its weights (EMA, decay 0.999)",
-            _members(cfg, lambda m: _train(m, ema_decay=0.0 if on else 0.999)))
-
-
-def second_cnn(cfg):
-    name = next(n for n, m in cfg.members.items() if m.kind == "cnn")
-    return "a second CNN member (own seed): ann + cnn + cnn", cfg.replace(
-        members={**cfg.members, f"{name}2": cfg.members[name]})
-
-
-TRAINING_LEVERS: dict[str, Callable[[RunConfig], tuple[str, RunConfig]]] = {
-    "label_smoothing": label_smoothing,
-    "random_erasing": random_erasing,
-    "augment_every_epoch": augment_longer,
-    "no_augmentation": no_augmentation,
-    "depthwise_bn": depthwise_bn,
-    "wider_cnn": wider,
-    "longer": longer,
-    "ema": ema,
-    "second_cnn": second_cnn,
-}
-INFERENCE_LEVERS = ("tta_flip", "calibrated_voting", "tuned_weights")
+RESULT, TABLE = "ablation.json", "ablation.md"
 
 
 def run_ablation(cfg: RunConfig, out: str | os.PathLike | None = None, levers: list[str] | None = None,
                  **options) -> Path:
     """The base run, one run per training lever, the inference levers on the base run; then ablation.json/.md."""
-    levers = list(levers) if levers is not None else [*TRAINING_LEVERS, *INFERENCE_LEVERS]
-    unknown = [x for x in levers if x not in TRAINING_LEVERS and x not in INFERENCE_LEVERS]
+    levers = list(levers) if levers is not None else list(LEVERS)
+    unknown = [x for x in levers if x not in LEVERS]
     if unknown:
-        raise UserError(f"unknown lever(s) {unknown}; choose from {', '.join([*TRAINING_LEVERS, *INFERENCE_LEVERS])}")
-    out = Path(out) if out is not None else Path("runs") / (
-        f"ablation-{cfg.profile}-{cfg.data.protocol}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
+        raise UserError(f"unknown lever(s) {unknown}; choose from {', '.join(LEVERS)}")
+    out = Path(out) if out is not None else default_path(cfg, prefix="ablation-")
     out.mkdir(parents=True, exist_ok=True)
 
-    base = _complete(cfg, out / "base", options)
+    base = run_or_resume(cfg, out / "base", **options)
     base_scores = _scores(base)
     rows = [{"lever": "base", "change": f"profile `{cfg.profile}` as it is", **base_scores}]
     for lever in levers:
         if lever in TRAINING_LEVERS:
             change, variant = TRAINING_LEVERS[lever](cfg)
-            rows.append({"lever": lever, "change": change, **_scores(_complete(variant, out / lever, options))})
+            rows.append({"lever": lever, "change": change, **_scores(run_or_resume(variant, out / lever, **options))})
     if any(x in INFERENCE_LEVERS for x in levers):
         for lever, (change, scores) in inference_variants(base, options.get("data_dir")).items():
             if lever in levers:
@@ -142,76 +53,58 @@ def run_ablation(cfg: RunConfig, out: str | os.PathLike | None = None, levers: l
         for key in ("val_accuracy", "test_accuracy"):
             row[f"{key}_delta"] = row[key] - base_scores[key]
     result = {"profile": cfg.profile, "protocol": cfg.data.protocol, "seed": cfg.seed, "rows": rows}
-    write_json(out / "ablation.json", result)
-    (out / "ablation.md").write_text(render(result))
+    write_json(out / RESULT, result)
+    (out / TABLE).write_text(render(result))
     return out
 
 
-def _complete(cfg: RunConfig, run_dir: Path, options: dict) -> Path:
-    if (run_dir / "metrics.json").is_file():
-        return run_dir
-    if pipeline.partial_dir(run_dir).is_dir():
-        return pipeline.resume_study(run_dir, **options)
-    return pipeline.run_study(cfg, run_dir, **options)
-
-
 def _scores(run_dir: Path) -> dict:
-    metrics = read_json(run_dir / "metrics.json")
-    history = json.loads((run_dir / "history.json").read_text())
+    folder = RunFolder(run_dir)
+    total_s = folder.history()["timing"].get("total_s")
+    return {**_row(folder.metrics()), "minutes": None if total_s is None else total_s / 60, "run": run_dir.name}
+
+
+def _row(scores: dict) -> dict:
+    """An ablation row's accuracies from a run's scores (metrics.json, or `score`'s answer)."""
+    models = scores["models"]
     return {
-        "val_accuracy": metrics["val_accuracy"]["ensemble"],
-        "test_accuracy": metrics["models"]["ensemble"]["accuracy"],
-        "members_test_accuracy": {n: m["accuracy"] for n, m in metrics["models"].items() if n != "ensemble"},
-        "minutes": None if "total_s" not in history.get("timing", {}) else history["timing"]["total_s"] / 60,
-        "run": run_dir.name,
+        "val_accuracy": scores["val_accuracy"]["ensemble"],
+        "test_accuracy": models["ensemble"]["accuracy"],
+        "members_test_accuracy": {n: m["accuracy"] for n, m in models.items() if n != "ensemble"},
     }
 
 
 def inference_variants(run_dir: Path, data_dir=None) -> dict[str, tuple[str, dict]]:
     """The base run's trained members, combined three other ways: each row flips one of flip TTA, calibrated voting
-    and tuned weights against what the run does, keeping the other two."""
-    ensemble = load(run_dir)
-    cfg = RunConfig.from_dict(read_json(run_dir / "config.json"))
+    and tuned weights against what the run does, keeping the other two; each re-fit on validation and scored."""
+    folder = RunFolder(run_dir)
+    trained = folder.load()
+    cfg = folder.config()
     split = make_split(cfg.data, data_dir)
-    (x_va, y_va), (x_te, y_te) = split.val, split.test
-    names = list(ensemble.members)
+    predictions: dict[bool, tuple] = {}  # TTA on/off → every member's (val, test) predictions, run once each
 
-    predictions: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]] = {}  # (member, tta) → (val, test), once
+    def combine(tta: bool | None, calibrate: bool, tuned: bool) -> dict:
+        """tta None: each member's own setting."""
+        members = {n: Member(m.kind, m.model, m.device, tta_flip=m.tta_flip if tta is None else tta)
+                   for n, m in trained.members.items()}
+        ensemble = SoftVotingEnsemble(members)
+        if tta not in predictions:
+            predictions[tta] = predict(ensemble, *split.val), predict(ensemble, *split.test)
+        val, test = predictions[tta]
+        ensemble.fit(val.raw, val.labels, calibrate=calibrate, weighting="tuned" if tuned else "equal")
+        return {**_row(score(ensemble, test, val)), "minutes": None, "run": f"{folder.path.name} (re-combined)"}
 
-    def predict(name: str, tta: bool) -> tuple[np.ndarray, np.ndarray]:
-        if (name, tta) not in predictions:
-            m = ensemble.members[name]
-            raw = Member(m.kind, m.model, m.device, tta_flip=tta)
-            predictions[name, tta] = raw.predict_proba(x_va), raw.predict_proba(x_te)
-        return predictions[name, tta]
-
-    def combine(tta: dict[str, bool], calibrate: bool, tuned: bool) -> dict:
-        val, test = {}, {}
-        for n in names:
-            val[n], test[n] = predict(n, tta[n])
-            if calibrate:
-                t = fit_temperature(y_va, val[n])
-                val[n], test[n] = temperature_scale(val[n], t), temperature_scale(test[n], t)
-        w = tune_weights([val[n] for n in names], y_va) if tuned else np.full(len(names), 1 / len(names))
-        acc = {n: float((test[n].argmax(1) == y_te).mean()) for n in names}
-        return {
-            "val_accuracy": float((soft_vote([val[n] for n in names], w).argmax(1) == y_va).mean()),
-            "test_accuracy": float((soft_vote([test[n] for n in names], w).argmax(1) == y_te).mean()),
-            "members_test_accuracy": acc, "minutes": None, "run": f"{run_dir.name} (re-combined)",
-        }
-
-    tta = {n: m.tta_flip for n, m in ensemble.members.items()}
-    calibrated = any(m.temperature != 1.0 for m in ensemble.members.values())
+    calibrated = any(m.temperature != 1.0 for m in trained.members.values())
     tuned = cfg.ensemble.weights == "tuned"
-    any_tta = any(tta.values())
+    any_tta = any(m.tta_flip for m in trained.members.values())
     return {
         "tta_flip": ("no flip test-time augmentation" if any_tta else "flip test-time augmentation for every member",
-                     combine({n: not any_tta for n in names}, calibrated, tuned)),
+                     combine(not any_tta, calibrated, tuned)),
         "calibrated_voting": ("members not temperature-scaled before voting" if calibrated else
                               "members temperature-scaled on validation before voting",
-                              combine(tta, not calibrated, tuned)),
+                              combine(None, not calibrated, tuned)),
         "tuned_weights": ("equal voting weights" if tuned else "voting weights tuned on validation",
-                          combine(tta, calibrated, not tuned)),
+                          combine(None, calibrated, not tuned)),
     }
 
 

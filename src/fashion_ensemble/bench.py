@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,8 @@ from .config import MemberConfig, TrainConfig, profile
 from .ensemble import Member, SoftVotingEnsemble
 from .export import OnnxEnsemble
 from .models import build_model
+from .probabilities import member_proba
+from .runs import RunFolder
 from .train import train_member
 
 MILESTONES = (0.85, 0.90, 0.92, 0.93, 0.94)
@@ -161,15 +162,13 @@ def ours_train_images_per_s(mcfg: MemberConfig, images: np.ndarray, labels: np.n
 
 
 def eager_proba(ensemble: SoftVotingEnsemble, images: np.ndarray) -> np.ndarray:
-    """The usual eval loop: fp32, default memory format, one batch, no_grad."""
+    """The usual eval loop: fp32, default memory format, one batch, no_grad; each member's TTA and temperature as
+    everywhere (probabilities.py)."""
     x = torch.tensor(images, dtype=torch.float32).div(255).unsqueeze(1)
     out = 0
     with torch.no_grad():
         for member, w in zip(ensemble.members.values(), ensemble.weights.values()):
-            p = torch.softmax(member.model(x), 1)
-            if member.tta_flip:
-                p = (p + torch.softmax(member.model(x.flip(-1)), 1)) / 2
-            out = out + w * p
+            out = out + w * member_proba(member.model, x, tta_flip=member.tta_flip, temperature=member.temperature)
     return out.numpy()
 
 
@@ -195,7 +194,7 @@ def latency_ms(fn, image: np.ndarray, calls: int) -> tuple[float, float]:
 def time_to_accuracy(run_dir: Path) -> dict:
     """From a run folder's history: the training time (s, epoch times summed, the members one after the other as
     `run` trains them) at which each member's validation accuracy first reached each milestone."""
-    history = json.loads((Path(run_dir) / "history.json").read_text())["members"]
+    history = RunFolder(run_dir).history()["members"]
     out, elapsed = {}, 0.0
     for name, h in history.items():
         reached = {}
@@ -208,14 +207,9 @@ def time_to_accuracy(run_dir: Path) -> dict:
     return out
 
 
-def run_bench(run_dir: str | Path | None = None, config: BenchConfig = BenchConfig(), images=None,
-              labels=None) -> dict:
-    """Everything above, as one flat dict (the `--json` output)."""
+def run_bench(run_dir: str | Path | None, config: BenchConfig, images: np.ndarray, labels: np.ndarray) -> dict:
+    """Everything above, as one flat dict (the `--json` output), timing training on `images` (uint8 (N, 28, 28))."""
     cfg = profile("default")
-    if images is None:
-        from .data import load_raw
-
-        images, labels = load_raw(verify_checksums=False)["train"]
     images, labels = images[: config.train_images], labels[: config.train_images].astype(np.int64)
     # The peak is measured before training, before inference and at the end, and the best counts: on a shared
     # machine one 2-s window ranged 90-181 GFLOP/s in a day, and a low peak would inflate every MFU below.
@@ -243,9 +237,7 @@ def run_bench(run_dir: str | Path | None = None, config: BenchConfig = BenchConf
                        f"{name}_train_speedup_ceiling": round(bound / base, 3)}
 
     if run_dir is not None:
-        from .runs import load
-
-        ensemble = load(run_dir)
+        ensemble = RunFolder(run_dir).load()
     else:  # untrained members of the default profile: the same shapes, so the same speed
         ensemble = SoftVotingEnsemble({n: Member(m.kind, build_model(m.kind, m.model), tta_flip=m.tta_flip)
                                        for n, m in cfg.members.items()})
@@ -274,7 +266,7 @@ def run_bench(run_dir: str | Path | None = None, config: BenchConfig = BenchConf
                "ensemble_latency_p50_ms": result[f"{fastest}_latency_p50_ms"],
                "ensemble_latency_p99_ms": result[f"{fastest}_latency_p99_ms"],
                "onnx_latency_p50_ms": result["onnx_latency_p50_ms"]}
-    if run_dir is not None and (Path(run_dir) / "history.json").is_file():
+    if run_dir is not None:
         result["time_to_accuracy_s"] = time_to_accuracy(Path(run_dir))
     return result
 

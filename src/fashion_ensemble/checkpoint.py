@@ -7,15 +7,18 @@ written atomically (a temporary file, then a rename), so that a kill at any mome
     optim.<i>.<key>    AdamW's state of parameter i: step, exp_avg, exp_avg_sq
     rng.torch          the global CPU generator (dropout); rng.cuda the CUDA one, when training there
     rng.shuffle        the member's own generator (shuffling, augmentation)
-    metadata "state"   JSON: next_epoch, stopped, best_loss, bad_epochs, history, scheduler, optimizer groups
+    metadata "state"   JSON: the TrainState's fields (next_epoch, stopped, best_loss, bad_epochs, history), the
+                       scheduler's state and the optimizer's parameter groups
 
 No pickle: tensors go to safetensors, the rest to JSON (Python floats round-trip exactly through `json`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,8 +27,19 @@ from safetensors.torch import load_file, safe_open, save_file
 from .errors import UserError
 
 
+@dataclass
+class TrainState:
+    """Where a member's training stands after an epoch, besides its tensors."""
+    next_epoch: int = 1  # the 1-based epoch to run next
+    stopped: bool = False  # early stopping has ended training
+    best_loss: float = float("inf")  # the best validation loss so far
+    bad_epochs: int = 0  # epochs since the validation loss last improved
+    history: list[dict] = field(default_factory=list)  # one train.EpochRecord (as a dict) per epoch run
+
+
 def save_checkpoint(path: Path, *, model: torch.nn.Module, best_state: dict | None, optimizer: torch.optim.Optimizer,
-                    scheduler, generator: torch.Generator, state: dict, ema: torch.nn.Module | None = None) -> None:
+                    scheduler, generator: torch.Generator, state: TrainState,
+                    ema: torch.nn.Module | None = None) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
         tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
@@ -39,7 +53,7 @@ def save_checkpoint(path: Path, *, model: torch.nn.Module, best_state: dict | No
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    meta = {**state, "scheduler": scheduler.state_dict(), "optimizer_groups": opt["param_groups"]}
+    meta = {**dataclasses.asdict(state), "scheduler": scheduler.state_dict(), "optimizer_groups": opt["param_groups"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
@@ -49,9 +63,10 @@ def save_checkpoint(path: Path, *, model: torch.nn.Module, best_state: dict | No
 
 
 def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-                    generator: torch.Generator, ema: torch.nn.Module | None = None) -> tuple[dict | None, dict]:
+                    generator: torch.Generator, ema: torch.nn.Module | None = None
+                    ) -> tuple[dict | None, TrainState]:
     """Restore model (and its moving average `ema`, when kept), optimizer, scheduler and generators from `path`;
-    returns (best_state or None, state dict)."""
+    returns (best_state or None, the TrainState)."""
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()["state"])
@@ -81,4 +96,5 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.opti
     generator.set_state(tensors["rng.shuffle"])
     if "rng.cuda" in tensors and device.type == "cuda":
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return ({k: v.to(device) for k, v in best.items()} if best else None), meta
+    state = TrainState(**{f.name: meta[f.name] for f in dataclasses.fields(TrainState)})
+    return ({k: v.to(device) for k, v in best.items()} if best else None), state

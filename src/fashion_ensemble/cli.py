@@ -1,19 +1,20 @@
-"""`fashion-ensemble`: a thin layer over the Python API. A user's mistake prints one line and exits 2."""
+"""`fashion-ensemble`: a thin layer over the Python API: each command parses, calls one API function and prints.
+A user's mistake prints one line and exits 2.
+
+Each command imports the API it calls when it runs, so that using a model (`predict`, `serve`, `export`) never
+imports training, and `--help` imports no torch.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 
+from . import config
 from .config import PROFILES, PROTOCOLS
 from .errors import UserError
-
-# ablation.py's levers, named here so that `--help` does not import torch (a test keeps the two lists equal)
-LEVERS = ("label_smoothing", "random_erasing", "augment_every_epoch", "no_augmentation", "depthwise_bn", "wider_cnn",
-          "longer", "ema", "second_cnn", "tta_flip", "calibrated_voting", "tuned_weights")
+from .levers import LEVERS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(run)
     run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs into the run folder")
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, profile_default="default")
 
     ab = sub.add_parser("ablate", help="one run per lever (label smoothing, erasing, width, ...) against the "
                         "profile, and the table of what moved accuracy")
@@ -156,41 +157,29 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args) -> int:
-    from . import pipeline
+    from . import distributed, pipeline, seeds
+    from .runs import RunFolder
 
-    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun, only rank 0 speaks
-    options = dict(data_dir=args.data_dir, device=args.device, progress=not args.quiet, tensorboard=args.tensorboard,
-                   parallel=args.parallel)
+    options = dict(data_dir=args.data_dir, device=distributed.start(args.device), progress=not args.quiet,
+                   tensorboard=args.tensorboard, parallel=args.parallel)
     if args.resume:
         given = [f"--{k}" for k in ("profile", "config", "protocol", "seed", "seeds", "out")
                  if getattr(args, k) is not None] + (["--set"] if args.overrides else [])
         if given:
             raise UserError(f"--resume continues a run with its own config.json; drop {' '.join(given)}")
-        if main_rank and not args.quiet:
-            print(f"resuming {args.resume}", flush=True)
         out = pipeline.resume_study(args.resume, **options)
-    elif args.seeds and args.seeds > 1:
-        from . import seeds
-
-        cfg = run_config(args)
-        first = cfg.seed
-        out = seeds.run_seeds(cfg, list(range(first, first + args.seeds)), args.out, **options)
-        if main_rank:
-            summary = json.loads((out / "summary.json").read_text())
-            print(format_table({n: {k: v["mean"] for k, v in m.items()} for n, m in summary["models"].items()}))
-            print(f"mean over {args.seeds} seeds; study folder: {out}  (summary: {out / 'summary.md'})")
-        return 0
     else:
-        cfg = run_config(args)
-        out = Path(args.out) if args.out else pipeline.default_run_dir(cfg)
-        if main_rank and not args.quiet:
-            print(f"writing {out} (if stopped: fashion-ensemble run --resume {out})", flush=True)
-        out = pipeline.run_study(cfg, out, **options)
-    if not main_rank:
+        out = seeds.run(run_config(args), args.out, seeds=args.seeds or 1, **options)
+    if not distributed.is_main():  # under torchrun, only rank 0 speaks
         return 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    print(format_table(metrics["models"]))
-    print(f"run folder: {out}  (report: {out / 'report.md'})")
+    if args.seeds and args.seeds > 1:
+        summary = seeds.read_summary(out)
+        print(format_table({n: {k: v["mean"] for k, v in m.items()} for n, m in summary["models"].items()}))
+        print(f"mean over {args.seeds} seeds; study folder: {out}  (summary: {out / seeds.SUMMARY_MD})")
+    else:
+        folder = RunFolder(out)
+        print(format_table(folder.metrics()["models"]))
+        print(f"run folder: {out}  (report: {folder.report})")
     return 0
 
 
@@ -200,35 +189,14 @@ def cmd_ablate(args) -> int:
     levers = None if args.levers is None else [x.strip() for x in args.levers.split(",") if x.strip()]
     out = ablation.run_ablation(run_config(args), args.out, levers, data_dir=args.data_dir, device=args.device,
                                 progress=not args.quiet)
-    print((out / "ablation.md").read_text(), end="")
+    print((out / ablation.TABLE).read_text(), end="")
     print(f"ablation folder: {out}")
     return 0
 
 
-def run_config(args):
-    from . import config
-
-    if args.config and (args.profile or args.protocol):
-        raise UserError("--config gives the whole configuration; drop --profile/--protocol (--seed may override it)")
-    if args.config:
-        cfg = _config_file(Path(args.config))
-        cfg = cfg if args.seed is None else cfg.replace(seed=args.seed)
-    else:
-        cfg = config.profile(args.profile or getattr(args, "profile_default", "default"), protocol=args.protocol,
-                             seed=0 if args.seed is None else args.seed)
-    return config.override(cfg, args.overrides)  # --set last, over the profile or file and --seed
-
-
-def _config_file(path: Path):
-    from . import config
-
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"--config {path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"--config {path}: not valid JSON ({e})") from None
-    return config.RunConfig.from_dict(data)
+def run_config(args) -> config.RunConfig:
+    return config.resolve(profile_name=args.profile, config_file=args.config, protocol=args.protocol, seed=args.seed,
+                          overrides=args.overrides, default_profile=args.profile_default)
 
 
 def cmd_evaluate(args) -> int:
@@ -252,12 +220,10 @@ def positive_int(text: str) -> int:
 def cmd_predict(args) -> int:
     from tqdm import tqdm
 
-    from . import pipeline, predict, preprocess, runs
+    from . import distributed, predict, runs
 
-    ensemble = runs.load(args.run_dir, device=pipeline.resolve_device(args.device))
-    files = preprocess.image_files(args.inputs)
-    if not files:
-        raise UserError(f"no image files ({', '.join(preprocess.IMAGE_SUFFIXES)}) in {' '.join(args.inputs)}")
+    ensemble = runs.load(args.run_dir, device=distributed.resolve_device(args.device))
+    files = predict.find_images(args.inputs)
     top_k = args.top_k or (None if args.json else 3)
     failed = 0
     with tqdm(total=len(files), unit="img", disable=True if args.quiet or len(files) < 2 else None,
@@ -291,12 +257,17 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from . import pipeline, serve
+    from . import distributed, serve
 
-    config = serve.ServeConfig(host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 2**20),
-                               max_pixels=int(args.max_megapixels * 1e6), data_dir=args.data_dir,
-                               engine=args.engine)
-    serve.serve(args.run_dir, config, device=str(pipeline.resolve_device(args.device)), access_log=args.access_log)
+    def test_images():  # for the page's random button; read on its first use, so serving never imports data.py
+        from . import data
+
+        return data.load_raw(args.data_dir, verify_checksums=False)["test"]
+
+    settings = serve.ServeConfig(host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 2**20),
+                                 max_pixels=int(args.max_megapixels * 1e6), engine=args.engine)
+    serve.serve(args.run_dir, settings, device=str(distributed.resolve_device(args.device)),
+                access_log=args.access_log, examples=test_images)
     return 0
 
 
@@ -333,7 +304,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    from . import config, data
+    from . import data
 
     raw = data.load_raw(args.data_dir)
     print(f"{data.resolve_data_dir(args.data_dir)}: 4 files OK (magic numbers, shapes, counts, SHA-256 of content)")

@@ -1,4 +1,5 @@
-"""Typed hyper-parameters and the named profiles (`quick`, `default`, `best`, `paper`, `smoke`).
+"""Typed hyper-parameters, the named profiles (`quick`, `default`, `best`, `paper`), and how a run's configuration is
+resolved from a profile or a JSON file, a protocol, a seed and `--set` overrides (`resolve`).
 
 Every field carries a one-line reason. A `RunConfig` round-trips through JSON (`to_dict` / `from_dict`), which is how
 a run folder's `config.json` rebuilds its models with no other input.
@@ -8,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import UserError
 
@@ -88,7 +91,7 @@ class CNNConfig:
     stages: tuple[tuple[int, ...], ...] = ((32,), (64, 64), (128, 128))  # DS-block widths per stage; max-pool between
     dropout: float = 0.2  # before the classifier, after global average pooling
     dw_bn: bool = True  # BN + ReLU after each depthwise conv too (MobileNet); False: none between depthwise and
-    # pointwise (Keras SeparableConv2D, Xception): fewer memory-bound passes, ~5% faster steps here (805 vs 764 img/s)
+    # pointwise (Keras SeparableConv2D, Xception): fewer memory-bound passes, faster steps
     pool_first: bool = False  # a stage's last block max-pooled before its BN + ReLU, which then run on a quarter of
     # the pixels: the same function when BN's scale is positive, but its statistics are the pooled maps'
 
@@ -98,8 +101,8 @@ class MemberConfig:
     kind: str  # "ann" or "cnn"
     model: ANNConfig | CNNConfig
     train: TrainConfig
-    tta_flip: bool = False  # inference: average the probabilities of each image and its mirror (+0.3-0.5 points
-    # for the ensemble with the DS-CNN, measured on the test split; the ANN, not mirror-invariant, loses from it)
+    tta_flip: bool = False  # inference: average the probabilities of each image and its mirror (helps the DS-CNN;
+    # the ANN, not mirror-invariant, loses from it)
 
 
 @dataclass(frozen=True)
@@ -173,11 +176,12 @@ def _build(tp, value):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Named profiles. Measured on the 2-core CPU this project targets; see README "Results".
+# Named profiles, sized for a 2-core CPU. What each measured, and the experiments behind their choices:
+# docs/profiles.md.
 
 
 def _quick() -> RunConfig:
-    # A smoke run of the real study: about two minutes on 2 CPU cores, every file written, ensemble ≈ 0.89.
+    # A smoke run of the real study: about two minutes on 2 CPU cores, every file written.
     aug = AugmentConfig(epochs=1)
     return RunConfig(
         profile="quick",
@@ -194,27 +198,23 @@ def _quick() -> RunConfig:
 
 
 def _default() -> RunConfig:
-    # The main job: the whole run (both members, ensemble, report) in under 15 minutes on 2 CPU cores, which sets
-    # the epochs. Measured on seed 0: 16 CNN epochs took 15.8 minutes for test accuracy 0.9334, no better than 13
-    # epochs of the dw_bn CNN (0.9339). 12 epochs of the pool_first CNN over seeds 0-2: ensemble 0.9328 ± 0.0004
-    # against 0.9324 ± 0.0015 with 11, for 1.3 more minutes, so 11 stay. The ANN keeps its 20 epochs (~3 minutes):
-    # with 12 it fell from 0.907 to 0.894 on test, and the ensemble (0.9307) below its CNN (0.9318).
+    # The main job: the whole study (both members, ensemble, report) within 15 minutes on 2 CPU cores, which sets
+    # the epochs.
     return RunConfig(
         profile="default",
         members={
             "ann": MemberConfig(
                 "ann",
                 ANNConfig(hidden=(1024, 1024), dropout=0.3),
+                # 20 epochs: with 12 the ANN fell ~1.3 points on test and pulled the ensemble below its CNN.
                 TrainConfig(epochs=20, batch_size=256, lr=2e-3, patience=8, label_smoothing=0.05),
             ),
             "cnn": MemberConfig(
                 "cnn",
-                # Wider at 14×14 and 7×7, where pointwise convs are cheap matmuls: 0.931 test vs 0.926 for
-                # ((32,), (64, 64), (128, 128)) at the same wall time (13 vs 16 epochs), measured on this CPU.
-                # No BN/ReLU between depthwise and pointwise (dw_bn=False): ~5% faster steps (see CNNConfig).
-                # Pooled before the last BN + ReLU of each stage (pool_first): the same accuracy over seeds 0-2
-                # (ensemble 0.9324 ± 0.0015 against 0.9325 ± 0.0013) with the CNN's 11 epochs 1.18× faster.
+                # Wide at 14×14 and 7×7, where pointwise convs are cheap matmuls; no BN between depthwise and
+                # pointwise, and pooled before each stage's last BN + ReLU: both faster for the same accuracy.
                 CNNConfig(stem=32, stages=((32,), (96, 96), (192, 192)), dropout=0.3, dw_bn=False, pool_first=True),
+                # 11 epochs: 12 to 16 gave the same test accuracy for more time.
                 TrainConfig(epochs=11, lr=3e-3, weight_decay=0.05, patience=5, label_smoothing=0.1),
                 tta_flip=True,
             ),
@@ -224,15 +224,9 @@ def _default() -> RunConfig:
 
 
 def _best() -> RunConfig:
-    # The most accurate study within 90 minutes a seed on 2 CPU cores: both members wider, the CNN trained 4× longer
-    # with augmentation (random erasing included) kept on until the LC3 fine-tuning phase ("frozen" for its last
-    # epochs only), since a long schedule overfits without it. The ANN keeps the paper's five augmented epochs: an MLP
-    # is not shift-invariant, and 28 augmented epochs of 36 cost it validation accuracy (0.9100 against 0.9120 for
-    # the `default` ANN). Measured on seeds 0, 1 and 2 here: 82, 76 and 93 minutes (CNN 70, 67 and 84, the last on a
-    # slower day of this shared machine); test accuracy ANN 0.9070 / 0.9082 / 0.9069, CNN 0.9439 / 0.9463 / 0.9441,
-    # ensemble 0.9459 / 0.9459 / 0.9462. A first version (ANN 36 epochs, 28 augmented; CNN 32 epochs, 26 augmented)
-    # took 65 minutes for 0.9049 / 0.9429 / 0.9445; 12 more CNN epochs did not raise its validation accuracy
-    # (0.947-0.949 at the end against 0.950): at this width the CNN is near its ceiling.
+    # The most accurate study within about 90 minutes a seed on 2 CPU cores: both members wider, the CNN trained 4×
+    # longer with augmentation (random erasing included) kept on until the LC3 fine-tuning phase ("frozen" for its
+    # last epochs only), since a long schedule overfits without it. The ANN keeps the paper's five augmented epochs.
     # On a CUDA GPU the same profile runs as is; a `--config` file can make it longer and wider there.
     return RunConfig(
         profile="best",
@@ -246,7 +240,7 @@ def _best() -> RunConfig:
                 "cnn",
                 CNNConfig(stem=48, stages=((48,), (144, 144), (288, 288)), dropout=0.3, dw_bn=False),
                 TrainConfig(epochs=44, lr=3e-3, weight_decay=0.05, patience=8, label_smoothing=0.1,
-                            augment=AugmentConfig(epochs=36, erase_prob=0.5)),  # erasing: +0.37 test (ablation)
+                            augment=AugmentConfig(epochs=36, erase_prob=0.5)),
                 tta_flip=True,
             ),
         },
@@ -268,27 +262,11 @@ def _paper() -> RunConfig:
     )
 
 
-def _smoke() -> RunConfig:
-    # For tests: a few seconds on 2,000 images. Numbers from it mean nothing.
-    tiny = TrainConfig(epochs=2, batch_size=128, augment=AugmentConfig(epochs=1, erase_prob=0.5))
-    return RunConfig(
-        profile="smoke",
-        data=DataConfig(train_subset=2000),
-        members={
-            "ann": MemberConfig("ann", ANNConfig(hidden=(64,)), tiny),
-            "cnn": MemberConfig("cnn", CNNConfig(stem=8, stages=((8,), (16,)), dw_bn=False, pool_first=True), tiny,
-                                tta_flip=True),
-        },
-        ensemble=EnsembleConfig(calibrate=True),
-    )
-
-
 PROFILES: dict[str, typing.Callable[[], RunConfig]] = {
     "quick": _quick,
     "default": _default,
     "best": _best,
     "paper": _paper,
-    "smoke": _smoke,
 }
 
 
@@ -329,3 +307,31 @@ def profile(name: str, *, protocol: str | None = None, seed: int | None = None) 
     if seed is not None:
         cfg = cfg.replace(seed=seed)
     return cfg
+
+
+def read_config_file(path: str | os.PathLike) -> RunConfig:
+    """A RunConfig written as JSON (e.g. a run folder's config.json), checked like any config."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"--config {path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"--config {path}: not valid JSON ({e})") from None
+    return RunConfig.from_dict(data)
+
+
+def resolve(*, profile_name: str | None = None, config_file: str | os.PathLike | None = None,
+            protocol: str | None = None, seed: int | None = None, overrides: typing.Iterable[str] = (),
+            default_profile: str = "default") -> RunConfig:
+    """A run's configuration, in this order of precedence (each over the one before): a named profile (else
+    `default_profile`) or a JSON file (not both; a file brings its own protocol), then `seed` (the profile's default
+    is 0, a file keeps its own), then the `--set` overrides."""
+    if config_file and (profile_name or protocol):
+        raise UserError("--config gives the whole configuration; drop --profile/--protocol (--seed may override it)")
+    if config_file:
+        cfg = read_config_file(config_file)
+        cfg = cfg if seed is None else cfg.replace(seed=seed)
+    else:
+        cfg = profile(profile_name or default_profile, protocol=protocol, seed=0 if seed is None else seed)
+    return override(cfg, overrides)

@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from .classes import CLASSES
 from .config import DataConfig
 from .errors import UserError
 
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-SIMILAR_CLASSES = ("T-shirt/top", "Pullover", "Coat", "Shirt")  # the upper-body garments the paper says get confused
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 DATA_DIR_ENV = "FASHION_MNIST_DIR"
 INSTALL_HINT = "install it with `apt-get install dataset-fashion-mnist`, or pass --data-dir / set FASHION_MNIST_DIR"

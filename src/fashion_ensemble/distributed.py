@@ -1,7 +1,12 @@
-"""Training on several processes or machines with DistributedDataParallel, launched by `torchrun`.
+"""The process's device and distributed session: training on several processes or machines with
+DistributedDataParallel, launched by `torchrun`.
 
-`torchrun` sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address; `setup` joins the group (gloo on CPU, NCCL
-on CUDA). Every rank holds the whole data set, draws the same shuffled order and augmentation (the same seeded
+`start(device)` is the one place both are decided, once per process: it resolves "auto", and under `torchrun`
+(WORLD_SIZE > 1) joins the process group (gloo on CPU, NCCL on CUDA), which stays open until the process exits, so
+that a multi-seed study or an ablation trains every run in one session. Calling it again returns the same device.
+`torchrun` sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address.
+
+Every rank holds the whole data set, draws the same shuffled order and augmentation (the same seeded
 generator) and trains on its share of each global batch (every world_size-th image); DDP averages the gradients.
 After each epoch, rank 0's state (weights and BatchNorm statistics) is broadcast, so every rank validates the same
 model and takes the same early-stopping decision. Only rank 0 writes files.
@@ -9,12 +14,15 @@ model and takes the same early-stopping decision. Only rank 0 writes files.
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import os
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+
+from .errors import UserError
 
 
 def world() -> tuple[int, int]:
@@ -28,18 +36,41 @@ def is_main() -> bool:
     return world()[0] == 0
 
 
-def setup(device: torch.device) -> torch.device:
-    """Join the process group when launched by torchrun with WORLD_SIZE > 1; returns this rank's device."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto": CUDA when PyTorch sees a GPU, else the CPU; "cpu", "cuda" or a torch.device as given, if present."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown device {device!r}; choose auto, cpu or cuda") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but PyTorch sees no CUDA GPU here; use --device cpu or auto")
+    return device
+
+
+def start(device: str | torch.device = "auto") -> torch.device:
+    """This process's device, with the process group joined when launched by torchrun with WORLD_SIZE > 1 (this
+    rank's GPU on CUDA). Idempotent: once the group is open, the device it was opened with is returned."""
+    global _device
+    if dist.is_available() and dist.is_initialized():
+        return _device
+    device = resolve_device(device)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return device
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    atexit.register(_close)
+    _device = device
     return device
 
 
-def teardown() -> None:
+_device: torch.device | None = None  # the device the process group was opened with
+
+
+def _close() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -1,4 +1,4 @@
-"""Inference: a member's `predict_proba`, soft voting over members, and voting weights tuned on validation.
+"""The soft-voting ensemble: members' class probabilities averaged with weights, both fit on validation by `fit`.
 
 `predict_proba(images)` takes (N, 28, 28) uint8 in Fashion-MNIST's convention (garment bright on black) or float in
 [0, 1], and returns a float64 numpy array (N, 10) whose rows sum to 1. Nothing here computes metrics or prints.
@@ -11,76 +11,46 @@ import itertools
 import numpy as np
 import torch
 
-from .data import CLASSES
+from .classes import CLASSES
 from .errors import UserError
-from .train import predict_logits
+from .inference import check_images, model_proba
+from .probabilities import fit_temperature, temperature_scale
 
-
-def check_images(images) -> torch.Tensor:
-    """Validate a batch and return float32 (N, 1, 28, 28) in [0, 1] on the CPU."""
-    if isinstance(images, torch.Tensor):
-        images = images.detach().cpu().numpy()
-    if not isinstance(images, np.ndarray):
-        raise UserError(f"expected a numpy array of shape (N, 28, 28), got {type(images).__name__}")
-    if images.ndim == 2 and images.shape == (28, 28):
-        raise UserError("expected a batch (N, 28, 28), got one image (28, 28): pass images[None] for a batch of one")
-    if images.ndim != 3 or images.shape[1:] != (28, 28):
-        raise UserError(
-            f"expected 28×28 greyscale images as (N, 28, 28), got shape {images.shape}: "
-            "use fashion_ensemble.preprocess for photos of other sizes or colour"
-        )
-    if images.dtype == np.uint8:
-        x = images.astype(np.float32) / 255.0
-    elif np.issubdtype(images.dtype, np.floating):
-        x = images.astype(np.float32)
-        if x.size and (not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0):
-            raise UserError(
-                f"float images must lie in [0, 1], got values in [{np.nanmin(x):.3g}, {np.nanmax(x):.3g}]"
-                " (or non-finite): divide uint8 pixels by 255"
-            )
-    else:
-        raise UserError(f"expected uint8 (0-255) or float (0-1) pixels, got dtype {images.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
+WEIGHTINGS = ("equal", "tuned")
 
 
 class Member:
     """One trained model with `predict_proba`; `kind` is "ann" or "cnn". With `tta_flip`, the probabilities are the
     mean of the image's and its mirror's. A `temperature` other than 1 rescales those probabilities as
-    softmax(log p / T) (fit on validation by the study when the profile calibrates its members)."""
+    softmax(log p / T) (fit on validation by `SoftVotingEnsemble.fit` when the profile calibrates its members)."""
 
     def __init__(self, kind: str, model: torch.nn.Module, device: torch.device | str = "cpu", tta_flip: bool = False,
                  temperature: float = 1.0):
-        if not (np.isfinite(temperature) and temperature > 0):
-            raise UserError(f"a member's temperature must be a positive number, got {temperature!r}")
         self.kind = kind
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tta_flip = tta_flip
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
         self.classes = list(CLASSES)
 
-    def predict_proba(self, images) -> np.ndarray:
-        return self._proba(check_images(images))
+    def predict_proba(self, images, *, calibrated: bool = True) -> np.ndarray:
+        """(N, 10) probabilities; `calibrated=False`: without the temperature (the model's own, with its TTA)."""
+        return self._proba(check_images(images), calibrated)
 
-    def _proba(self, x: torch.Tensor) -> np.ndarray:
+    def _proba(self, x: torch.Tensor, calibrated: bool = True) -> np.ndarray:
         """x: checked float (N, 1, 28, 28) on the CPU → probabilities (N, 10), float64."""
-        x = x.to(self.device)
-        proba = softmax(predict_logits(self.model, x).cpu().numpy())
-        if self.tta_flip:
-            proba = (proba + softmax(predict_logits(self.model, x.flip(-1)).cpu().numpy())) / 2
-        return proba if self.temperature == 1.0 else temperature_scale(proba, self.temperature)
+        return model_proba(self.model, x, self.device, tta_flip=self.tta_flip,
+                           temperature=self.temperature if calibrated else 1.0)
+
+    def calibrate(self, raw_proba: np.ndarray) -> np.ndarray:
+        """Probabilities without the temperature (`predict_proba(..., calibrated=False)`) → with it."""
+        return raw_proba if self.temperature == 1.0 else temperature_scale(raw_proba, self.temperature)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64 so that rows sum to 1 within 1e-12."""
-    z = logits.astype(np.float64)
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
-def temperature_scale(proba: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities as if their logits were divided by `temperature`: softmax(log p / T). T > 1 softens."""
-    return softmax(np.log(np.clip(proba, 1e-300, None)) / temperature)
+def check_temperature(temperature) -> float:
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise UserError(f"a member's temperature must be a positive number, got {temperature!r}")
+    return float(temperature)
 
 
 def check_weights(weights, names) -> np.ndarray:
@@ -102,7 +72,10 @@ def soft_vote(probas: list[np.ndarray], weights) -> np.ndarray:
 
 
 class SoftVotingEnsemble:
-    """Members' class probabilities averaged with `weights` (normalised). `.members` maps name → Member."""
+    """Members' class probabilities averaged with `weights` (normalised). `.members` maps name → Member.
+
+    `fit` sets what the ensemble learns on validation: each member's temperature (when calibrating) and the voting
+    weights; built from a run folder (`runs.load`), both come from its ensemble.json."""
 
     def __init__(self, members: dict[str, Member], weights=None):
         if not members:
@@ -111,6 +84,22 @@ class SoftVotingEnsemble:
         weights = [1.0] * len(self.members) if weights is None else weights
         self.weights = dict(zip(self.members, check_weights(weights, list(self.members)).tolist()))
         self.classes = list(CLASSES)
+
+    def fit(self, raw_probas: dict[str, np.ndarray], y_val: np.ndarray, *, calibrate: bool = False,
+            weighting: str = "tuned") -> SoftVotingEnsemble:
+        """Fit on validation, from each member's probabilities without a temperature (name → (N, 10)): with
+        `calibrate`, each member's temperature by log-likelihood; then the voting weights, "equal" or "tuned" (grid
+        search of validation accuracy over the calibrated probabilities). Returns self."""
+        if weighting not in WEIGHTINGS:
+            raise UserError(f"unknown weighting {weighting!r}; choose one of: {', '.join(WEIGHTINGS)}")
+        for name, member in self.members.items():
+            member.temperature = fit_temperature(y_val, raw_probas[name]) if calibrate else 1.0
+        if weighting == "tuned":
+            weights = tune_weights([m.calibrate(raw_probas[n]) for n, m in self.members.items()], y_val)
+        else:
+            weights = np.full(len(self.members), 1.0 / len(self.members))
+        self.weights = dict(zip(self.members, weights.tolist()))
+        return self
 
     def predict_proba(self, images) -> np.ndarray:
         return self.predict_proba_members(images)[0]

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .data import CLASSES
+from .classes import CLASSES
 from .errors import UserError
 from .preprocess import as_photo, to_png
 

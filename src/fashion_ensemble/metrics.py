@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
 
-from .data import CLASSES, SIMILAR_CLASSES
-from .ensemble import temperature_scale
+from .classes import CLASSES, SIMILAR_CLASSES
+from .probabilities import fit_temperature, temperature_scale
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes=CLASSES) -> dict:
@@ -110,20 +110,6 @@ def reliability(y_true: np.ndarray, proba: np.ndarray, bins: int = 15) -> dict:
         out["confidence"].append(float(confidence[mask].mean()) if mask.any() else None)
         out["accuracy"].append(float(correct[mask].mean()) if mask.any() else None)
     return out
-
-
-def fit_temperature(y_true: np.ndarray, proba: np.ndarray) -> float:
-    """The temperature in [0.05, 20] that minimises the negative log-likelihood of `proba` (fit on validation)."""
-    from scipy.optimize import minimize_scalar
-
-    y = np.asarray(y_true)
-
-    def nll(log_t):
-        p = temperature_scale(proba, float(np.exp(log_t)))
-        return -np.log(np.clip(p[np.arange(len(y)), y], 1e-300, None)).mean()
-
-    res = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-4})
-    return float(np.exp(res.x))
 
 
 def calibration(y_val, val_proba, y_test, test_proba, bins: int = 15) -> dict:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .preprocess import MAX_PIXELS, ImageError, preprocess
+from .errors import UserError
+from .preprocess import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, image_files, preprocess
 
 DECIMALS = 6  # 1e-6 is far below any decision; full float64 digits only make the JSON unreadable
 
@@ -39,6 +40,14 @@ def ranked(p: np.ndarray, classes, top_k: int | None = None) -> dict[str, float]
     """{class: probability} from the most likely down, the first `top_k` (all when None)."""
     order = np.argsort(-p, kind="stable")[:top_k]
     return {classes[j]: round(float(p[j]), DECIMALS) for j in order}
+
+
+def find_images(inputs: list[str]) -> list[Path]:
+    """The files named, and the image files (by suffix) under the folders named; refused when there are none."""
+    files = image_files(inputs)
+    if not files:
+        raise UserError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {' '.join(map(str, inputs))}")
+    return files
 
 
 def predict_files(ensemble, files: list[Path], top_k: int | None = None,

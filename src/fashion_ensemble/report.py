@@ -19,7 +19,8 @@ PAPER_RESULTS = {
 HEADLINE = ("accuracy", "macro_precision", "macro_recall", "macro_f1")
 
 
-def write_report(run_dir: Path, cfg, metrics: dict, history: dict) -> None:
+def write_report(path: Path, cfg, metrics: dict, history: dict) -> None:
+    """The report at `path` (a run folder's report.md), its plots beside it."""
     plots = {
         "training_curves.png": plot_training_curves(history),
         "confusion_matrices.png": plot_confusion_matrices(metrics),
@@ -27,12 +28,12 @@ def write_report(run_dir: Path, cfg, metrics: dict, history: dict) -> None:
         "reliability.png": plot_reliability(metrics),
     }
     for name, fig in plots.items():
-        fig.savefig(run_dir / name, dpi=110, bbox_inches="tight")
+        fig.savefig(path.parent / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
-    (run_dir / "report.md").write_text(render_markdown(cfg, metrics, history, list(plots)))
+    path.write_text(render_markdown(cfg, metrics, history, list(plots)))
 
 
-def write_summary(out: Path, summary: dict) -> None:
+def write_summary(path: Path, summary: dict) -> None:
     """summary.md of a multi-seed study: mean ± std (sample) over the seeds, and each seed's accuracy."""
     n = len(summary["seeds"])
     lines = [
@@ -66,7 +67,7 @@ def write_summary(out: Path, summary: dict) -> None:
     if all(s is not None for s in summary.get("run_seconds", [None])):
         lines += ["Wall time per run (training, scoring, report): "
                   + ", ".join(f"{s / 60:.1f} min" for s in summary["run_seconds"]) + ".", ""]
-    (out / "summary.md").write_text("\n".join(lines))
+    path.write_text("\n".join(lines))
 
 
 def _calibrated_voting(metrics: dict) -> str:

@@ -1,4 +1,5 @@
 """Several seeds: each a full run of the study in its own folder, then every metric's mean ± std across them.
+`run` is the `run` command: one run folder, or a multi-seed study folder.
 
     OUT/seed0/, OUT/seed1/, ...   complete run folders (each resumable on its own, as `run_study` writes them)
     OUT/summary.json              {"seeds", "runs", "models": {name: {metric: {"mean", "std", "values"}}}, ...}
@@ -10,51 +11,53 @@ study survives interruptions too.
 
 from __future__ import annotations
 
-import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
-from . import pipeline
+from . import distributed
 from .config import RunConfig
 from .errors import UserError
+from .pipeline import run_or_resume, run_study
 from .report import write_summary
-from .runs import write_json
+from .runs import RunFolder, default_path, read_json, write_json
 
 SCALARS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss", "errors")  # ECE: from calibration
+SUMMARY, SUMMARY_MD = "summary.json", "summary.md"
 
 
-def default_study_dir(cfg: RunConfig, seeds: list[int], root: str | os.PathLike = "runs") -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{cfg.profile}-{cfg.data.protocol}-seeds{seeds[0]}-{seeds[-1]}-{stamp}"
+def run(cfg: RunConfig, out: str | os.PathLike | None = None, *, seeds: int = 1, **options) -> Path:
+    """One run of `cfg` (`run_study`), or with `seeds` > 1 a study of seeds cfg.seed .. cfg.seed + seeds - 1
+    (`run_seeds`). `options` go to `run_study`."""
+    if seeds > 1:
+        return run_seeds(cfg, list(range(cfg.seed, cfg.seed + seeds)), out, **options)
+    return run_study(cfg, out, **options)
 
 
 def run_seeds(cfg: RunConfig, seeds: list[int], out: str | os.PathLike | None = None, **options) -> Path:
     """A full run per seed under `out`, then summary.json and summary.md. `options` go to `run_study`."""
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):
         raise UserError(f"a multi-seed study needs two or more different seeds, got {seeds}")
-    out = Path(out) if out is not None else default_study_dir(cfg, seeds)
+    out = Path(out) if out is not None else default_path(cfg, seeds=f"seeds{seeds[0]}-{seeds[-1]}")
     out.mkdir(parents=True, exist_ok=True)
-    runs = []
-    for seed in seeds:
-        run_dir = out / f"seed{seed}"
-        if not (run_dir / "metrics.json").is_file():  # a complete one, from an earlier invocation, is kept
-            if pipeline.partial_dir(run_dir).is_dir():
-                pipeline.resume_study(run_dir, **options)
-            else:
-                pipeline.run_study(cfg.replace(seed=seed), run_dir, **options)
-        runs.append(run_dir)
+    runs = [run_or_resume(cfg.replace(seed=seed), out / f"seed{seed}", **options) for seed in seeds]
+    if not distributed.is_main():
+        return out  # rank 0 writes the runs, so it summarises them
     summary = summarize(runs)
-    write_json(out / "summary.json", summary)
-    write_summary(out, summary)
+    write_json(out / SUMMARY, summary)
+    write_summary(out / SUMMARY_MD, summary)
     return out
+
+
+def read_summary(out: str | os.PathLike) -> dict:
+    """A multi-seed study's summary.json."""
+    return read_json(Path(out) / SUMMARY)
 
 
 def summarize(run_dirs: list[Path]) -> dict:
     """Mean, sample std (ddof 1) and the per-seed values of each headline metric, per model, over the runs."""
-    metrics = [json.loads((Path(d) / "metrics.json").read_text()) for d in run_dirs]
+    metrics = [RunFolder(d).metrics() for d in run_dirs]
     first = metrics[0]
     if any(m["protocol"] != first["protocol"] or m["profile"] != first["profile"] for m in metrics):
         raise UserError("the runs to summarise mix profiles or protocols")
@@ -77,11 +80,6 @@ def summarize(run_dirs: list[Path]) -> dict:
         "significance": {k: {"p_values": [m["significance"][k]["p_value"] for m in metrics]}
                          for k in first["significance"]},
         "weights": [m["weights"] for m in metrics],
-        "run_seconds": [_run_seconds(d) for d in run_dirs],
+        # A run's wall time (None for runs made before it was recorded)
+        "run_seconds": [RunFolder(d).history()["timing"].get("total_s") for d in run_dirs],
     }
-
-
-def _run_seconds(run_dir: Path) -> float | None:
-    """A run's wall time from its history.json (None for runs made before it was recorded)."""
-    timing = json.loads((Path(run_dir) / "history.json").read_text()).get("timing", {})
-    return timing.get("total_s")

@@ -5,7 +5,7 @@
     POST /predict        one image: multipart field "file", or the raw bytes as the body → a record (predict.py);
                          ?input=true adds "input", the 28×28 pixels the model saw
     POST /predict/batch  several images: multipart fields "files" (or "file") → {"results": [record or error]}
-    GET  /random         a random official test image: {"index", "label", "png": data URL} (needs the data set)
+    GET  /random         a random test image: {"index", "label", "png": data URL} (when started with `examples`)
     GET  /docs           OpenAPI docs
 
 Every error is a 4xx JSON {"detail": "..."} that says why. Concurrent requests are batched: while the model runs
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -46,7 +47,6 @@ class ServeConfig:
     max_files: int = 64  # per /predict/batch request
     max_model_batch: int = 256  # images per model call when requests pile up
     inline_decode_bytes: int = 64 * 2**10  # smaller bodies are decoded on the event loop (< 1 ms); larger in a thread
-    data_dir: str | None = None  # for /random; default as everywhere ($FASHION_MNIST_DIR, then Debian's)
     engine: str = "onnx"  # onnx: ONNX Runtime, 3.5× PyTorch eager's images/s on 2 cores; torch: PyTorch itself
 
 
@@ -162,8 +162,11 @@ def too_large(size: int, limit: int) -> JSONResponse:
                         status_code=413)
 
 
-def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu") -> FastAPI:
-    """The service for one run folder (loaded once, here)."""
+def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu",
+               examples: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> FastAPI:
+    """The service for one run folder (loaded once, here). `examples` gives the labelled images (uint8 (N, 28, 28),
+    labels (N,)) that /random draws from, read on its first call (the CLI passes the official test set's reader);
+    without it /random answers 404."""
     ensemble = load(run_dir, device=device)
     if config.engine == "onnx":
         ensemble = OnnxEnsemble(ensemble)
@@ -242,8 +245,10 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
     async def random_test_image(index: int | None = None):
         """A random official test image (or the one at `index`) as a PNG data URL, with its true label."""
         if not test_set:
+            if examples is None:
+                raise HTTPException(404, "no test images on this server (it was started without them)")
             try:
-                images, labels = (await run_in_threadpool(_load_test, config.data_dir))
+                images, labels = await run_in_threadpool(examples)
             except UserError as e:
                 raise HTTPException(404, f"no test images on this server: {e}") from None
             test_set.update(images=images, labels=labels)
@@ -281,15 +286,10 @@ def is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").startswith("multipart/form-data")
 
 
-def _load_test(data_dir):
-    from .data import load_raw
-
-    return load_raw(data_dir, verify_checksums=False)["test"]
-
-
-def serve(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu", access_log: bool = False) -> None:
+def serve(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu", access_log: bool = False,
+          examples: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> None:
     """Run the service until interrupted (uvicorn, one process: the model is loaded once)."""
     import uvicorn
 
-    app = create_app(run_dir, config, device=device)
+    app = create_app(run_dir, config, device=device, examples=examples)
     uvicorn.run(app, host=config.host, port=config.port, access_log=access_log, log_level="info")

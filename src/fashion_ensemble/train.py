@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .augment import augment
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import one_hot
+from .inference import autocast, predict_logits
 from .models import Normalize
 from .schedule import lc3_factor
 
@@ -45,29 +46,6 @@ class EpochRecord:
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 (N, 28, 28) → float32 (N, 1, 28, 28) in [0, 1] on `device`."""
     return torch.tensor(images, device=device).unsqueeze(1).float().div_(255.0)  # copies: IDX arrays are read-only
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; fp32 on CPU (no AVX-512 BF16 here: bf16 measured 4-10× slower than fp32)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
-# Inference batch: on the 2-core CPU the DS-CNN ran at ~3,200 img/s with batches of 64 against ~1,100 with 2,000
-# (activations of small batches stay in cache); a GPU wants large batches.
-INFER_BATCH = {"cpu": 64, "cuda": 2048}
-
-
-@torch.inference_mode()
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Logits (N, 10) in fp32 for images x (N, 1, 28, 28) already on the model's device."""
-    model.eval()
-    device = x.device
-    batch_size = batch_size or INFER_BATCH.get(device.type, 256)
-    outs = []
-    for i in range(0, len(x), batch_size):
-        with autocast(device):
-            outs.append(model(x[i : i + batch_size].contiguous(memory_format=torch.channels_last)).float())
-    return torch.cat(outs) if outs else torch.empty(0, 10, device=device)
 
 
 def train_member(
@@ -109,16 +87,16 @@ def train_member(
 
     # The weights' moving average (TrainConfig.ema_decay): a second copy, validated and kept instead of the model.
     ema = copy.deepcopy(model) if cfg.ema_decay > 0 else None
-    state = {"next_epoch": 1, "stopped": False, "best_loss": float("inf"), "bad_epochs": 0, "history": []}
+    state = TrainState()
     best_state = None
     if checkpoint is not None and checkpoint.is_file():
         best_state, state = load_checkpoint(checkpoint, model=model, optimizer=opt, scheduler=sched, generator=gen,
                                             ema=ema)
-    history: list[dict] = state["history"]
+    history = state.history
     net = distributed.wrap(model) if world_size > 1 else model
 
-    for epoch in range(state["next_epoch"], cfg.epochs + 1):
-        if state["stopped"]:
+    for epoch in range(state.next_epoch, cfg.epochs + 1):
+        if state.stopped:
             break
         augmented = epoch <= cfg.augment.epochs
         model.train()
@@ -183,13 +161,13 @@ def train_member(
         if writer is not None:
             for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_s"):
                 writer.add_scalar(f"{name}/{key}", getattr(record, key), epoch)
-        if record.val_loss < state["best_loss"]:
-            state["best_loss"], state["bad_epochs"] = record.val_loss, 0
+        if record.val_loss < state.best_loss:
+            state.best_loss, state.bad_epochs = record.val_loss, 0
             best_state = copy.deepcopy(kept.state_dict())
         else:
-            state["bad_epochs"] += 1
-            state["stopped"] = state["bad_epochs"] >= cfg.patience
-        state["next_epoch"] = epoch + 1
+            state.bad_epochs += 1
+            state.stopped = state.bad_epochs >= cfg.patience
+        state.next_epoch = epoch + 1
         if checkpoint is not None and rank == 0:
             save_checkpoint(checkpoint, model=model, best_state=best_state, optimizer=opt, scheduler=sched,
                             generator=gen, state=state, ema=ema)

@@ -1,0 +1,98 @@
+"""The ablation's levers: each flips one choice of a `RunConfig` against what the profile does (one the profile
+uses is switched off, one it does not use is switched on). Training levers are config edits, run again by
+`ablate`; inference levers re-combine a trained run's members (ablation.py). Imports only the config, so that the
+CLI can list them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from .config import CNNConfig, MemberConfig, RunConfig
+
+
+def _members(cfg: RunConfig, fn: Callable[[MemberConfig], MemberConfig], kind: str | None = None) -> RunConfig:
+    """`cfg` with `fn` applied to each member (of `kind`, when given)."""
+    return cfg.replace(members={n: fn(m) if kind in (None, m.kind) else m for n, m in cfg.members.items()})
+
+
+def _train(m: MemberConfig, **changes) -> MemberConfig:
+    return dataclasses.replace(m, train=dataclasses.replace(m.train, **changes))
+
+
+def _augment(m: MemberConfig, **changes) -> MemberConfig:
+    return _train(m, augment=dataclasses.replace(m.train.augment, **changes))
+
+
+def _cnn(cfg: RunConfig) -> MemberConfig:
+    return next(m for m in cfg.members.values() if m.kind == "cnn")
+
+
+def label_smoothing(cfg):
+    on = any(m.train.label_smoothing > 0 for m in cfg.members.values())
+    return ("without label smoothing" if on else "label smoothing 0.1",
+            _members(cfg, lambda m: _train(m, label_smoothing=0.0 if on else 0.1)))
+
+
+def random_erasing(cfg):
+    on = _cnn(cfg).train.augment.erase_prob > 0
+    return ("CNN without random erasing" if on else "CNN with random erasing (p 0.5) in its augmented epochs",
+            _members(cfg, lambda m: _augment(m, erase_prob=0.0 if on else 0.5), "cnn"))
+
+
+def augment_longer(cfg):
+    return ("augmentation in every epoch, not only the first five (never frozen)",
+            _members(cfg, lambda m: _augment(m, epochs=m.train.epochs)))
+
+
+def no_augmentation(cfg):
+    return "no augmentation at all", _members(cfg, lambda m: _augment(m, epochs=0))
+
+
+def depthwise_bn(cfg):
+    on = _cnn(cfg).model.dw_bn
+    return ("CNN without BN + ReLU between depthwise and pointwise" if on else
+            "CNN with BN + ReLU after each depthwise conv too (MobileNet style)",
+            _members(cfg, lambda m: dataclasses.replace(m, model=dataclasses.replace(m.model, dw_bn=not on)), "cnn"))
+
+
+def wider(cfg):
+    def widen(m):
+        c: CNNConfig = m.model
+        return dataclasses.replace(m, model=dataclasses.replace(
+            c, stem=c.stem * 3 // 2, stages=tuple(tuple(w * 3 // 2 for w in s) for s in c.stages)))
+    return "CNN 1.5× wider (every stage)", _members(cfg, widen, "cnn")
+
+
+def longer(cfg):
+    return ("every member trained 1.5× the epochs",
+            _members(cfg, lambda m: _train(m, epochs=-(-m.train.epochs * 3 // 2))))
+
+
+def ema(cfg):
+    on = any(m.train.ema_decay > 0 for m in cfg.members.values())
+    return ("without the weights' moving average" if on else
+            "every member validated and kept as the moving average of its weights (EMA, decay 0.999)",
+            _members(cfg, lambda m: _train(m, ema_decay=0.0 if on else 0.999)))
+
+
+def second_cnn(cfg):
+    name = next(n for n, m in cfg.members.items() if m.kind == "cnn")
+    return "a second CNN member (own seed): ann + cnn + cnn", cfg.replace(
+        members={**cfg.members, f"{name}2": cfg.members[name]})
+
+
+TRAINING_LEVERS: dict[str, Callable[[RunConfig], tuple[str, RunConfig]]] = {
+    "label_smoothing": label_smoothing,
+    "random_erasing": random_erasing,
+    "augment_every_epoch": augment_longer,
+    "no_augmentation": no_augmentation,
+    "depthwise_bn": depthwise_bn,
+    "wider_cnn": wider,
+    "longer": longer,
+    "ema": ema,
+    "second_cnn": second_cnn,
+}
+INFERENCE_LEVERS = ("tta_flip", "calibrated_voting", "tuned_weights")
+LEVERS = (*TRAINING_LEVERS, *INFERENCE_LEVERS)

@@ -1,0 +1,95 @@
+"""Scoring a fitted ensemble: its members' probabilities on a split → the scores of metrics.json.
+
+One function, `score`, for the study, `evaluate` and `ablate`. It runs no model: `predict` runs each member once per
+split, and `score` combines those probabilities (temperatures, voting, alternatives) with the pure metric functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .ensemble import SoftVotingEnsemble, soft_vote, tune_weights
+from .metrics import calibration, classification_metrics, mcnemar_exact
+
+SUMMARY = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss")  # of an alternative weighting
+
+
+@dataclass
+class Predictions:
+    """Each member's probabilities on one split without its temperature (name → (N, 10)), and the true labels."""
+    raw: dict[str, np.ndarray]
+    labels: np.ndarray
+
+
+def predict(ensemble: SoftVotingEnsemble, images: np.ndarray, labels: np.ndarray) -> Predictions:
+    """Run every member once on `images`: its probabilities with its flip TTA, before its temperature."""
+    return Predictions({n: m.predict_proba(images, calibrated=False) for n, m in ensemble.members.items()},
+                       np.asarray(labels))
+
+
+def score(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions | None = None) -> dict:
+    """The scores of a fitted ensemble, from its members' probabilities on test (and validation):
+
+    - "models": each member's (with its temperature) and the ensemble's classification metrics on test;
+    - "significance": McNemar's exact test of the ensemble against each member on test;
+    with `val`, also
+    - "val_accuracy" of each and of the ensemble;
+    - "calibration": a temperature fit on validation and scored on test, each member from its raw outputs (so that
+      "after" is what it votes with when it is calibrated), the ensemble as it votes;
+    - "alternatives": equal and tuned weights side by side, and, for calibrated members, both without temperatures.
+    """
+    names = list(ensemble.members)
+    y_te = test.labels
+    test_p = _calibrated(ensemble, test)
+    ens_p = ensemble.vote(test_p)
+    models = {n: classification_metrics(y_te, test_p[n]) for n in names}
+    models["ensemble"] = classification_metrics(y_te, ens_p)
+    significance = {  # ensemble (a) against each member (b), on the test images
+        f"ensemble_vs_{n}": mcnemar_exact(y_te, ens_p.argmax(1), test_p[n].argmax(1)) for n in names
+    }
+    if val is None:
+        return {"models": models, "significance": significance}
+
+    y_va = val.labels
+    val_p = _calibrated(ensemble, val)
+    val_all = {**val_p, "ensemble": ensemble.vote(val_p)}
+    return {
+        "val_accuracy": {n: float((p.argmax(1) == y_va).mean()) for n, p in val_all.items()},
+        "models": models,
+        "significance": significance,
+        "calibration": {**{n: calibration(y_va, val.raw[n], y_te, test.raw[n]) for n in names},
+                        "ensemble": calibration(y_va, val_all["ensemble"], y_te, ens_p)},
+        "alternatives": alternatives(ensemble, test, val),
+    }
+
+
+def alternatives(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions) -> dict:
+    """Test scores of equal and validation-tuned voting weights, whichever the ensemble uses; for an ensemble of
+    calibrated members, the same without their temperatures."""
+    names = list(ensemble.members)
+    equal = np.full(len(names), 1.0 / len(names))
+
+    def weighed(val_p, test_p, prefix=""):
+        tuned = tune_weights([val_p[n] for n in names], val.labels)
+        return {
+            f"{prefix}ensemble_equal_weights": _summary(test.labels, soft_vote([test_p[n] for n in names], equal)),
+            f"{prefix}ensemble_tuned_weights": _summary(test.labels, soft_vote([test_p[n] for n in names], tuned)),
+            f"{prefix}tuned_weights": dict(zip(names, tuned.tolist())),
+        }
+
+    out = weighed(_calibrated(ensemble, val), _calibrated(ensemble, test))
+    if any(m.temperature != 1.0 for m in ensemble.members.values()):
+        out |= weighed(val.raw, test.raw, "uncalibrated_")
+    return out
+
+
+def _calibrated(ensemble: SoftVotingEnsemble, p: Predictions) -> dict[str, np.ndarray]:
+    """Each member's probabilities with its temperature: what it votes with."""
+    return {n: m.calibrate(p.raw[n]) for n, m in ensemble.members.items()}
+
+
+def _summary(y_true: np.ndarray, proba: np.ndarray) -> dict:
+    m = classification_metrics(y_true, proba)
+    return {k: m[k] for k in SUMMARY}

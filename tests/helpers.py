@@ -1,0 +1,124 @@
+"""Helpers the tests share (imported as `helpers`; fixtures live in conftest.py): tiny synthetic IDX data sets, the
+test-only run configurations, and image files made in memory."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fashion_ensemble.config import (
+    ANNConfig,
+    AugmentConfig,
+    CNNConfig,
+    DataConfig,
+    EnsembleConfig,
+    MemberConfig,
+    RunConfig,
+    TrainConfig,
+)
+from fashion_ensemble.data import FILES
+
+# -- IDX data sets ---------------------------------------------------------------------------------------------------
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """Serialise a uint8 array as IDX: magic 0x0000_08_<ndim>, then the big-endian dims, then the data."""
+    header = struct.pack(">I", 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    path.write_bytes(gzip.compress(idx_bytes(array)))
+    return path
+
+
+def synthetic_images(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Class k: a bright horizontal bar at row 2k+4 over dim noise, so that any model can learn it in an epoch."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 40, size=(len(labels), 28, 28), dtype=np.uint8)
+    for i, k in enumerate(labels):
+        images[i, 2 * k + 4 : 2 * k + 6, 4:24] = 220
+    return images
+
+
+def write_dataset(folder: Path, n_train: int = 400, n_test: int = 100, seed: int = 0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for part, n in (("train", n_train), ("test", n_test)):
+        labels = np.arange(n, dtype=np.uint8) % 10
+        rng.shuffle(labels)
+        images_file, labels_file = FILES[part]
+        write_idx(folder / images_file, synthetic_images(labels, seed + len(part)))
+        write_idx(folder / labels_file, labels)
+    return folder
+
+
+# -- test-only run configurations -------------------------------------------------------------------------------------
+
+
+def smoke_config(**data) -> RunConfig:
+    """A few seconds on synthetic data (or 2,000 real images with train_subset=2000): every part of the study runs —
+    calibrated, tuned voting, flip TTA, random erasing, the pool_first CNN. Numbers from it mean nothing."""
+    tiny = TrainConfig(epochs=2, batch_size=128, augment=AugmentConfig(epochs=1, erase_prob=0.5))
+    return RunConfig(
+        profile="smoke",
+        data=DataConfig(**{"train_subset": None, "verify_checksums": False, **data}),
+        members={
+            "ann": MemberConfig("ann", ANNConfig(hidden=(64,)), tiny),
+            "cnn": MemberConfig("cnn", CNNConfig(stem=8, stages=((8,), (16,)), dw_bn=False, pool_first=True), tiny,
+                                tta_flip=True),
+        },
+        ensemble=EnsembleConfig(calibrate=True),
+    )
+
+
+def write_config(path: Path, cfg: RunConfig) -> Path:
+    """`cfg` as a JSON file for `--config`."""
+    path.write_text(json.dumps(cfg.to_dict()))
+    return path
+
+
+def resume_config() -> RunConfig:
+    """Both members, several epochs each on 2,000 synthetic images: a few seconds of training to kill."""
+    return RunConfig(
+        profile="resume-test",
+        data=DataConfig(verify_checksums=False),
+        members={
+            "ann": MemberConfig("ann", ANNConfig(hidden=(256, 128)), TrainConfig(epochs=8, batch_size=64, patience=3)),
+            "cnn": MemberConfig("cnn", CNNConfig(stem=8, stages=((8,), (16,), (32,))),
+                                TrainConfig(epochs=6, batch_size=64, patience=3), tta_flip=True),
+        },
+    )
+
+
+# -- images ----------------------------------------------------------------------------------------------------------
+
+
+def png_bytes(array: np.ndarray, **save) -> bytes:
+    buf = io.BytesIO()
+    (array if hasattr(array, "save") else Image.fromarray(array)).save(buf, format=save.pop("format", "PNG"), **save)
+    return buf.getvalue()
+
+
+def garment_photo(width=300, height=150, box=(50, 30, 250, 130), colour=(40, 60, 90)) -> Image.Image:
+    """A dark 200×100 'garment' on a white background: after preprocessing it is 28 wide, 14 high, centred."""
+    photo = Image.new("RGB", (width, height), (255, 255, 255))
+    photo.paste(colour, box)
+    return photo
+
+
+def patched_png(width: int, height: int) -> bytes:
+    """A valid 1×1 PNG whose header claims width×height: a decompression bomb's header."""
+    data = bytearray(png_bytes(np.zeros((1, 1), dtype=np.uint8)))
+    ihdr = bytearray(data[12:29])  # b"IHDR" + 13 bytes of fields
+    ihdr[4:12] = struct.pack(">II", width, height)
+    data[12:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
+    return bytes(data)
