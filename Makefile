@@ -12,7 +12,9 @@ ARGS ?=
 run: setup data
 	$(VENV)/bin/fashion-ensemble run --profile $(PROFILE) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(ARGS)
 
+# The architecture's contracts (.importlinter), then the suite.
 test: setup data browser
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest $(ARGS)
 
 lint: setup

@@ -4,21 +4,24 @@ import pytest
 
 from fashion_ensemble.config import PROFILES, RunConfig, override, profile
 from fashion_ensemble.errors import UserError
+from helpers import smoke_config
+
+CONFIGS = {**{name: lambda name=name: profile(name) for name in PROFILES}, "smoke (tests)": smoke_config}
 
 
-@pytest.mark.parametrize("name", list(PROFILES))
+@pytest.mark.parametrize("name", list(CONFIGS))
 def test_profiles_round_trip_through_json(name):
-    cfg = profile(name)
+    cfg = CONFIGS[name]()
     assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 
 
-@pytest.mark.parametrize("name", list(PROFILES))
+@pytest.mark.parametrize("name", list(CONFIGS))
 def test_profiles_build_their_members(name):
     import torch
 
     from fashion_ensemble.models import build_model
 
-    for member in profile(name).members.values():
+    for member in CONFIGS[name]().members.values():
         model = build_model(member.kind, member.model).eval()
         assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
         assert member.train.augment.epochs < member.train.epochs  # augmentation is frozen before the end

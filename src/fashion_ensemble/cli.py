@@ -306,10 +306,9 @@ def cmd_bench(args) -> int:
 def cmd_data_check(args) -> int:
     from . import data
 
-    raw = data.load_raw(args.data_dir)
-    print(f"{data.resolve_data_dir(args.data_dir)}: 4 files OK (magic numbers, shapes, counts, SHA-256 of content)")
-    for protocol in PROTOCOLS:
-        facts = data.make_split(config.DataConfig(protocol=protocol), raw=raw).facts()
+    checked = data.describe(args.data_dir)
+    print(f"{checked['folder']}: 4 files OK (magic numbers, shapes, counts, SHA-256 of content)")
+    for protocol, facts in checked["protocols"].items():
         sizes = ", ".join(f"{k} {v:,}" for k, v in facts["sizes"].items())
         dups = ", ".join(f"{k} {v}" for k, v in facts["cross_split_duplicates"].items())
         print(f"protocol {protocol}: {sizes}; exact duplicates across parts: {dups}")

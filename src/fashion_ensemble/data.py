@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from .classes import CLASSES
-from .config import DataConfig
+from .config import PROTOCOLS, DataConfig
 from .errors import UserError
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
@@ -179,3 +179,11 @@ def one_hot(labels, num_classes: int = len(CLASSES), smoothing: float = 0.0):
     labels = torch.as_tensor(labels)
     targets = torch.nn.functional.one_hot(labels, num_classes).float()
     return targets * (1.0 - smoothing) + smoothing / num_classes
+
+
+def describe(data_dir=None) -> dict:
+    """`fashion-ensemble data check`: the four official files verified (magic numbers, shapes, counts, checksums),
+    and each protocol's split facts: {"folder", "protocols": {protocol: Split.facts()}}."""
+    raw = load_raw(data_dir)
+    return {"folder": str(resolve_data_dir(data_dir)),
+            "protocols": {p: make_split(DataConfig(protocol=p), raw=raw).facts() for p in PROTOCOLS}}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,16 @@ from .report import write_report
 from .runs import RunFolder, default_path
 from .scoring import predict, score
 from .train import train_member
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a study runs (not what it computes: that is the RunConfig)."""
+    device: torch.device  # from distributed.start
+    data_dir: str | os.PathLike | None = None  # the IDX files' folder (default: data.resolve_data_dir)
+    progress: bool = True  # per-epoch lines and progress bars (rank 0 only)
+    tensorboard: bool = False  # TensorBoard logs in the run folder
+    parallel: bool = False  # members in separate processes, the cores split between them
 
 
 def member_seed(seed: int, name: str) -> int:
@@ -50,7 +61,7 @@ def run_study(
     or killed run never leaves one that looks finished. The temporary folder holds a checkpoint per member, saved after
     every epoch: `resume_study(out)` (`fashion-ensemble run --resume OUT`) goes on from there. With `parallel`, the
     members train at the same time in separate processes that split the cores."""
-    device = distributed.start(device)
+    opts = Options(distributed.start(device), data_dir, progress, tensorboard, parallel)
     folder = RunFolder(distributed.broadcast_object(str(out if out is not None else default_path(cfg))))
     if folder.path.exists():
         raise UserError(f"{folder.path} already exists; choose another --out or remove it")
@@ -62,7 +73,7 @@ def run_study(
         if progress:
             print(f"writing {folder.path} (if stopped: fashion-ensemble run --resume {folder.path})", flush=True)
     distributed.barrier()
-    return _study(cfg, split, folder, data_dir, device, progress, tensorboard, parallel)
+    return _study(cfg, split, folder, opts)
 
 
 def resume_study(out: str | os.PathLike, *, data_dir=None, device: str | torch.device = "auto",
@@ -70,7 +81,7 @@ def resume_study(out: str | os.PathLike, *, data_dir=None, device: str | torch.d
     """Go on with a run that was stopped (killed, interrupted, failed) from its members' last checkpoints. `out` is the
     run folder that `run_study` was writing (or its `.<name>.partial` folder). The result is the same as that of an
     uninterrupted run."""
-    device = distributed.start(device)
+    opts = Options(distributed.start(device), data_dir, progress, tensorboard, parallel)
     folder = RunFolder(out)
     if not folder.is_partial():
         if folder.is_complete():
@@ -80,7 +91,7 @@ def resume_study(out: str | os.PathLike, *, data_dir=None, device: str | torch.d
     cfg = folder.config()
     if progress and distributed.is_main():
         print(f"resuming {folder.path}", flush=True)
-    return _study(cfg, make_split(cfg.data, data_dir), folder, data_dir, device, progress, tensorboard, parallel)
+    return _study(cfg, make_split(cfg.data, data_dir), folder, opts)
 
 
 def run_or_resume(cfg: RunConfig, out: str | os.PathLike, **options) -> Path:
@@ -94,15 +105,15 @@ def run_or_resume(cfg: RunConfig, out: str | os.PathLike, **options) -> Path:
     return run_study(cfg, out, **options)
 
 
-def _study(cfg: RunConfig, split: Split, folder: RunFolder, data_dir, device: torch.device, progress: bool,
-           tensorboard: bool, parallel: bool) -> Path:
+def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Path:
     """The named steps, into the partial folder; then the folder is complete."""
     main = distributed.is_main()
     began = time.perf_counter()
-    writer = _tensorboard(folder) if tensorboard and main else None
-    if parallel:
-        train_in_parallel(cfg, data_dir, device, folder, progress)
-    members, history, timing = train_members(cfg, split, folder, device, progress=progress and main, writer=writer)
+    writer = _tensorboard(folder) if opts.tensorboard and main else None
+    if opts.parallel:
+        train_in_parallel(cfg, opts.data_dir, opts.device, folder, opts.progress)
+    members, history, timing = train_members(cfg, split, folder, opts.device, progress=opts.progress and main,
+                                             writer=writer)
     if writer is not None:
         writer.close()
     if not main:
@@ -112,7 +123,7 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, data_dir, device: to
     members.fit(val.raw, val.labels, calibrate=cfg.ensemble.calibrate, weighting=cfg.ensemble.weights)
     folder.save_ensemble(members, cfg.ensemble.weights)
     # Scored as saved, through the public `load`, so that `load(run).predict_proba` reproduces these exactly.
-    ensemble = folder.load(device)
+    ensemble = folder.load(opts.device)
     metrics = {**run_facts(cfg, split, ensemble), **score(ensemble, predict(ensemble, *split.test), val)}
     folder.write_metrics(metrics)
     write_report(folder.report, cfg, metrics, history)
