@@ -3,6 +3,7 @@ test-only run configurations, and image files made in memory."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -122,3 +123,40 @@ def patched_png(width: int, height: int) -> bytes:
     data[12:29] = ihdr
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
     return bytes(data)
+
+
+# -- the service -----------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def serving(app, **uvicorn_config):
+    """`app` served by uvicorn on a free loopback port in a thread: yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from fashion_ensemble.loadtest import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_config))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if server.started:
+            break
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def multipart(files: dict[str, bytes], field: str = "files") -> tuple[bytes, str]:
+    """A multipart/form-data body with one part per file: (body, its Content-Type header)."""
+    boundary = "test-boundary-7f3a"
+    body = b"".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+                    f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
+                    for name, data in files.items()) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"

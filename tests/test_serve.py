@@ -14,11 +14,13 @@ from fashion_ensemble.preprocess import preprocess
 from fashion_ensemble.serve import Batcher, ServeConfig, create_app
 from helpers import garment_photo, patched_png, png_bytes, synthetic_images
 
+LOCAL = "http://localhost"  # the service answers only its own host names (TestClient's default is "testserver")
+
 
 @pytest.fixture(scope="module")
 def client(tiny_run, tmp_path_factory):
     config = ServeConfig(max_body_bytes=200_000, max_pixels=1_000_000, max_files=4)
-    with TestClient(create_app(tiny_run, config)) as c:  # no examples: /random has no test set here
+    with TestClient(create_app(tiny_run, config), base_url=LOCAL) as c:  # no examples: no /random test set
         yield c
 
 
@@ -115,7 +117,7 @@ def test_random_without_test_images_is_a_404_that_says_why(client):
 
 def test_random_test_image(tiny_run, real_data):
     examples = lambda: load_raw(real_data, verify_checksums=False)["test"]  # noqa: E731 (as the CLI passes it)
-    with TestClient(create_app(tiny_run, ServeConfig(), examples=examples)) as c:
+    with TestClient(create_app(tiny_run, ServeConfig(), examples=examples), base_url=LOCAL) as c:
         r = c.get("/random", params={"index": 0}).json()
         assert r["index"] == 0 and r["label"] == "Ankle boot" and r["png"].startswith("data:image/png;base64,")
         assert c.get("/random", params={"index": 10_000}).status_code == 422
@@ -132,7 +134,7 @@ def test_docs_and_page(client):
 
 
 def test_torch_engine_gives_the_same_answers(tiny_run, image, client):
-    with TestClient(create_app(tiny_run, ServeConfig(engine="torch"))) as c:
+    with TestClient(create_app(tiny_run, ServeConfig(engine="torch")), base_url=LOCAL) as c:
         a = c.post("/predict", content=image).json()
     b = client.post("/predict", content=image).json()
     assert a["label"] == b["label"] and a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)

@@ -3,36 +3,24 @@ against the real service on a loopback port; plus the load-test command against 
 
 import os
 import shutil
-import threading
 import time
 
 import numpy as np
 import pytest
-import uvicorn
 
 from fashion_ensemble import loadtest
 from fashion_ensemble.data import CLASSES, load_raw
 from fashion_ensemble.serve import ServeConfig, create_app
-from helpers import garment_photo, png_bytes
+from helpers import garment_photo, png_bytes, serving
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
 def server(tiny_run, real_data):
-    port = loadtest.free_port()
-    app = create_app(tiny_run, ServeConfig(port=port),
-                     examples=lambda: load_raw(real_data, verify_checksums=False)["test"])
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    app = create_app(tiny_run, ServeConfig(), examples=lambda: load_raw(real_data, verify_checksums=False)["test"])
+    with serving(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -36,6 +36,20 @@ class TrainState:
     bad_epochs: int = 0  # epochs since the validation loss last improved
     history: list[dict] = field(default_factory=list)  # one train.EpochRecord (as a dict) per epoch run
 
+    def __post_init__(self):  # a checkpoint's metadata is read from disk: checked like any input
+        def number(x) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+        ok = {
+            "next_epoch": number(self.next_epoch) and self.next_epoch == int(self.next_epoch) >= 1,
+            "stopped": isinstance(self.stopped, bool),
+            "best_loss": number(self.best_loss),
+            "bad_epochs": number(self.bad_epochs) and self.bad_epochs == int(self.bad_epochs) >= 0,
+            "history": isinstance(self.history, list) and len(self.history) == self.next_epoch - 1,
+        }
+        wrong = [f"{name} = {getattr(self, name)!r}" for name, good in ok.items() if not good]
+        if wrong:
+            raise ValueError(f"training state out of range or of the wrong type: {', '.join(wrong)}")
 
 def save_checkpoint(path: Path, *, model: torch.nn.Module, best_state: dict | None, optimizer: torch.optim.Optimizer,
                     scheduler, generator: torch.Generator, state: TrainState,
@@ -68,11 +82,19 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.opti
     """Restore model (and its moving average `ema`, when kept), optimizer, scheduler and generators from `path`;
     returns (best_state or None, the TrainState)."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["state"])
-        tensors = load_file(str(path))
-    except Exception as e:
-        raise UserError(f"{path}: unreadable training checkpoint ({e}); delete it to restart that member") from None
+        return _restore(path, model, optimizer, scheduler, generator, ema)
+    except UserError:
+        raise
+    except Exception as e:  # a damaged or tampered file can fail anywhere in restoring it
+        raise UserError(f"{path}: unreadable training checkpoint ({type(e).__name__}: {e}); delete it to restart "
+                        "that member") from None
+
+
+def _restore(path: Path, model, optimizer, scheduler, generator, ema) -> tuple[dict | None, TrainState]:
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["state"])
+    tensors = load_file(str(path))
+    state = TrainState(**{f.name: meta[f.name] for f in dataclasses.fields(TrainState)})
     device = next(model.parameters()).device
 
     def part(prefix):
@@ -96,5 +118,4 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.opti
     generator.set_state(tensors["rng.shuffle"])
     if "rng.cuda" in tensors and device.type == "cuda":
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    state = TrainState(**{f.name: meta[f.name] for f in dataclasses.fields(TrainState)})
     return ({k: v.to(device) for k, v in best.items()} if best else None), state

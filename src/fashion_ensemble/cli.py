@@ -25,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"fashion-ensemble: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path that cannot be written or read: read-only, under a file, a full disk
+        print(f"fashion-ensemble: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("fashion-ensemble: interrupted", file=sys.stderr)
         return 130
@@ -62,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="run folder (default runs/<profile>-<protocol>-seed<N>-<time>)")
     run.add_argument("--resume", default=None, metavar="RUN_DIR",
                      help="go on with a stopped run from its last checkpoints (same result as an uninterrupted run)")
+    run.add_argument("--restart", action="store_true",
+                     help="start --out over, deleting the checkpoints of a stopped run there (else refused)")
     run.add_argument("--parallel", action="store_true",
                      help="train the members at the same time in separate processes, splitting the cores")
     add_common(run)
@@ -113,10 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="the HTTP service and web page for a trained run (FastAPI on uvicorn)")
     sv.add_argument("run_dir")
     sv.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only); 0.0.0.0 for all")
-    sv.add_argument("--port", type=int, default=8000, help="default 8000")
-    sv.add_argument("--max-body-mb", type=float, default=10.0, help="largest request body in MiB (default 10)")
-    sv.add_argument("--max-megapixels", type=float, default=40.0, help="largest image, checked before decoding "
-                    "(default 40)")
+    sv.add_argument("--port", type=port, default=8000, help="default 8000 (0: any free port)")
+    sv.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                    help="a Host header name to answer besides localhost and --host (repeatable; '*': any, e.g. "
+                         "behind a proxy that checks it)")
+    sv.add_argument("--max-body-mb", type=positive_float, default=10.0,
+                    help="largest request body in MiB (default 10)")
+    sv.add_argument("--max-megapixels", type=positive_float, default=40.0,
+                    help="largest image, checked before decoding (default 40)")
     sv.add_argument("--data-dir", default=None, help="test images for the page's random button")
     sv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default: cpu")
     sv.add_argument("--engine", choices=("onnx", "torch"), default="onnx",
@@ -164,12 +174,13 @@ def cmd_run(args) -> int:
                    tensorboard=args.tensorboard, parallel=args.parallel)
     if args.resume:
         given = [f"--{k}" for k in ("profile", "config", "protocol", "seed", "seeds", "out")
-                 if getattr(args, k) is not None] + (["--set"] if args.overrides else [])
+                 if getattr(args, k) is not None] + (["--set"] if args.overrides else []) + \
+                (["--restart"] if args.restart else [])
         if given:
             raise UserError(f"--resume continues a run with its own config.json; drop {' '.join(given)}")
         out = pipeline.resume_study(args.resume, **options)
     else:
-        out = seeds.run(run_config(args), args.out, seeds=args.seeds or 1, **options)
+        out = seeds.run(run_config(args), args.out, seeds=args.seeds or 1, restart=args.restart, **options)
     if not distributed.is_main():  # under torchrun, only rank 0 speaks
         return 0
     if args.seeds and args.seeds > 1:
@@ -217,6 +228,20 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0..65535, got {text}")
+    return value
+
+
 def cmd_predict(args) -> int:
     from tqdm import tqdm
 
@@ -235,7 +260,7 @@ def cmd_predict(args) -> int:
                 tqdm.write(f"fashion-ensemble: skipped {rec['error']}", file=sys.stderr)
                 if not args.json:
                     continue
-            tqdm.write(json.dumps(rec) if args.json else format_prediction(rec), file=sys.stdout)
+            tqdm.write(json.dumps(rec, allow_nan=False) if args.json else format_prediction(rec), file=sys.stdout)
     if failed:
         print(f"fashion-ensemble: {failed} of {len(files)} files could not be read", file=sys.stderr)
     return 1 if failed else 0
@@ -262,10 +287,11 @@ def cmd_serve(args) -> int:
     def test_images():  # for the page's random button; read on its first use, so serving never imports data.py
         from . import data
 
-        return data.load_raw(args.data_dir, verify_checksums=False)["test"]
+        return data.load_raw(args.data_dir, verify_checksums=False, parts=("test",))["test"]
 
     settings = serve.ServeConfig(host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 2**20),
-                                 max_pixels=int(args.max_megapixels * 1e6), engine=args.engine)
+                                 max_pixels=int(args.max_megapixels * 1e6), engine=args.engine,
+                                 allowed_hosts=tuple(args.allowed_host))
     serve.serve(args.run_dir, settings, device=str(distributed.resolve_device(args.device)),
                 access_log=args.access_log, examples=test_images)
     return 0
@@ -276,7 +302,7 @@ def cmd_loadtest(args) -> int:
 
     if bool(args.run_dir) == bool(args.url):
         raise UserError("give a run folder (a service is started for the test) or --url of a running one, not both")
-    images, labels = data.load_raw(args.data_dir, verify_checksums=False)["test"]
+    images, labels = data.load_raw(args.data_dir, verify_checksums=False, parts=("test",))["test"]
     kwargs = dict(requests=args.requests, concurrency=args.concurrency, photos=args.photos)
     if args.url:
         result = loadtest.load_test(args.url, images, labels, **kwargs)

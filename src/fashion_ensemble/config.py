@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,12 @@ from pathlib import Path
 from .errors import UserError
 
 PROTOCOLS = ("paper", "standard")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a member's or profile's name: it becomes a file name
+# Bounds on the members' sizes: far above any useful model here (the `best` ANN is 2 × 2048, its CNN at most 288
+# wide), and low enough that a mistyped or hostile config is refused before it allocates gigabytes.
+MAX_ANN_WIDTH, MAX_ANN_LAYERS = 16_384, 16
+MAX_CNN_WIDTH, MAX_CNN_BLOCKS, MAX_CNN_STAGES = 4_096, 32, 5  # 5 stages: 28 → 14 → 7 → 3 → 1 pixels
+MAX_PARAMETERS = 100_000_000  # 400 MB of fp32 weights, 17× the `best` profile's two members together
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,17 @@ class ANNConfig:
     hidden: tuple[int, ...] = (1024, 512)  # fully connected widths; 784→1024→512→10 is ~1.3M parameters
     dropout: float = 0.3  # after each hidden block
 
+    def __post_init__(self):
+        _check(len(self.hidden) <= MAX_ANN_LAYERS and all(1 <= w <= MAX_ANN_WIDTH for w in self.hidden),
+               "model.hidden", self.hidden, f"at most {MAX_ANN_LAYERS} widths, each 1..{MAX_ANN_WIDTH}")
+        _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "a probability in [0, 1)")
+        _check(self.weights() <= MAX_PARAMETERS, "model size", self.weights(), f"at most {MAX_PARAMETERS:,} weights")
+
+    def weights(self) -> int:
+        """The weight matrices' entries (BatchNorm and biases aside): 784·h1 + h1·h2 + ... + hk·10."""
+        widths = [28 * 28, *self.hidden, 10]
+        return sum(a * b for a, b in zip(widths, widths[1:]))
+
 
 @dataclass(frozen=True)
 class CNNConfig:
@@ -94,6 +112,23 @@ class CNNConfig:
     # pointwise (Keras SeparableConv2D, Xception): fewer memory-bound passes, faster steps
     pool_first: bool = False  # a stage's last block max-pooled before its BN + ReLU, which then run on a quarter of
     # the pixels: the same function when BN's scale is positive, but its statistics are the pooled maps'
+
+    def __post_init__(self):
+        widths = [self.stem, *(w for stage in self.stages for w in stage)]
+        _check(all(1 <= w <= MAX_CNN_WIDTH for w in widths) and 0 < len(widths) - 1 <= MAX_CNN_BLOCKS
+               and all(self.stages), "model.stem and model.stages", (self.stem, self.stages),
+               f"widths 1..{MAX_CNN_WIDTH}, 1 to {MAX_CNN_BLOCKS} blocks, no empty stage")
+        _check(len(self.stages) <= MAX_CNN_STAGES, "model.stages", self.stages,
+               f"at most {MAX_CNN_STAGES} stages (a 2×2 max-pool between two halves 28 pixels each time)")
+        _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "a probability in [0, 1)")
+        _check(self.weights() <= MAX_PARAMETERS, "model size", self.weights(), f"at most {MAX_PARAMETERS:,} weights")
+
+    def weights(self) -> int:
+        """The convolutions' and classifier's weights (BatchNorm aside): 9·stem, then 9·cin + cin·cout per block."""
+        total, width = 9 * self.stem, self.stem
+        for cout in (w for stage in self.stages for w in stage):
+            total, width = total + 9 * width + width * cout, cout
+        return total + width * 10
 
 
 @dataclass(frozen=True)
@@ -119,6 +154,15 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     members: dict[str, MemberConfig] = field(default_factory=dict)  # name → member; the paper has "ann" and "cnn"
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+
+    def __post_init__(self):
+        _check(bool(NAME.fullmatch(self.profile)), "profile", self.profile,
+               "a name of letters, digits, '_', '-' or '.' (it names the run folder)")
+        for name, member in self.members.items():
+            _check(bool(NAME.fullmatch(name)), "members", name,
+                   "named with letters, digits, '_', '-' or '.' (the name is its weights file's)")
+            _check(member.kind in ("ann", "cnn"), f"members.{name}.kind", member.kind, "'ann' or 'cnn'")
+        _check(self.seed >= 0, "seed", self.seed, "0 or more")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -147,11 +191,16 @@ def _build(tp, value):
         unknown = set(value) - names
         if unknown:
             raise UserError(f"config: unknown field(s) {sorted(unknown)} for {tp.__name__}; known: {sorted(names)}")
-        kwargs = {k: _build(hints[k], v) for k, v in value.items()}
+        kwargs = {k: _build(hints[k], v) for k, v in value.items()}  # the given fields' own mistakes first
         if tp is MemberConfig:
             model_cls = {"ann": ANNConfig, "cnn": CNNConfig}.get(value.get("kind"))
             if model_cls is None:
                 raise UserError(f"config: member kind must be 'ann' or 'cnn', got {value.get('kind')!r}")
+        missing = sorted(f.name for f in dataclasses.fields(tp) if f.name not in value
+                         and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        if missing:
+            raise UserError(f"config: missing field(s) {missing} for {tp.__name__}")
+        if tp is MemberConfig:
             kwargs["model"] = _build(model_cls, value["model"])
         return tp(**kwargs)
     if origin in (typing.Union, types.UnionType):
@@ -162,12 +211,16 @@ def _build(tp, value):
             return value
         return _build(next(a for a in args if a is not type(None)), value)
     if origin is tuple:
-        args = typing.get_args(tp)
-        inner = args[0]
-        return tuple(_build(inner, v) for v in value)
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config: expected a list, got {value!r}")
+        return tuple(_build(typing.get_args(tp)[0], v) for v in value)
     if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"config: expected an object, got {value!r}")
         _, vt = typing.get_args(tp)
         return {k: _build(vt, v) for k, v in value.items()}
+    if tp in (int, float) and isinstance(value, bool):
+        raise UserError(f"config: expected {tp.__name__}, got {value!r}")
     if tp is float and isinstance(value, int):
         return float(value)
     if tp in (int, float, str, bool) and not isinstance(value, tp):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,7 @@ OFFICIAL_SHA256 = {
     "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 IMAGES_MAGIC, LABELS_MAGIC = 0x00000803, 0x00000801  # uint8 data; 3 dims (N, rows, cols) or 1 dim (N,)
+MAX_IDX_BYTES = 2**31  # 2 GiB of pixels: 40× Fashion-MNIST's train images, above EMNIST's largest split
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -48,48 +51,59 @@ def read_idx(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     """Read one gzip-compressed IDX file. Returns (array, sha256 of the decompressed bytes).
 
     Images come back as uint8 (N, rows, cols), labels as uint8 (N,). Every way the file can be wrong gets a UserError.
-    """
+    The file is decompressed as a stream and never past the size its header declares (at most MAX_IDX_BYTES), so a
+    gzip bomb costs no more memory than an honest file of the size it claims."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found; {INSTALL_HINT}")
-    packed = path.read_bytes()
-    if not packed:
+    if path.stat().st_size == 0:
         raise UserError(f"{path}: the file is empty (0 bytes); re-install or re-download it")
     try:
-        raw = gzip.decompress(packed)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        with gzip.open(path, "rb") as f:
+            header = f.read(8)
+            if len(header) < 8:
+                raise UserError(f"{path}: {len(header)} bytes is too short for an IDX header (8+ bytes)")
+            magic, count = struct.unpack(">II", header)
+            if magic == IMAGES_MAGIC:
+                dims = f.read(8)
+                if len(dims) < 8:
+                    raise UserError(f"{path}: image header truncated ({8 + len(dims)} bytes, need 16)")
+                header += dims
+                shape = (count, *struct.unpack(">II", dims))
+            elif magic == LABELS_MAGIC:
+                shape = (count,)
+            else:
+                raise UserError(
+                    f"{path}: magic number 0x{magic:08x} is neither IDX uint8 images (0x{IMAGES_MAGIC:08x}) "
+                    f"nor labels (0x{LABELS_MAGIC:08x})"
+                )
+            size = math.prod(shape)  # Python integers: no overflow, whatever the header says
+            if size > MAX_IDX_BYTES:
+                raise UserError(f"{path}: the header declares {shape} = {size:,} bytes, more than the "
+                                f"{MAX_IDX_BYTES:,} this reader accepts")
+            data = f.read(size)
+            extra = len(f.read(1))
+    except (OSError, EOFError, zlib.error) as e:
         raise UserError(f"{path}: not a readable gzip file ({e}); re-install or re-download it") from None
-    if len(raw) < 8:
-        raise UserError(f"{path}: {len(raw)} bytes is too short for an IDX header (8+ bytes)")
-    magic, count = struct.unpack(">II", raw[:8])
-    if magic == IMAGES_MAGIC:
-        if len(raw) < 16:
-            raise UserError(f"{path}: image header truncated ({len(raw)} bytes, need 16)")
-        rows, cols = struct.unpack(">II", raw[8:16])
-        shape, offset = (count, rows, cols), 16
-    elif magic == LABELS_MAGIC:
-        shape, offset = (count,), 8
-    else:
+    if len(data) != size or extra:
         raise UserError(
-            f"{path}: magic number 0x{magic:08x} is neither IDX uint8 images (0x{IMAGES_MAGIC:08x}) "
-            f"nor labels (0x{LABELS_MAGIC:08x})"
+            f"{path}: header says {shape} ({len(header) + size} bytes) but the file holds "
+            f"{len(header) + len(data)}{'+' if extra else ''} bytes: truncated or padded"
         )
-    expected = offset + int(np.prod(shape))
-    if len(raw) != expected:
-        raise UserError(
-            f"{path}: header says {shape} ({expected} bytes) but the file holds {len(raw)} bytes: truncated or padded"
-        )
-    array = np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape)
-    return array, hashlib.sha256(raw).hexdigest()
+    array = np.frombuffer(data, dtype=np.uint8).reshape(shape)
+    return array, hashlib.sha256(header + data).hexdigest()
 
 
-def load_raw(data_dir=None, *, verify_checksums: bool = True) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The official parts: {"train": (images uint8 (60000, 28, 28), labels int64), "test": (... 10000 ...)}."""
+def load_raw(data_dir=None, *, verify_checksums: bool = True, parts: tuple[str, ...] = ("train", "test")
+             ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The official parts: {"train": (images uint8 (60000, 28, 28), labels int64), "test": (... 10000 ...)}, or only
+    those named in `parts`."""
     folder = resolve_data_dir(data_dir)
     if not folder.is_dir():
         raise UserError(f"data folder {folder} does not exist; {INSTALL_HINT}")
-    parts = {}
-    for part, (images_file, labels_file) in FILES.items():
+    loaded = {}
+    for part in parts:
+        images_file, labels_file = FILES[part]
         images, images_sha = read_idx(folder / images_file)
         labels, labels_sha = read_idx(folder / labels_file)
         if images.ndim != 3 or images.shape[1:] != (28, 28):
@@ -110,8 +124,8 @@ def load_raw(data_dir=None, *, verify_checksums: bool = True) -> dict[str, tuple
             for name, sha in ((images_file, images_sha), (labels_file, labels_sha)):
                 if sha != OFFICIAL_SHA256[name]:
                     raise UserError(f"{folder / name}: content checksum {sha[:12]}… differs from the official release")
-        parts[part] = (images, labels.astype(np.int64))
-    return parts
+        loaded[part] = (images, labels.astype(np.int64))
+    return loaded
 
 
 @dataclass

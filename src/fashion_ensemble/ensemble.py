@@ -47,9 +47,13 @@ class Member:
         return raw_proba if self.temperature == 1.0 else temperature_scale(raw_proba, self.temperature)
 
 
+TEMPERATURES = (0.01, 100.0)  # sane range: fitting searches [0.05, 20]; beyond, a float32 softmax under- or overflows
+
+
 def check_temperature(temperature) -> float:
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise UserError(f"a member's temperature must be a positive number, got {temperature!r}")
+    lo, hi = TEMPERATURES
+    if not (np.isfinite(temperature) and lo <= temperature <= hi):
+        raise UserError(f"a member's temperature must be a number in [{lo:g}, {hi:g}], got {temperature!r}")
     return float(temperature)
 
 
@@ -108,7 +112,10 @@ class SoftVotingEnsemble:
         """(the ensemble's probabilities (N, 10), {member name: its probabilities (N, 10)})."""
         x = check_images(images)  # validate once, before any member runs
         member_probas = {name: m._proba(x) for name, m in self.members.items()}
-        return self.vote(member_probas), member_probas
+        proba = self.vote(member_probas)
+        if not np.isfinite(proba).all():  # finite weights give finite probabilities: never emit NaN
+            raise UserError("the model gave non-finite probabilities; its weights are damaged (train it again)")
+        return proba, member_probas
 
     def vote(self, member_probas: dict[str, np.ndarray]) -> np.ndarray:
         """The ensemble's probabilities from its members' (name → (N, 10)), as `predict_proba` combines them."""

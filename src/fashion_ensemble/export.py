@@ -61,6 +61,8 @@ class EnsembleGraph(nn.Module):
 def export_onnx(ensemble: SoftVotingEnsemble, out: str | os.PathLike) -> list[Path]:
     """Write the ensemble to `out` (e.g. model.onnx) and each member beside it (model.ann.onnx, ...).
     Returns the paths written."""
+    if Path(out).name in ("", ".", ".."):
+        raise UserError(f"--onnx needs a file name such as model.onnx, got {str(out)!r}")
     out = Path(out)
     if out.suffix != ".onnx":
         out = out.with_name(out.name + ".onnx")
@@ -71,8 +73,11 @@ def export_onnx(ensemble: SoftVotingEnsemble, out: str | os.PathLike) -> list[Pa
             MemberGraph(member), ["probabilities"], {**_metadata(ensemble), "member": name, "kind": member.kind})
     for path, model in models.items():
         tmp = path.with_name(f".{path.name}.partial")
-        tmp.write_bytes(model.SerializeToString())
-        tmp.replace(path)
+        try:
+            tmp.write_bytes(model.SerializeToString())
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)  # written and renamed, or failed (a full disk): nothing left behind
     return list(models)
 
 
@@ -141,6 +146,8 @@ class OnnxEnsemble:
         session = self.small_session if len(x) <= SMALL_BATCH else self.session
         outs = [o.astype(np.float64) for o in session.run(None, {"images": x})]
         outs = [o / o.sum(axis=1, keepdims=True) for o in outs]  # float32 rounding: rows sum to 1 again
+        if not np.isfinite(outs[0]).all():
+            raise UserError("the model gave non-finite probabilities; its weights are damaged (train it again)")
         return outs[0], dict(zip(self.members, outs[1:]))
 
     def predict_proba(self, images) -> np.ndarray:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import zlib
@@ -54,26 +55,29 @@ def run_study(
     progress: bool = True,
     tensorboard: bool = False,
     parallel: bool = False,
+    restart: bool = False,
 ) -> Path:
     """Run the whole study and write its folder (default `runs/<profile>-<protocol>-seed<N>-<time>`); returns its path.
 
     The folder is written under a hidden temporary name, `.<name>.partial`, and renamed only when complete, so a failed
     or killed run never leaves one that looks finished. The temporary folder holds a checkpoint per member, saved after
-    every epoch: `resume_study(out)` (`fashion-ensemble run --resume OUT`) goes on from there. With `parallel`, the
-    members train at the same time in separate processes that split the cores."""
+    every epoch: `resume_study(out)` (`fashion-ensemble run --resume OUT`) goes on from there; a new run of the same
+    folder is refused while that exists, unless `restart` says to delete it. With `parallel`, the members train at
+    the same time in separate processes that split the cores."""
     opts = Options(distributed.start(device), data_dir, progress, tensorboard, parallel)
     folder = RunFolder(distributed.broadcast_object(str(out if out is not None else default_path(cfg))))
     if folder.path.exists():
         raise UserError(f"{folder.path} already exists; choose another --out or remove it")
     if not cfg.members:
         raise UserError("the configuration has no members to train")
-    split = make_split(cfg.data, data_dir)  # bad data fails here, before any folder is made
-    if distributed.is_main():
-        folder.start(cfg)
-        if progress:
-            print(f"writing {folder.path} (if stopped: fashion-ensemble run --resume {folder.path})", flush=True)
-    distributed.barrier()
-    return _study(cfg, split, folder, opts)
+    with _writing(folder):
+        split = make_split(cfg.data, data_dir)  # bad data fails here, before any folder is made
+        if distributed.is_main():
+            folder.start(cfg, restart=restart)  # a stopped run's checkpoints: refused unless `restart`
+            if progress:
+                print(f"writing {folder.path} (if stopped: fashion-ensemble run --resume {folder.path})", flush=True)
+        distributed.barrier()
+        return _study(cfg, split, folder, opts)
 
 
 def resume_study(out: str | os.PathLike, *, data_dir=None, device: str | torch.device = "auto",
@@ -83,15 +87,21 @@ def resume_study(out: str | os.PathLike, *, data_dir=None, device: str | torch.d
     uninterrupted run."""
     opts = Options(distributed.start(device), data_dir, progress, tensorboard, parallel)
     folder = RunFolder(out)
-    if not folder.is_partial():
-        if folder.is_complete():
-            raise UserError(f"{folder.path} is complete; there is nothing to resume")
-        raise UserError(f"nothing to resume at {folder.path}: {folder.partial} does not exist (a run keeps it until "
-                        "it completes)")
-    cfg = folder.config()
-    if progress and distributed.is_main():
-        print(f"resuming {folder.path}", flush=True)
-    return _study(cfg, make_split(cfg.data, data_dir), folder, opts)
+    with _writing(folder):
+        if not folder.is_partial():
+            if folder.is_complete():
+                raise UserError(f"{folder.path} is complete; there is nothing to resume")
+            raise UserError(f"nothing to resume at {folder.path}: {folder.partial} does not exist (a run keeps it "
+                            "until it completes)")
+        cfg = folder.config()
+        if progress and distributed.is_main():
+            print(f"resuming {folder.path}", flush=True)
+        return _study(cfg, make_split(cfg.data, data_dir), folder, opts)
+
+
+def _writing(folder: RunFolder):
+    """The folder's lock, held by the process that writes it (rank 0 under torchrun)."""
+    return folder.lock() if distributed.is_main() else contextlib.nullcontext()
 
 
 def run_or_resume(cfg: RunConfig, out: str | os.PathLike, **options) -> Path:

@@ -6,31 +6,44 @@ image centred, negate, convert to 8-bit greyscale. `preprocess` does the same, e
 antialiasing Lanczos filter (sharp already, so no sharpening step) and negates only a light background, so that an
 image that is already bright on black (e.g. a Fashion-MNIST image itself) is left as it is.
 
-Decoding uses Pillow (PNG, JPEG, WebP, BMP, GIF's first frame, TIFF, ...). The pixel count is checked from the header
-before anything is decoded, so a decompression bomb is refused without allocating its pixels.
+Decoding uses Pillow (PNG, JPEG, WebP, AVIF, BMP, GIF's first frame, TIFF, ... every format it can read). Hostile
+input costs bounded work: a path must be a regular file no larger than `MAX_FILE_BYTES`, the pixel count is checked
+from the header before anything is decoded (a decompression bomb is refused without allocating its pixels), a large
+JPEG is decoded at a reduced scale, and any image is reduced to about `WORK_SIDE` pixels on its longest side before
+it is converted to floats. The EXIF orientation is applied, as a browser or a phone's gallery shows the photo.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
+import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
 
 SIZE = 28
 MAX_PIXELS = 50_000_000  # 50 MP: above any camera's photo; its RGBA decode is 200 MB
+MAX_FILE_BYTES = 256 * 2**20  # a file larger than this is refused before it is read (a phone's JPEG is 2-8 MB)
+WORK_SIDE = 1024  # larger images are reduced (box filter) to about this before float conversion; the model sees 28
 TRIM_THRESHOLD = 0.05  # Zalando's: pixels within 5% of the background colour count as background
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+ORIENTATION = 0x0112  # the EXIF tag a phone sets instead of rotating the pixels
+# The file names of every format Pillow can read here, but those it can only identify (scientific stubs, Windows
+# metafiles) or needs another program for (EPS: Ghostscript).
+_UNREADABLE = {"BUFR", "GRIB", "HDF5", "WMF", "MPEG", "EPS"}
+Image.init()
+IMAGE_SUFFIXES = tuple(sorted(ext for ext, fmt in Image.registered_extensions().items()
+                              if fmt in Image.OPEN and fmt not in _UNREADABLE))
 
 
 class ImageError(UserError):
-    """An image that cannot be used; `reason` is one of "empty", "not_an_image", "too_many_pixels", "corrupt",
-    "blank" (the HTTP service maps it to a status code)."""
+    """An image that cannot be used; `reason` is one of "empty", "not_an_image", "too_large", "too_many_pixels",
+    "corrupt", "blank" (the HTTP service maps it to a status code)."""
 
     def __init__(self, message: str, reason: str):
         super().__init__(message)
@@ -39,24 +52,60 @@ class ImageError(UserError):
 
 def preprocess(source, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
     """A path, bytes, binary file object or PIL image → (28, 28) uint8, garment bright on black."""
-    return to_model_input(greyscale(open_image(source, max_pixels=max_pixels, name=name)))
+    return to_model_input(greyscale(shrink(open_image(source, max_pixels=max_pixels, name=name))))
+
+
+def read_file(path: str | os.PathLike, name: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """A regular file's bytes, its size checked first: a FIFO, a device or a folder is refused, not read."""
+    name = name or str(path)
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError(f"{name}: not a regular file (a folder, FIFO or device); only image files are read",
+                             "not_an_image")
+        if info.st_size > max_bytes:
+            raise ImageError(f"{name}: {info.st_size:,} bytes is more than the limit of {max_bytes:,}", "too_large")
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise ImageError(f"{name}: cannot read the file ({e.strerror or e})", "not_an_image") from None
+    if len(data) > max_bytes:  # it grew since the check
+        raise ImageError(f"{name}: more than the limit of {max_bytes:,} bytes", "too_large")
+    return data
+
+
+def header_pixels(data: bytes, *, max_pixels: int = MAX_PIXELS, name: str = "image") -> int:
+    """The pixel count an encoded image's header declares, without decoding it (the same refusals as `open_image`
+    for what is not an image or has too many pixels)."""
+    w, h = _open(data, max_pixels, name).size
+    return w * h
 
 
 def open_image(source, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> Image.Image:
-    """Decode the first frame, refusing images of more than `max_pixels` before decoding them."""
+    """Decode the first frame, upright, refusing images of more than `max_pixels` before decoding them."""
     if isinstance(source, Image.Image):
-        return _check_size(source, max_pixels, name or "image")
+        return upright(_check_size(source, max_pixels, name or "image"))
     if isinstance(source, (str, os.PathLike)):
         name = name or str(source)
-        try:
-            source = Path(source).read_bytes()
-        except OSError as e:
-            raise ImageError(f"{name}: cannot read the file ({e.strerror or e})", "not_an_image") from None
+        source = read_file(source, name)
     elif hasattr(source, "read"):
         source = source.read()
     name = name or "image"
     if not isinstance(source, (bytes, bytearray, memoryview)):
         raise TypeError(f"expected a path, bytes, a binary file or a PIL image, got {type(source).__name__}")
+    image = _open(source, max_pixels, name)
+    if image.format == "JPEG" and max(image.size) > WORK_SIDE:
+        image.draft(image.mode, (WORK_SIDE, WORK_SIDE))  # decoded at 1/2, 1/4 or 1/8 scale, not at full size
+    try:
+        image.load()  # a freshly opened file stands at its first frame (GIF, WebP, TIFF)
+        return upright(image)
+    except Exception as e:  # truncated or corrupt pixel data
+        raise ImageError(f"{name}: corrupt or truncated {image.format} image ({type(e).__name__}: {e})",
+                         "corrupt") from None
+
+
+def _open(source: bytes, max_pixels: int, name: str) -> Image.Image:
+    """Parse the header only (Pillow decodes lazily), refusing what is not an image or has too many pixels."""
     if len(source) == 0:
         raise ImageError(f"{name}: the file is empty (0 bytes)", "empty")
     try:
@@ -66,18 +115,37 @@ def open_image(source, *, max_pixels: int = MAX_PIXELS, name: str | None = None)
     except (UnidentifiedImageError, Image.DecompressionBombError) as e:
         if isinstance(e, Image.DecompressionBombError):
             raise ImageError(f"{name}: too many pixels ({e})", "too_many_pixels") from None
-        raise ImageError(f"{name}: not an image Pillow can read (PNG, JPEG, WebP, BMP, GIF, TIFF)", "not_an_image") \
-            from None
+        raise ImageError(f"{name}: not an image Pillow can read (PNG, JPEG, WebP, AVIF, BMP, GIF, TIFF, ...)",
+                         "not_an_image") from None
     except Exception as e:  # a malformed header can raise almost anything inside a decoder
         raise ImageError(f"{name}: unreadable image header ({type(e).__name__}: {e})", "corrupt") from None
-    _check_size(image, max_pixels, name)
+    return _check_size(image, max_pixels, name)
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """The image as it is meant to be seen: its EXIF orientation applied (a phone stores a portrait shot sideways
+    and sets the tag; browsers honour it)."""
     try:
-        image.seek(0)  # GIF, WebP, TIFF: the first frame
-        image.load()
-    except Exception as e:  # truncated or corrupt pixel data
-        raise ImageError(f"{name}: corrupt or truncated {image.format} image ({type(e).__name__}: {e})",
-                         "corrupt") from None
-    return image
+        orientation = image.getexif().get(ORIENTATION, 1)
+    except Exception:  # a damaged EXIF block: the pixels are still good
+        return image
+    return image if orientation == 1 else ImageOps.exif_transpose(image)
+
+
+def shrink(image: Image.Image) -> Image.Image:
+    """An image longer than `WORK_SIDE` on a side reduced by a whole factor (a box filter) to at most that, so that
+    the float work after it is bounded (~1 MP) whatever the image's size; modes the filter cannot average (1-bit,
+    palette, 16-bit) are converted first."""
+    factor = math.ceil(max(image.size) / WORK_SIDE)
+    if factor <= 1:
+        return image
+    if image.mode == "1":
+        image = image.convert("L")
+    elif image.mode in ("P", "PA"):
+        image = image.convert("RGBA" if image.mode == "PA" or "transparency" in image.info else "RGB")
+    elif image.mode.startswith("I;16"):
+        image = image.convert("I")
+    return image.reduce(factor)
 
 
 def _check_size(image: Image.Image, max_pixels: int, name: str) -> Image.Image:
@@ -167,11 +235,12 @@ def as_photo(image28: np.ndarray, size: int = 224, quality: int = 90) -> bytes:
 
 
 def image_files(paths) -> list[Path]:
-    """Files named directly, plus the image files (by suffix) anywhere under named folders, in a stable order."""
+    """Files named directly, plus the image files (by suffix, regular files only) anywhere under named folders, in a
+    stable order."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
         else:
             files.append(p)
     return files

@@ -9,6 +9,11 @@ Weights in safetensors, everything else JSON; nothing is ever unpickled.
     runs/<name>/report.md + *.png       the report (report.py) and its plots
     runs/.<name>.partial/               the same folder while a run writes it, with checkpoints/<member>.safetensors;
                                         renamed to <name> when complete (a complete folder holds no checkpoints)
+    runs/.<name>.lock                   held (flock) by the process writing the folder; a second one is refused
+
+Reading never trusts the files: ensemble.json is checked against a schema, weights files must lie in the folder,
+the config's shapes are compared with the safetensors header before a model is built, and weights must be finite
+floats.
 
 Every folder written so far is format 1 ("fashion-ensemble/1" in ensemble.json); a reader for an older layout goes
 here when the layout changes.
@@ -16,7 +21,10 @@ here when the layout changes.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import math
 import os
 import shutil
 import time
@@ -24,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import RunConfig
-from .ensemble import Member, SoftVotingEnsemble
+from .ensemble import Member, SoftVotingEnsemble, check_temperature
 from .errors import UserError
 from .models import build_model
 
@@ -105,23 +113,60 @@ class RunFolder:
         if not self.current.is_dir():
             raise UserError(f"run folder {self.path} does not exist")
         config = self.config()
-        spec = read_json(self.file(ENSEMBLE))
+        spec = check_ensemble_spec(read_json(self.file(ENSEMBLE)), self.file(ENSEMBLE))
         members = {}
-        for name, info in spec.get("members", {}).items():
+        for name, info in spec["members"].items():
             member_cfg = config.members.get(name)
             if member_cfg is None:
                 raise UserError(f"{self.current}: ensemble.json names member {name!r}, which config.json does not "
                                 "define")
+            path = self.file(info["weights_file"])
+            with torch.device("meta"):  # the config's shapes, allocating nothing, against the file's header
+                check_header(path, build_model(member_cfg.kind, member_cfg.model))
             model = build_model(member_cfg.kind, member_cfg.model)
-            model.load_state_dict(load_weights(self.file(info["weights_file"]), model))
+            model.load_state_dict(load_weights(path, model))
             members[name] = Member(member_cfg.kind, model, device, tta_flip=member_cfg.tta_flip,
                                    temperature=info.get("temperature", 1.0))
         return SoftVotingEnsemble(members, [spec["weights"][name] for name in members])
 
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the folder for this process while it writes it: a second run or resume of it is refused while this
+        one lives (an advisory flock, released by the kernel however the process ends)."""
+        path = self.path.with_name(f".{self.path.name}.lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip()
+                os.close(fd)
+                raise UserError(f"{self.path} is being written by another process (pid {holder or '?'}); wait for "
+                                "it to end, or stop it and go on with --resume") from None
+            with contextlib.suppress(FileNotFoundError):
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break  # else its holder removed it between our open and our lock: take the new file
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.close(fd)
+
     # -- writing (into the partial folder) ------------------------------------------------------------------------
-    def start(self, cfg: RunConfig) -> None:
-        """A fresh partial folder holding config.json (a stale one from a stopped run is replaced)."""
-        shutil.rmtree(self.partial, ignore_errors=True)
+    def start(self, cfg: RunConfig, *, restart: bool = False) -> None:
+        """A fresh partial folder holding config.json. A stopped run's partial folder (its checkpoints) is refused
+        unless `restart` says to delete it."""
+        if self.is_partial():
+            if not restart:
+                raise UserError(f"a stopped run of {self.path} is in {self.partial} (its checkpoints): go on with "
+                                f"`fashion-ensemble run --resume {self.path}`, or start over with --restart, which "
+                                "deletes them")
+            shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True)
         write_json(self.partial / CONFIG, cfg.to_dict())
 
@@ -181,25 +226,75 @@ def save_weights(path: Path, model: torch.nn.Module, kind: str) -> None:
     save_file(state, str(path), metadata={"format": FORMAT, "kind": kind})
 
 
-def load_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Read a safetensors file and check it against `model`'s parameters by name and shape."""
+def check_ensemble_spec(spec, path: Path) -> dict:
+    """ensemble.json's schema: {"members": {name: {"weights_file": a file name in the folder, "temperature":
+    a number in range (optional)}}, "weights": {name: a number}}; anything else is a UserError naming the field."""
+    def bad(field: str, expected: str, got) -> UserError:
+        return UserError(f"{path}: {field} must be {expected}, got {got!r}; the file is damaged (rewrite it, or "
+                         "train again)")
+
+    if not isinstance(spec, dict):
+        raise bad("the file", "a JSON object", type(spec).__name__)
+    members, weights = spec.get("members"), spec.get("weights")
+    if not isinstance(members, dict) or not members:
+        raise bad('"members"', "an object of one entry per member", members)
+    if not isinstance(weights, dict):
+        raise bad('"weights"', "an object of one voting weight per member", weights)
+    for name, info in members.items():
+        if not isinstance(info, dict):
+            raise bad(f'"members"."{name}"', 'an object with "weights_file"', info)
+        file = info.get("weights_file")
+        if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
+            raise bad(f'"members"."{name}"."weights_file"', "a file name inside the run folder", file)
+        if "temperature" in info:
+            t = info["temperature"]
+            if isinstance(t, bool) or not isinstance(t, (int, float)):
+                raise bad(f'"members"."{name}"."temperature"', "a number", t)
+            check_temperature(t)
+        w = weights.get(name)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise bad(f'"weights"."{name}"', "a finite number ≥ 0", w)
+    return spec
+
+
+def check_header(path: Path, skeleton: torch.nn.Module) -> None:
+    """Compare a safetensors file's tensor names and shapes (its header alone) with `skeleton`'s (a model on the meta
+    device): a config that asks for far larger layers than the file holds is refused before anything is built."""
     if not path.is_file():
         raise UserError(f"{path.parent}: {path.name} is missing; the run folder is incomplete")
     try:
-        state = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {key: tuple(f.get_slice(key).get_shape()) for key in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{path}: not a safetensors file ({e}); weights are never read from pickles") from None
-    expected = model.state_dict()
-    missing, unexpected = set(expected) - set(state), set(state) - set(expected)
+    _compare(path, shapes, {k: tuple(v.shape) for k, v in skeleton.state_dict().items()})
+
+
+def _compare(path: Path, found: dict, expected: dict) -> None:
+    missing, unexpected = set(expected) - set(found), set(found) - set(expected)
     if missing or unexpected:
         raise UserError(
             f"{path}: tensors do not match the model in config.json "
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
+    for key, shape in found.items():
+        if shape != expected[key]:
+            raise UserError(f"{path}: {key} has shape {shape}, the model in config.json needs {expected[key]}")
+
+
+def load_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Read a safetensors file and check it against `model`'s state by name and shape; every floating tensor of the
+    model must be a finite float in the file (NaN or integer weights are a damaged file, not a model)."""
+    check_header(path, model)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path}: not a safetensors file ({e}); weights are never read from pickles") from None
+    expected = model.state_dict()
     for key, tensor in state.items():
-        if tensor.shape != expected[key].shape:
-            raise UserError(
-                f"{path}: {key} has shape {tuple(tensor.shape)}, the model in config.json needs "
-                f"{tuple(expected[key].shape)}"
-            )
+        if expected[key].is_floating_point():
+            if not tensor.is_floating_point():
+                raise UserError(f"{path}: {key} is {tensor.dtype}, not floating point; the file is damaged")
+            if not torch.isfinite(tensor).all():
+                raise UserError(f"{path}: {key} holds NaN or infinite values; the file is damaged (train again)")
     return state

@@ -27,12 +27,17 @@ SCALARS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss"
 SUMMARY, SUMMARY_MD = "summary.json", "summary.md"
 
 
-def run(cfg: RunConfig, out: str | os.PathLike | None = None, *, seeds: int = 1, **options) -> Path:
-    """One run of `cfg` (`run_study`), or with `seeds` > 1 a study of seeds cfg.seed .. cfg.seed + seeds - 1
-    (`run_seeds`). `options` go to `run_study`."""
+def run(cfg: RunConfig, out: str | os.PathLike | None = None, *, seeds: int = 1, restart: bool = False,
+        **options) -> Path:
+    """One run of `cfg` (`run_study`; `restart` deletes a stopped one's checkpoints), or with `seeds` > 1 a study
+    of seeds cfg.seed .. cfg.seed + seeds - 1 (`run_seeds`, which resumes a stopped seed). `options` go to
+    `run_study`."""
     if seeds > 1:
+        if restart:
+            raise UserError("--restart starts one run over; a multi-seed study resumes its stopped seed instead "
+                            "(delete that seed's .partial folder to start it over)")
         return run_seeds(cfg, list(range(cfg.seed, cfg.seed + seeds)), out, **options)
-    return run_study(cfg, out, **options)
+    return run_study(cfg, out, restart=restart, **options)
 
 
 def run_seeds(cfg: RunConfig, seeds: list[int], out: str | os.PathLike | None = None, **options) -> Path:

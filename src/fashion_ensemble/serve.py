@@ -8,8 +8,15 @@
     GET  /random         a random test image: {"index", "label", "png": data URL} (when started with `examples`)
     GET  /docs           OpenAPI docs
 
-Every error is a 4xx JSON {"detail": "..."} that says why. Concurrent requests are batched: while the model runs
+Every error is a JSON {"detail": "..."} that says why. Concurrent requests are batched: while the model runs
 one batch (in its own thread), the next requests queue up, and the model takes them all at once.
+
+What one request can cost is bounded, so that no request freezes or exhausts the service: the body's size
+(`max_body_bytes`, 413), the image's pixels (`max_pixels`, from its header, 413), the time to send headers and body
+(`header_timeout_s`, `body_timeout_s`: the connection is closed, or 408), and decoding: an image of more than
+`inline_pixels` is decoded off the event loop, at most `max_decodes` at once with `max_waiting` more queued (else 503
+with Retry-After), so /health answers while a large image decodes. Only requests whose Host header names this
+service are answered (400 otherwise), which defeats DNS rebinding against a service on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
+import resource
+import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +40,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from . import predict, preprocess
 from .ensemble import SoftVotingEnsemble
@@ -46,11 +57,25 @@ class ServeConfig:
     max_pixels: int = 40_000_000  # checked from the header before decoding: a decompression bomb is refused
     max_files: int = 64  # per /predict/batch request
     max_model_batch: int = 256  # images per model call when requests pile up
-    inline_decode_bytes: int = 64 * 2**10  # smaller bodies are decoded on the event loop (< 1 ms); larger in a thread
+    inline_pixels: int = 512 * 512  # images up to this are decoded on the event loop (~1 ms); larger in a thread
+    max_decodes: int = 2  # larger images decoded at once (one thread each): CPU and memory (~200 MB each) bounded
+    max_waiting: int = 32  # larger images queued behind those; beyond, 503 with Retry-After
+    header_timeout_s: float = 10.0  # a connection that has not sent its request's headers by then is closed
+    body_timeout_s: float = 30.0  # a body that stalls this long between two parts gets 408
+    allowed_hosts: tuple[str, ...] = ()  # Host header names answered besides localhost and the bound address; "*": any
     engine: str = "onnx"  # onnx: ONNX Runtime, 3.5× PyTorch eager's images/s on 2 cores; torch: PyTorch itself
 
+    def hosts(self) -> list[str]:
+        """The Host header values (without port) that the service answers."""
+        names = {"localhost", "127.0.0.1", "::1", "[::1]", *self.allowed_hosts}
+        if self.host in ("0.0.0.0", "::", ""):  # every interface: this machine's own names too
+            names |= {socket.gethostname(), socket.getfqdn()}
+        else:
+            names.add(self.host)
+        return sorted(names)
 
-STATUS = {"empty": 400, "not_an_image": 415, "corrupt": 422, "blank": 422, "too_many_pixels": 413}
+
+STATUS = {"empty": 400, "not_an_image": 415, "corrupt": 422, "blank": 422, "too_many_pixels": 413, "too_large": 413}
 
 
 class Prediction(BaseModel):
@@ -132,11 +157,16 @@ class BodyTooLarge(Exception):
     pass
 
 
-class BodyLimit:
-    """ASGI middleware: a body over `max_bytes` gets 413, whether its Content-Length says so or it streams."""
+class BodyTooSlow(Exception):
+    pass
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+
+class BodyLimit:
+    """ASGI middleware: a body over `max_bytes` gets 413, whether its Content-Length says so or it streams; a body
+    that stalls for `timeout_s` gets 408."""
+
+    def __init__(self, app, max_bytes: int, timeout_s: float):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -148,13 +178,44 @@ class BodyLimit:
 
         async def limited_receive():
             nonlocal seen
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except TimeoutError:
+                raise BodyTooSlow(seen) from None
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
                 raise BodyTooLarge(seen)
             return message
 
         await self.app(scope, limited_receive, send)
+
+
+class Decoder:
+    """Images → model inputs: small ones at once on the event loop, larger ones in `max_decodes` threads with at
+    most `max_waiting` queued behind them (then `Busy`), so that neither the loop nor memory is at one request's
+    mercy."""
+
+    def __init__(self, config: ServeConfig):
+        self.config = config
+        self.pending = 0  # decodes running or queued in the threads
+        self._executor = ThreadPoolExecutor(config.max_decodes, thread_name_prefix="decode")
+
+    async def decode(self, data: bytes, name: str) -> np.ndarray:
+        c = self.config
+        if preprocess.header_pixels(data, max_pixels=c.max_pixels, name=name) <= c.inline_pixels:
+            return preprocess.preprocess(data, max_pixels=c.max_pixels, name=name)
+        if self.pending >= c.max_decodes + c.max_waiting:
+            raise HTTPException(503, f"busy: {self.pending} large images are being decoded; try again in a moment",
+                                headers={"Retry-After": "1"})
+        self.pending += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, functools.partial(preprocess.preprocess, data, max_pixels=c.max_pixels, name=name))
+        finally:
+            self.pending -= 1
+
+    def stop(self) -> None:
+        self._executor.shutdown(wait=True)
 
 
 def too_large(size: int, limit: int) -> JSONResponse:
@@ -173,23 +234,37 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
     elif config.engine != "torch":
         raise UserError(f"unknown engine {config.engine!r}; choose onnx or torch")
     batcher = Batcher(ensemble, config.max_model_batch)
+    decoder = Decoder(config)
     page = resources.files("fashion_ensemble").joinpath("web/index.html").read_text()
     test_set: dict = {}
+    test_set_lock = asyncio.Lock()  # the first /random calls load the images once, not once each
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await batcher.start()
         yield
         await batcher.stop()
+        decoder.stop()
 
     app = FastAPI(title="fashion-ensemble", lifespan=lifespan,
                   description="Fashion-MNIST classes for clothing images: an ANN + depthwise-separable CNN "
                               f"soft-voting ensemble ({Path(run_dir).name}).")
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, timeout_s=config.body_timeout_s)
+    if "*" not in config.allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=config.hosts())
 
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(request, exc):
         return too_large(exc.args[0], config.max_body_bytes)
+
+    @app.exception_handler(BodyTooSlow)
+    async def body_too_slow(request, exc):
+        return JSONResponse({"detail": f"the request body stalled for {config.body_timeout_s:g} s after "
+                                       f"{exc.args[0]:,} bytes"}, status_code=408)
+
+    @app.exception_handler(Exception)
+    async def failed(request, exc: Exception):  # e.g. a model that gave non-finite probabilities: JSON, not text
+        return JSONResponse({"detail": f"the service failed on this request: {exc}"}, status_code=500)
 
     @app.exception_handler(preprocess.ImageError)
     async def bad_image(request, exc: preprocess.ImageError):
@@ -244,14 +319,15 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
     @app.get("/random")
     async def random_test_image(index: int | None = None):
         """A random official test image (or the one at `index`) as a PNG data URL, with its true label."""
-        if not test_set:
-            if examples is None:
-                raise HTTPException(404, "no test images on this server (it was started without them)")
-            try:
-                images, labels = await run_in_threadpool(examples)
-            except UserError as e:
-                raise HTTPException(404, f"no test images on this server: {e}") from None
-            test_set.update(images=images, labels=labels)
+        async with test_set_lock:
+            if not test_set:
+                if examples is None:
+                    raise HTTPException(404, "no test images on this server (it was started without them)")
+                try:
+                    images, labels = await run_in_threadpool(examples)
+                except UserError as e:
+                    raise HTTPException(404, f"no test images on this server: {e}") from None
+                test_set.update(images=images, labels=labels)
         n = len(test_set["labels"])
         i = int(np.random.default_rng().integers(n)) if index is None else index
         if not 0 <= i < n:
@@ -260,10 +336,7 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
         label = ensemble.classes[int(test_set["labels"][i])]
         return {"index": i, "label": label, "png": f"data:image/png;base64,{png}"}
 
-    async def decode(data: bytes, name: str) -> np.ndarray:
-        if len(data) <= config.inline_decode_bytes:
-            return preprocess.preprocess(data, max_pixels=config.max_pixels, name=name)
-        return await run_in_threadpool(preprocess.preprocess, data, max_pixels=config.max_pixels, name=name)
+    decode = decoder.decode
 
     async def read_uploads(request: Request, fields: tuple[str, ...], limit: int) -> list[tuple[str, bytes]]:
         try:
@@ -292,4 +365,59 @@ def serve(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu", acc
     import uvicorn
 
     app = create_app(run_dir, config, device=device, examples=examples)
-    uvicorn.run(app, host=config.host, port=config.port, access_log=access_log, log_level="info")
+    _raise_open_files_limit()
+    uvicorn.run(app, host=config.host, port=config.port, access_log=access_log, log_level="info",
+                http=timed_headers_protocol(config.header_timeout_s), limit_concurrency=MAX_CONNECTIONS)
+
+
+MAX_CONNECTIONS = 4096  # connections and requests at once; beyond, uvicorn answers 503
+
+
+def timed_headers_protocol(timeout_s: float):
+    """uvicorn's HTTP protocol, but a connection that has not sent a whole request head within `timeout_s` of
+    connecting (or of its previous response) is closed: slow or silent clients cannot hold connections open."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class TimedHeaders(HttpToolsProtocol):
+        _deadline = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(timeout_s, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request on this connection, if any, gets the same time
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return TimedHeaders
+
+
+def _raise_open_files_limit() -> None:
+    """Each connection holds a file descriptor: raise the soft limit (often 1,024) to the hard one, up to 65,536."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard if hard != resource.RLIM_INFINITY else 65_536, 65_536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
