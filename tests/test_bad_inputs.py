@@ -102,7 +102,7 @@ def test_bad_config_values(capsys, tmp_path, case):
     (["run", "--profile", "huge"], "invalid choice: 'huge'"),
     (["run", "--seed", "one"], "invalid int value: 'one'"),
     (["predict"], "the following arguments are required"),
-    (["serve", "RUN", "--port", "http"], "invalid int value"),
+    (["serve", "RUN", "--port", "http"], "expected a TCP port 0..65535, got 'http'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
 def test_bad_options(capsys, argv, message):

@@ -93,5 +93,5 @@ def test_a_members_temperature_rescales_its_probabilities_as_logits_divided_by_t
     np.testing.assert_allclose(hot, e / e.sum(1, keepdims=True), atol=1e-9)  # by hand: softmax(z / T)
     # softmax(log p · T) gives back the member's own probabilities: how a report undoes the temperature
     np.testing.assert_allclose(temperature_scale(hot, 1 / 0.5), Member("ann", model).predict_proba(images), atol=1e-9)
-    with pytest.raises(UserError, match="temperature must be a positive number, got 0"):
+    with pytest.raises(UserError, match=r"temperature must be a number in \[0.01, 100\], got 0"):
         Member("ann", model, temperature=0)

@@ -144,7 +144,7 @@ def test_training_state_is_typed_and_checkpointed(tmp_path, tiny_data):
     model = build_model(cfg.kind, cfg.model)
     opt = torch.optim.AdamW(model.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    state = TrainState(next_epoch=3, stopped=True, best_loss=0.25, bad_epochs=1, history=[{"epoch": 1}])
+    state = TrainState(next_epoch=3, stopped=True, best_loss=0.25, bad_epochs=1, history=[{"epoch": 1}, {"epoch": 2}])
     save_checkpoint(tmp_path / "c.safetensors", model=model, best_state=None, optimizer=opt, scheduler=sched,
                     generator=torch.Generator(), state=state)
     _, back = load_checkpoint(tmp_path / "c.safetensors", model=model, optimizer=opt, scheduler=sched,

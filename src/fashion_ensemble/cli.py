@@ -236,10 +236,9 @@ def positive_float(text: str) -> float:
 
 
 def port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a TCP port 0..65535, got {text}")
-    return value
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 0..65535, got {text!r}")
+    return int(text)
 
 
 def cmd_predict(args) -> int:
