@@ -489,3 +489,21 @@ def test_slow_headers_and_bodies_are_cut_off(tiny_run):
             assert answer.startswith(b"HTTP/1.1 408"), answer
         with urllib.request.urlopen(url + "/health", timeout=10) as r:  # and it keeps serving
             assert r.status == 200
+
+
+def test_a_full_disk_gets_one_line_and_the_run_stays_resumable(tmp_path, tiny_data, capsys, monkeypatch):
+    from safetensors import SafetensorError
+
+    from fashion_ensemble import checkpoint
+
+    def full(*args, **kwargs):
+        raise SafetensorError("No space left on device (os error 28)")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    cfg = write_config(tmp_path / "c.json", smoke_config())
+    code, err = run_cli(capsys, "run", "--config", str(cfg), "--data-dir", str(tiny_data), "--out",
+                        str(tmp_path / "run"), "--device", "cpu", "--quiet")
+    assert code == 2 and "No space left on device" in err and one_line(err), err
+    assert RunFolder(tmp_path / "run").is_partial()  # nothing looks complete; --resume can go on once there is space
+    monkeypatch.undo()
+    assert RunFolder(fe.resume_study(tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)).is_complete()

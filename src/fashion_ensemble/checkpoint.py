@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .errors import UserError
@@ -70,7 +71,11 @@ def save_checkpoint(path: Path, *, model: torch.nn.Module, best_state: dict | No
     meta = {**dataclasses.asdict(state), "scheduler": scheduler.state_dict(), "optimizer_groups": opt["param_groups"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
+    try:
+        save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
+    except SafetensorError as e:  # a full disk: the previous checkpoint stays whole
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"cannot write the checkpoint {tmp} ({e})") from None
     with open(tmp, "rb") as f:  # on disk before the rename, so that a crash cannot leave an empty file behind it
         os.fsync(f.fileno())
     tmp.replace(path)

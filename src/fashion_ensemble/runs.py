@@ -223,7 +223,10 @@ def read_json(path: Path) -> dict:
 
 def save_weights(path: Path, model: torch.nn.Module, kind: str) -> None:
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"format": FORMAT, "kind": kind})
+    try:
+        save_file(state, str(path), metadata={"format": FORMAT, "kind": kind})
+    except SafetensorError as e:  # a full disk
+        raise OSError(f"cannot write {path} ({e})") from None
 
 
 def check_ensemble_spec(spec, path: Path) -> dict:
