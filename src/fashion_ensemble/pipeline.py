@@ -122,16 +122,16 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
     writer = _tensorboard(folder) if opts.tensorboard and main else None
     if opts.parallel:
         train_in_parallel(cfg, opts.data_dir, opts.device, folder, opts.progress)
-    members, history, timing = train_members(cfg, split, folder, opts.device, progress=opts.progress and main,
+    trained, history, timing = train_members(cfg, split, folder, opts.device, progress=opts.progress and main,
                                              writer=writer)
     if writer is not None:
         writer.close()
     if not main:
         return folder.path  # only rank 0 fits, scores and writes
 
-    val = predict(members, *split.val)
-    members.fit(val.raw, val.labels, calibrate=cfg.ensemble.calibrate, weighting=cfg.ensemble.weights)
-    folder.save_ensemble(members, cfg.ensemble.weights)
+    val = predict(trained, *split.val)  # every member once on validation: what fitting and scoring both use
+    trained.fit(val.raw, val.labels, calibrate=cfg.ensemble.calibrate, weighting=cfg.ensemble.weights)
+    folder.save_ensemble(trained, cfg.ensemble.weights)
     # Scored as saved, through the public `load`, so that `load(run).predict_proba` reproduces these exactly.
     ensemble = folder.load(opts.device)
     metrics = {**run_facts(cfg, split, ensemble), **score(ensemble, predict(ensemble, *split.test), val)}
@@ -235,4 +235,3 @@ def evaluate(run_dir: str | os.PathLike, data_dir=None, device: str = "auto", ph
     if photos:
         x_te = np.stack([preprocess(as_photo(image)) for image in x_te])
     return score(ensemble, predict(ensemble, x_te, y_te))["models"]
-

@@ -61,28 +61,23 @@ def score(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions | No
         "significance": significance,
         "calibration": {**{n: calibration(y_va, val.raw[n], y_te, test.raw[n]) for n in names},
                         "ensemble": calibration(y_va, val_all["ensemble"], y_te, ens_p)},
-        "alternatives": alternatives(ensemble, test, val),
+        "alternatives": {**alternatives(val_p, y_va, test_p, y_te),  # as the members vote
+                         **(alternatives(val.raw, y_va, test.raw, y_te, "uncalibrated_")  # without temperatures
+                            if any(m.temperature != 1.0 for m in ensemble.members.values()) else {})},
     }
 
 
-def alternatives(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions) -> dict:
-    """Test scores of equal and validation-tuned voting weights, whichever the ensemble uses; for an ensemble of
-    calibrated members, the same without their temperatures."""
-    names = list(ensemble.members)
+def alternatives(val_p: dict, y_val: np.ndarray, test_p: dict, y_test: np.ndarray, prefix: str = "") -> dict:
+    """Test scores of equal and validation-tuned voting weights over members' probabilities (name → (N, 10)),
+    whichever the ensemble uses."""
+    names = list(val_p)
     equal = np.full(len(names), 1.0 / len(names))
-
-    def weighed(val_p, test_p, prefix=""):
-        tuned = tune_weights([val_p[n] for n in names], val.labels)
-        return {
-            f"{prefix}ensemble_equal_weights": _summary(test.labels, soft_vote([test_p[n] for n in names], equal)),
-            f"{prefix}ensemble_tuned_weights": _summary(test.labels, soft_vote([test_p[n] for n in names], tuned)),
-            f"{prefix}tuned_weights": dict(zip(names, tuned.tolist())),
-        }
-
-    out = weighed(_calibrated(ensemble, val), _calibrated(ensemble, test))
-    if any(m.temperature != 1.0 for m in ensemble.members.values()):
-        out |= weighed(val.raw, test.raw, "uncalibrated_")
-    return out
+    tuned = tune_weights([val_p[n] for n in names], y_val)
+    return {
+        f"{prefix}ensemble_equal_weights": _summary(y_test, soft_vote([test_p[n] for n in names], equal)),
+        f"{prefix}ensemble_tuned_weights": _summary(y_test, soft_vote([test_p[n] for n in names], tuned)),
+        f"{prefix}tuned_weights": dict(zip(names, tuned.tolist())),
+    }
 
 
 def _calibrated(ensemble: SoftVotingEnsemble, p: Predictions) -> dict[str, np.ndarray]:
