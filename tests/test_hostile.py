@@ -507,3 +507,12 @@ def test_a_full_disk_gets_one_line_and_the_run_stays_resumable(tmp_path, tiny_da
     assert RunFolder(tmp_path / "run").is_partial()  # nothing looks complete; --resume can go on once there is space
     monkeypatch.undo()
     assert RunFolder(fe.resume_study(tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)).is_complete()
+
+
+def test_refused_resumes_and_runs_create_no_folders(tmp_path, tiny_data):
+    with pytest.raises(UserError, match="nothing to resume"):
+        fe.resume_study(tmp_path / "no" / "such" / "run", data_dir=tiny_data, device="cpu")
+    with pytest.raises(UserError, match="does not exist"):
+        fe.run_study(smoke_config(), tmp_path / "runs" / "x", data_dir=tmp_path / "no-data", device="cpu")
+    assert not (tmp_path / "no").exists()  # a refused resume creates nothing
+    assert list((tmp_path / "runs").iterdir()) == []  # a refused run: the run's parent only, no lock, no partial

@@ -70,8 +70,9 @@ def run_study(
         raise UserError(f"{folder.path} already exists; choose another --out or remove it")
     if not cfg.members:
         raise UserError("the configuration has no members to train")
+    folder.path.parent.mkdir(parents=True, exist_ok=True)  # runs/, for the lock beside the folder
     with _writing(folder):
-        split = make_split(cfg.data, data_dir)  # bad data fails here, before any folder is made
+        split = make_split(cfg.data, data_dir)  # bad data fails here, before the run's folder is made
         if distributed.is_main():
             folder.start(cfg, restart=restart)  # a stopped run's checkpoints: refused unless `restart`
             if progress:
@@ -87,12 +88,14 @@ def resume_study(out: str | os.PathLike, *, data_dir=None, device: str | torch.d
     uninterrupted run."""
     opts = Options(distributed.start(device), data_dir, progress, tensorboard, parallel)
     folder = RunFolder(out)
+    if not folder.is_partial():
+        if folder.is_complete():
+            raise UserError(f"{folder.path} is complete; there is nothing to resume")
+        raise UserError(f"nothing to resume at {folder.path}: {folder.partial} does not exist (a run keeps it "
+                        "until it completes)")
     with _writing(folder):
-        if not folder.is_partial():
-            if folder.is_complete():
-                raise UserError(f"{folder.path} is complete; there is nothing to resume")
-            raise UserError(f"nothing to resume at {folder.path}: {folder.partial} does not exist (a run keeps it "
-                            "until it completes)")
+        if not folder.is_partial():  # another process completed it while we waited for nothing: say so
+            raise UserError(f"{folder.path} was completed by another process; there is nothing to resume")
         cfg = folder.config()
         if progress and distributed.is_main():
             print(f"resuming {folder.path}", flush=True)

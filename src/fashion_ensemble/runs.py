@@ -133,8 +133,7 @@ class RunFolder:
     def lock(self):
         """Hold the folder for this process while it writes it: a second run or resume of it is refused while this
         one lives (an advisory flock, released by the kernel however the process ends)."""
-        path = self.path.with_name(f".{self.path.name}.lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.path.with_name(f".{self.path.name}.lock")  # in the folder's parent, which must exist
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
