@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a RunConfig as JSON (e.g. a run folder's config.json) instead of a profile")
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="paper: 80/10/10 of all 70k; standard: official 60k/10k (default: the profile's)")
+    run.add_argument("--data", default=None, metavar="SOURCE", dest="data_source",
+                     help="fashion-mnist (the default), or the folder of another IDX data set in the same four-file "
+                          "layout (MNIST, KMNIST, EMNIST letters...), class names from its classes.txt")
     run.add_argument("--seed", type=int, default=None, help="training seed (default 0, or the --config file's)")
     run.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="overrides",
                      help="change one field of the profile or --config, e.g. --set members.cnn.train.epochs=12 "
@@ -80,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--profile", choices=list(PROFILES), default=None, help="the base (default: quick, ~2 min a run)")
     ab.add_argument("--config", default=None, metavar="FILE", help="a RunConfig as JSON instead of a profile")
     ab.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: the profile's")
+    ab.add_argument("--data", default=None, metavar="SOURCE", dest="data_source",
+                    help="fashion-mnist (the default) or another IDX data set's folder (see run --help)")
     ab.add_argument("--seed", type=int, default=None, help="training seed of every run (default 0)")
     ab.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="overrides",
                     help="change one field of the base, e.g. --set members.cnn.train.epochs=12 (repeatable)")
@@ -173,9 +178,10 @@ def cmd_run(args) -> int:
     options = dict(data_dir=args.data_dir, device=distributed.start(args.device), progress=not args.quiet,
                    tensorboard=args.tensorboard, parallel=args.parallel)
     if args.resume:
-        given = [f"--{k}" for k in ("profile", "config", "protocol", "seed", "seeds", "out")
-                 if getattr(args, k) is not None] + (["--set"] if args.overrides else []) + \
-                (["--restart"] if args.restart else [])
+        options_given = {"--profile": args.profile, "--config": args.config, "--protocol": args.protocol,
+                         "--seed": args.seed, "--seeds": args.seeds, "--out": args.out, "--data": args.data_source,
+                         "--set": args.overrides or None, "--restart": args.restart or None}
+        given = [name for name, value in options_given.items() if value is not None]
         if given:
             raise UserError(f"--resume continues a run with its own config.json; drop {' '.join(given)}")
         out = pipeline.resume_study(args.resume, **options)
@@ -207,7 +213,8 @@ def cmd_ablate(args) -> int:
 
 def run_config(args) -> config.RunConfig:
     return config.resolve(profile_name=args.profile, config_file=args.config, protocol=args.protocol, seed=args.seed,
-                          overrides=args.overrides, default_profile=args.profile_default)
+                          data_source=args.data_source, overrides=args.overrides,
+                          default_profile=args.profile_default)
 
 
 def cmd_evaluate(args) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import UserError
 
 PROTOCOLS = ("paper", "standard")
+FASHION_MNIST = "fashion-mnist"  # the default data source: Fashion-MNIST's official IDX files
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a member's or profile's name: it becomes a file name
 # Bounds on the members' sizes: far above any useful model here (the `best` ANN is 2 × 2048, its CNN at most 288
 # wide), and low enough that a mistyped or hostile config is refused before it allocates gigabytes.
@@ -29,6 +30,7 @@ MAX_PARAMETERS = 100_000_000  # 400 MB of fp32 weights, 17× the `best` profile'
 
 @dataclass(frozen=True)
 class DataConfig:
+    source: str = FASHION_MNIST  # "fashion-mnist", or the folder of another IDX data set in the same layout (data.py)
     protocol: str = "standard"  # "paper": 70k pooled, 80/10/10; "standard": official 60k/10k, val 10% of train
     val_fraction: float = 0.1  # standard protocol: share of the official train set held out for validation
     split_seed: int = 0  # fixed, independent of the training seed, so every seed sees the same split
@@ -36,6 +38,7 @@ class DataConfig:
     verify_checksums: bool = True  # refuse files whose content differs from the official release
 
     def __post_init__(self):
+        _check(bool(self.source.strip()), "data.source", self.source, f"{FASHION_MNIST!r} or a folder's path")
         _check(self.protocol in PROTOCOLS, "data.protocol", self.protocol, f"one of {', '.join(PROTOCOLS)}")
         _check(0 < self.val_fraction < 1, "data.val_fraction", self.val_fraction, "a fraction in (0, 1)")
         _check(self.train_subset is None or self.train_subset >= 10, "data.train_subset", self.train_subset,
@@ -375,11 +378,11 @@ def read_config_file(path: str | os.PathLike) -> RunConfig:
 
 
 def resolve(*, profile_name: str | None = None, config_file: str | os.PathLike | None = None,
-            protocol: str | None = None, seed: int | None = None, overrides: typing.Iterable[str] = (),
-            default_profile: str = "default") -> RunConfig:
+            protocol: str | None = None, seed: int | None = None, data_source: str | None = None,
+            overrides: typing.Iterable[str] = (), default_profile: str = "default") -> RunConfig:
     """A run's configuration, in this order of precedence (each over the one before): a named profile (else
     `default_profile`) or a JSON file (not both; a file brings its own protocol), then `seed` (the profile's default
-    is 0, a file keeps its own), then the `--set` overrides."""
+    is 0, a file keeps its own) and `data_source` (`--data`), then the `--set` overrides."""
     if config_file and (profile_name or protocol):
         raise UserError("--config gives the whole configuration; drop --profile/--protocol (--seed may override it)")
     if config_file:
@@ -387,4 +390,6 @@ def resolve(*, profile_name: str | None = None, config_file: str | os.PathLike |
         cfg = cfg if seed is None else cfg.replace(seed=seed)
     else:
         cfg = profile(profile_name or default_profile, protocol=protocol, seed=0 if seed is None else seed)
+    if data_source is not None:
+        cfg = cfg.replace(data=dataclasses.replace(cfg.data, source=data_source))
     return override(cfg, overrides)

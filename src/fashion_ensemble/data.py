@@ -1,4 +1,9 @@
-"""Fashion-MNIST from its four official IDX files: reading, checking, the two protocols' splits, split facts.
+"""Data sets in the four-file IDX layout: reading, checking, the two protocols' splits, split facts.
+
+`DataConfig.source` says which: "fashion-mnist" (the official files, checked against their checksums; `--data-dir`
+or $FASHION_MNIST_DIR says where they are), or the path of a folder holding any IDX data set in the same layout
+(MNIST, KMNIST, EMNIST letters, ...): the same checks but no checksums, class names from an optional `classes.txt`
+beside the files (one per line), else "0".."K-1".
 
 Images stay uint8 (N, 28, 28) until a model's first layer normalises them; labels are int64 (N,), and `one_hot`
 builds the paper's one-hot targets from them.
@@ -19,7 +24,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from .classes import CLASSES
-from .config import PROTOCOLS, DataConfig
+from .config import FASHION_MNIST, PROTOCOLS, DataConfig
 from .errors import UserError
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
@@ -94,10 +99,10 @@ def read_idx(path: str | os.PathLike) -> tuple[np.ndarray, str]:
     return array, hashlib.sha256(header + data).hexdigest()
 
 
-def load_raw(data_dir=None, *, verify_checksums: bool = True, parts: tuple[str, ...] = ("train", "test")
-             ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def load_raw(data_dir=None, *, verify_checksums: bool = True, parts: tuple[str, ...] = ("train", "test"),
+             num_classes: int | None = len(CLASSES)) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The official parts: {"train": (images uint8 (60000, 28, 28), labels int64), "test": (... 10000 ...)}, or only
-    those named in `parts`."""
+    those named in `parts`; labels must be below `num_classes` (None: any, as another data set's)."""
     folder = resolve_data_dir(data_dir)
     if not folder.is_dir():
         raise UserError(f"data folder {folder} does not exist; {INSTALL_HINT}")
@@ -114,8 +119,8 @@ def load_raw(data_dir=None, *, verify_checksums: bool = True, parts: tuple[str, 
             raise UserError(
                 f"{folder}: {images_file} holds {len(images)} images but {labels_file} holds {len(labels)} labels"
             )
-        if labels.max(initial=0) >= len(CLASSES):
-            raise UserError(f"{folder / labels_file}: label {labels.max()} out of range 0..{len(CLASSES) - 1}")
+        if num_classes is not None and labels.max(initial=0) >= num_classes:
+            raise UserError(f"{folder / labels_file}: label {labels.max()} out of range 0..{num_classes - 1}")
         if verify_checksums:
             if len(images) != OFFICIAL_COUNTS[part]:
                 raise UserError(
@@ -130,12 +135,13 @@ def load_raw(data_dir=None, *, verify_checksums: bool = True, parts: tuple[str, 
 
 @dataclass
 class Split:
-    """Train/validation/test parts of one protocol. Images uint8 (N, 28, 28), labels int64 (N,)."""
+    """Train/validation/test parts of one protocol. Images uint8 (N, 28, 28), labels int64 (N,) indexing `classes`."""
 
     protocol: str
     train: tuple[np.ndarray, np.ndarray]
     val: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
+    classes: tuple[str, ...] = CLASSES
 
     @property
     def mean_std(self) -> tuple[float, float]:
@@ -149,7 +155,7 @@ class Split:
         facts = {
             "protocol": self.protocol,
             "sizes": {k: len(v[1]) for k, v in parts.items()},
-            "class_counts": {k: np.bincount(v[1], minlength=len(CLASSES)).tolist() for k, v in parts.items()},
+            "class_counts": {k: np.bincount(v[1], minlength=len(self.classes)).tolist() for k, v in parts.items()},
             "cross_split_duplicates": {},
         }
         digests = {k: _image_digests(v[0]) for k, v in parts.items()}
@@ -165,9 +171,45 @@ def _image_digests(images: np.ndarray) -> set[bytes]:
     return {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat}
 
 
-def make_split(cfg: DataConfig, data_dir=None, raw=None) -> Split:
-    """Build the protocol's split from the official files (or from `raw`, as returned by `load_raw`)."""
-    raw = raw if raw is not None else load_raw(data_dir, verify_checksums=cfg.verify_checksums)
+def load_source(cfg: DataConfig, data_dir=None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]]:
+    """The official train and test parts of `cfg.source` (as `load_raw` returns them) and its class names."""
+    if cfg.source == FASHION_MNIST:
+        return load_raw(data_dir, verify_checksums=cfg.verify_checksums), CLASSES
+    folder = Path(cfg.source)
+    if not folder.is_dir():
+        raise UserError(f"data source {cfg.source!r} is neither {FASHION_MNIST!r} nor a folder")
+    raw = load_raw(folder, verify_checksums=False, num_classes=None)
+    return raw, idx_classes(folder, raw)
+
+
+def idx_classes(folder: Path, raw: dict) -> tuple[str, ...]:
+    """The class names of an IDX data set: `classes.txt` beside its files (one name per line), else "0".."K-1"
+    for labels 0..K-1; every label must name a class, and there must be two classes or more."""
+    top = max(int(labels.max(initial=0)) for _, labels in raw.values())
+    names_file = folder / "classes.txt"
+    if names_file.is_file():
+        try:
+            names = tuple(line.strip() for line in names_file.read_text().splitlines() if line.strip())
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{names_file}: unreadable ({e}); write one class name per line, as UTF-8") from None
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise UserError(f"{names_file}: class names must differ, got {twice} more than once")
+        if top >= len(names):
+            raise UserError(f"{folder}: label {top} has no name in {names_file} ({len(names)} names for labels 0.."
+                            f"{len(names) - 1}); add the missing names")
+    else:
+        names = tuple(str(k) for k in range(top + 1))
+    if len(names) < 2:
+        raise UserError(f"{folder}: a classifier needs two classes or more; the labels hold {len(names)}")
+    return names
+
+
+def make_split(cfg: DataConfig, data_dir=None, raw=None, classes: tuple[str, ...] = CLASSES) -> Split:
+    """Build the protocol's split from the configured source (or from `raw`, as returned by `load_raw`, with its
+    `classes`)."""
+    if raw is None:
+        raw, classes = load_source(cfg, data_dir)
     (x_tr, y_tr), (x_te, y_te) = raw["train"], raw["test"]
     if cfg.protocol == "paper":
         x_all, y_all = np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te])
@@ -183,7 +225,7 @@ def make_split(cfg: DataConfig, data_dir=None, raw=None) -> Split:
         )
     if cfg.train_subset is not None:
         x_tr, y_tr = x_tr[: cfg.train_subset], y_tr[: cfg.train_subset]
-    return Split(cfg.protocol, (x_tr, y_tr), (x_va, y_va), (x_te, y_te))
+    return Split(cfg.protocol, (x_tr, y_tr), (x_va, y_va), (x_te, y_te), tuple(classes))
 
 
 def one_hot(labels, num_classes: int = len(CLASSES), smoothing: float = 0.0):

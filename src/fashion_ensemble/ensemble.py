@@ -31,7 +31,6 @@ class Member:
         self.model = model.to(self.device).eval()
         self.tta_flip = tta_flip
         self.temperature = check_temperature(temperature)
-        self.classes = list(CLASSES)
 
     def predict_proba(self, images, *, calibrated: bool = True) -> np.ndarray:
         """(N, 10) probabilities; `calibrated=False`: without the temperature (the model's own, with its TTA)."""
@@ -76,18 +75,19 @@ def soft_vote(probas: list[np.ndarray], weights) -> np.ndarray:
 
 
 class SoftVotingEnsemble:
-    """Members' class probabilities averaged with `weights` (normalised). `.members` maps name → Member.
+    """Members' class probabilities averaged with `weights` (normalised). `.members` maps name → Member; `.classes`
+    names the probabilities' columns (Fashion-MNIST's ten unless the data set had others).
 
     `fit` sets what the ensemble learns on validation: each member's temperature (when calibrating) and the voting
     weights; built from a run folder (`runs.load`), both come from its ensemble.json."""
 
-    def __init__(self, members: dict[str, Member], weights=None):
+    def __init__(self, members: dict[str, Member], weights=None, classes=CLASSES):
         if not members:
             raise UserError("an ensemble needs at least one member")
         self.members = dict(members)
         weights = [1.0] * len(self.members) if weights is None else weights
         self.weights = dict(zip(self.members, check_weights(weights, list(self.members)).tolist()))
-        self.classes = list(CLASSES)
+        self.classes = list(classes)
 
     def fit(self, raw_probas: dict[str, np.ndarray], y_val: np.ndarray, *, calibrate: bool = False,
             weighting: str = "tuned") -> SoftVotingEnsemble:

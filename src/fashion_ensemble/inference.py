@@ -51,7 +51,7 @@ def autocast(device: torch.device):
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Logits (N, 10) in fp32 for images x (N, 1, 28, 28) already on the model's device."""
+    """Logits (N, classes) in fp32 for images x (N, 1, 28, 28) already on the model's device."""
     model.eval()
     device = x.device
     batch_size = batch_size or INFER_BATCH.get(device.type, 256)
@@ -59,7 +59,7 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int | No
     for i in range(0, len(x), batch_size):
         with autocast(device):
             outs.append(model(x[i : i + batch_size].contiguous(memory_format=torch.channels_last)).float())
-    return torch.cat(outs) if outs else torch.empty(0, 10, device=device)
+    return torch.cat(outs) if outs else torch.empty(0, getattr(model, "num_classes", 10), device=device)
 
 
 def model_proba(model: torch.nn.Module, x: torch.Tensor, device: torch.device, *, tta_flip: bool = False,

@@ -1,6 +1,6 @@
 """The two members: a fully connected ANN and a depthwise-separable CNN. Both take images in [0, 1] of shape
 (N, 1, 28, 28), normalise them with the training set's statistics (stored as buffers, so a saved model is
-self-contained), and return logits (N, 10)."""
+self-contained), and return logits (N, num_classes): 10 for Fashion-MNIST, as many as the data set's classes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 
 from .config import ANNConfig, CNNConfig
 
-NUM_CLASSES = 10
+NUM_CLASSES = 10  # Fashion-MNIST's
 
 
 class Normalize(nn.Module):
@@ -38,8 +38,9 @@ class Dropout(nn.Dropout):
 class ANN(nn.Module):
     """Flatten → [Linear → BatchNorm → ReLU → Dropout] per hidden width → Linear."""
 
-    def __init__(self, cfg: ANNConfig):
+    def __init__(self, cfg: ANNConfig, num_classes: int = NUM_CLASSES):
         super().__init__()
+        self.num_classes = num_classes
         self.normalize = Normalize()
         layers: list[nn.Module] = [nn.Flatten()]
         width = 28 * 28
@@ -47,7 +48,7 @@ class ANN(nn.Module):
             layers += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
             layers += [Dropout(cfg.dropout)]
             width = hidden
-        layers.append(nn.Linear(width, NUM_CLASSES))
+        layers.append(nn.Linear(width, num_classes))
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,8 +80,9 @@ class DSCNN(nn.Module):
     """3×3 stem → stages of DS blocks with 2×2 max-pool between (28→14→7) → global average pool → dropout → Linear.
     With `pool_first`, a stage's last block is pooled before its BN and ReLU (conv → pool → BN → ReLU)."""
 
-    def __init__(self, cfg: CNNConfig):
+    def __init__(self, cfg: CNNConfig, num_classes: int = NUM_CLASSES):
         super().__init__()
+        self.num_classes = num_classes
         self.normalize = Normalize()
         layers: list[nn.Module] = conv_bn_relu(1, cfg.stem, 3)
         width = cfg.stem
@@ -96,16 +98,16 @@ class DSCNN(nn.Module):
                     if pool_here:
                         layers.append(nn.MaxPool2d(2))
                 width = cout
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dropout(cfg.dropout), nn.Linear(width, NUM_CLASSES)]
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dropout(cfg.dropout), nn.Linear(width, num_classes)]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.normalize(x))
 
 
-def build_model(kind: str, cfg: ANNConfig | CNNConfig) -> nn.Module:
+def build_model(kind: str, cfg: ANNConfig | CNNConfig, num_classes: int = NUM_CLASSES) -> nn.Module:
     if kind == "ann":
-        return ANN(cfg)
+        return ANN(cfg, num_classes)
     if kind == "cnn":
-        return DSCNN(cfg)
+        return DSCNN(cfg, num_classes)
     raise ValueError(f"unknown member kind {kind!r}; expected 'ann' or 'cnn'")

@@ -148,7 +148,8 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
 def train_members(cfg: RunConfig, split: Split, folder: RunFolder, device: torch.device, *, progress: bool = True,
                   writer=None) -> tuple[SoftVotingEnsemble, dict, dict]:
     """Each member trained from its own seed (or its checkpoint in `folder`), one after the other: (an unfitted
-    equal-weight ensemble of them, {member: {"best_epoch", "epochs"}}, {"train_<member>_s": seconds})."""
+    equal-weight ensemble of them over the split's classes, {member: {"best_epoch", "epochs"}},
+    {"train_<member>_s": seconds})."""
     members, history, timing = {}, {}, {}
     for name, mcfg in cfg.members.items():
         start = time.perf_counter()
@@ -156,7 +157,7 @@ def train_members(cfg: RunConfig, split: Split, folder: RunFolder, device: torch
         members[name] = Member(mcfg.kind, model, device, tta_flip=mcfg.tta_flip)
         history[name] = {"best_epoch": min(epochs, key=lambda e: e["val_loss"])["epoch"], "epochs": epochs}
         timing[f"train_{name}_s"] = time.perf_counter() - start
-    return SoftVotingEnsemble(members), history, timing
+    return SoftVotingEnsemble(members, classes=split.classes), history, timing
 
 
 def run_facts(cfg: RunConfig, split: Split, ensemble: SoftVotingEnsemble) -> dict:
@@ -186,7 +187,7 @@ def _train(cfg: RunConfig, name: str, split: Split, device, folder: RunFolder, p
     mcfg = cfg.members[name]
     seed = member_seed(cfg.seed, name)
     torch.manual_seed(seed)  # initial weights
-    model = build_model(mcfg.kind, mcfg.model)
+    model = build_model(mcfg.kind, mcfg.model, len(split.classes))
     return train_member(model, split.train, split.val, mcfg.train, seed=seed, device=device, name=name,
                         progress=progress, writer=writer, checkpoint=folder.checkpoint(name))
 

@@ -3,7 +3,8 @@ Weights in safetensors, everything else JSON; nothing is ever unpickled.
 
     runs/<name>/config.json             RunConfig (rebuilds every model)
     runs/<name>/<member>.safetensors    weights and buffers (incl. normalisation statistics) of each member
-    runs/<name>/ensemble.json           format, members (kind, weights file, temperature), voting weights, weighting
+    runs/<name>/ensemble.json           format, members (kind, weights file, temperature), voting weights, weighting,
+                                        classes (the outputs' names; Fashion-MNIST's when absent, as in older folders)
     runs/<name>/history.json            {"members": {name: {"best_epoch", "epochs": [...]}}, "timing": {...}}
     runs/<name>/metrics.json            test-split scores: {"protocol", "seed", "models": {...}, ...}
     runs/<name>/report.md + *.png       the report (report.py) and its plots
@@ -35,6 +36,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from .classes import CLASSES
 from .config import RunConfig
 from .ensemble import Member, SoftVotingEnsemble, check_temperature
 from .errors import UserError
@@ -114,6 +116,7 @@ class RunFolder:
             raise UserError(f"run folder {self.path} does not exist")
         config = self.config()
         spec = check_ensemble_spec(read_json(self.file(ENSEMBLE)), self.file(ENSEMBLE))
+        classes = spec.get("classes", CLASSES)
         members = {}
         for name, info in spec["members"].items():
             member_cfg = config.members.get(name)
@@ -122,12 +125,12 @@ class RunFolder:
                                 "define")
             path = self.file(info["weights_file"])
             with torch.device("meta"):  # the config's shapes, allocating nothing, against the file's header
-                check_header(path, build_model(member_cfg.kind, member_cfg.model))
-            model = build_model(member_cfg.kind, member_cfg.model)
+                check_header(path, build_model(member_cfg.kind, member_cfg.model, len(classes)))
+            model = build_model(member_cfg.kind, member_cfg.model, len(classes))
             model.load_state_dict(load_weights(path, model))
             members[name] = Member(member_cfg.kind, model, device, tta_flip=member_cfg.tta_flip,
                                    temperature=info.get("temperature", 1.0))
-        return SoftVotingEnsemble(members, [spec["weights"][name] for name in members])
+        return SoftVotingEnsemble(members, [spec["weights"][name] for name in members], classes)
 
     @contextlib.contextmanager
     def lock(self):
@@ -179,6 +182,7 @@ class RunFolder:
                         for name, m in ensemble.members.items()},
             "weights": ensemble.weights,
             "weighting": weighting,
+            "classes": ensemble.classes,
         })
 
     def write_metrics(self, metrics: dict) -> None:
@@ -256,6 +260,10 @@ def check_ensemble_spec(spec, path: Path) -> dict:
         w = weights.get(name)
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
             raise bad(f'"weights"."{name}"', "a finite number ≥ 0", w)
+    classes = spec.get("classes", CLASSES)
+    if (not isinstance(classes, (list, tuple)) or len(classes) < 2 or len(set(classes)) != len(classes)
+            or not all(isinstance(c, str) and c for c in classes)):
+        raise bad('"classes"', "a list of two or more different names", classes)
     return spec
 
 

@@ -44,8 +44,9 @@ def score(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions | No
     y_te = test.labels
     test_p = _calibrated(ensemble, test)
     ens_p = ensemble.vote(test_p)
-    models = {n: classification_metrics(y_te, test_p[n]) for n in names}
-    models["ensemble"] = classification_metrics(y_te, ens_p)
+    classes = ensemble.classes
+    models = {n: classification_metrics(y_te, test_p[n], classes) for n in names}
+    models["ensemble"] = classification_metrics(y_te, ens_p, classes)
     significance = {  # ensemble (a) against each member (b), on the test images
         f"ensemble_vs_{n}": mcnemar_exact(y_te, ens_p.argmax(1), test_p[n].argmax(1)) for n in names
     }
@@ -61,21 +62,21 @@ def score(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions | No
         "significance": significance,
         "calibration": {**{n: calibration(y_va, val.raw[n], y_te, test.raw[n]) for n in names},
                         "ensemble": calibration(y_va, val_all["ensemble"], y_te, ens_p)},
-        "alternatives": {**alternatives(val_p, y_va, test_p, y_te),  # as the members vote
-                         **(alternatives(val.raw, y_va, test.raw, y_te, "uncalibrated_")  # without temperatures
+        "alternatives": {**alternatives(val_p, y_va, test_p, y_te, classes),  # as the members vote
+                         **(alternatives(val.raw, y_va, test.raw, y_te, classes, "uncalibrated_")  # no temperatures
                             if any(m.temperature != 1.0 for m in ensemble.members.values()) else {})},
     }
 
 
-def alternatives(val_p: dict, y_val: np.ndarray, test_p: dict, y_test: np.ndarray, prefix: str = "") -> dict:
+def alternatives(val_p: dict, y_val: np.ndarray, test_p: dict, y_test: np.ndarray, classes, prefix: str = "") -> dict:
     """Test scores of equal and validation-tuned voting weights over members' probabilities (name → (N, 10)),
     whichever the ensemble uses."""
     names = list(val_p)
     equal = np.full(len(names), 1.0 / len(names))
     tuned = tune_weights([val_p[n] for n in names], y_val)
     return {
-        f"{prefix}ensemble_equal_weights": _summary(y_test, soft_vote([test_p[n] for n in names], equal)),
-        f"{prefix}ensemble_tuned_weights": _summary(y_test, soft_vote([test_p[n] for n in names], tuned)),
+        f"{prefix}ensemble_equal_weights": _summary(y_test, soft_vote([test_p[n] for n in names], equal), classes),
+        f"{prefix}ensemble_tuned_weights": _summary(y_test, soft_vote([test_p[n] for n in names], tuned), classes),
         f"{prefix}tuned_weights": dict(zip(names, tuned.tolist())),
     }
 
@@ -85,6 +86,6 @@ def _calibrated(ensemble: SoftVotingEnsemble, p: Predictions) -> dict[str, np.nd
     return {n: m.calibrate(p.raw[n]) for n, m in ensemble.members.items()}
 
 
-def _summary(y_true: np.ndarray, proba: np.ndarray) -> dict:
-    m = classification_metrics(y_true, proba)
+def _summary(y_true: np.ndarray, proba: np.ndarray, classes) -> dict:
+    m = classification_metrics(y_true, proba, classes)
     return {k: m[k] for k in SUMMARY}

@@ -79,7 +79,7 @@ def summarize(run_dirs: list[Path]) -> dict:
         models[name]["ece_scaled"] = stats([m["calibration"][name]["ece_scaled"] for m in metrics])
         models[name]["temperature"] = stats([m["calibration"][name]["temperature"] for m in metrics])
     return {
-        "profile": first["profile"], "protocol": first["protocol"],
+        "profile": first["profile"], "protocol": first["protocol"], "classes": first["classes"],
         "seeds": [m["seed"] for m in metrics], "runs": [Path(d).name for d in run_dirs],
         "models": models,
         "significance": {k: {"p_values": [m["significance"][k]["p_value"] for m in metrics]}

@@ -120,7 +120,7 @@ def train_member(
             xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast(device):
                 logits = net(xb)
-                loss = F.cross_entropy(logits.float(), one_hot(yb, smoothing=cfg.label_smoothing))
+                loss = F.cross_entropy(logits.float(), one_hot(yb, logits.shape[1], smoothing=cfg.label_smoothing))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
