@@ -266,8 +266,8 @@ def test_config_shapes_are_checked_against_the_header_before_building(tiny_run, 
     built = []
     real = runs.build_model
 
-    def recording(kind, model_cfg):
-        model = real(kind, model_cfg)
+    def recording(kind, model_cfg, num_classes=10):
+        model = real(kind, model_cfg, num_classes)
         built.append((kind, next(model.parameters()).device.type))
         return model
 
