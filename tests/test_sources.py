@@ -118,3 +118,108 @@ def test_cli_run_with_data(tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["source"] == str(data)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["classes"] == ["a", "b", "c"]
+
+
+# -- image folders ----------------------------------------------------------------------------------------------------
+
+
+def image_folder(root, classes=("coat", "bag", "shoe"), per_class=40, splits=None, size=28):
+    """Class folders of PNGs (synthetic bars, one class per row band), at the top or under each of `splits`."""
+    rng = np.random.default_rng(1)
+    for part in splits or [None]:
+        for k, name in enumerate(classes):
+            folder = root / part / name if part else root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                image = synthetic_images(np.array([k]), seed=int(rng.integers(1 << 30)))[0]
+                if size != 28:
+                    image = np.kron(image, np.ones((size // 28, size // 28), np.uint8))
+                (folder / f"{i:03d}.png").write_bytes(png_bytes(image))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def folder_config(folder, **data):
+    cfg = smoke_config()
+    return cfg.replace(data=dataclasses.replace(cfg.data, source=str(folder), **data))
+
+
+def test_an_image_folder_trains_end_to_end_and_speaks_its_class_names(tmp_path):
+    folder = image_folder(tmp_path / "photos")
+    out = fe.run_study(folder_config(folder, pipeline="pad"), tmp_path / "run", device="cpu", progress=False)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["classes"] == ["bag", "coat", "shoe"]  # sorted, as torchvision and Keras do
+    assert sum(m["split"]["sizes"].values()) == 120 and m["split"]["sizes"]["test"] == 12  # 80/10/10
+    assert m["models"]["ensemble"]["accuracy"] > 0.5
+    assert fe.load(out).classes == ["bag", "coat", "shoe"]
+
+
+def test_split_folders_are_kept_and_decoding_is_cached(tmp_path):
+    from fashion_ensemble.imagefolder import load_image_folder
+
+    folder = image_folder(tmp_path / "photos", per_class=12, splits=["train", "val", "test"])
+    raw, classes, facts = load_image_folder(folder, pipeline="pad", progress=False)
+    assert set(raw) == {"train", "val", "test"} and classes == ("bag", "coat", "shoe") and not facts["cached"]
+    assert raw["test"][0].shape == (36, 28, 28)
+    again, _, facts = load_image_folder(folder, pipeline="pad", progress=False)
+    assert facts["cached"] and all(np.array_equal(again[k][0], raw[k][0]) for k in raw)
+    (folder / "test" / "bag" / "000.png").write_bytes(png_bytes(np.zeros((28, 28), np.uint8) + 9))  # changed
+    assert not load_image_folder(folder, pipeline="pad", progress=False)[2]["cached"]
+    split = fe.make_split(folder_config(folder, pipeline="pad").data, progress=False)
+    assert len(split.val[1]) == 36 and len(split.test[1]) == 36  # the given val part, not one held out of train
+
+
+def test_pad_keeps_a_model_input_as_it_is(tmp_path):
+    from fashion_ensemble.imagefolder import decode
+
+    image = synthetic_images(np.array([3]))[0]
+    (tmp_path / "x.png").write_bytes(png_bytes(image))
+    assert np.array_equal(decode(str(tmp_path / "x.png"), "pad"), image)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda root: shutil.rmtree(root / "bag") or (root / "bag").mkdir(), "the class has no image files"),
+    (lambda root: [shutil.rmtree(root / c) for c in ("bag", "coat")], "two classes .* or more"),
+    (lambda root: [p.unlink() for p in sorted((root / "bag").iterdir())[3:]], r"fewer than 30 of: bag \(3\)"),
+    (lambda root: (root / "bag" / "broken.png").write_bytes(b"not a png"), r"1 file\(s\) are not images.*broken.png"),
+])
+def test_folder_mistakes_are_refused_with_a_reason(tmp_path, damage, message):
+    folder = image_folder(tmp_path / "photos")
+    damage(folder)
+    with pytest.raises(UserError, match=message):
+        fe.make_split(folder_config(folder).data, progress=False)
+
+
+def test_split_folder_mistakes(tmp_path):
+    folder = image_folder(tmp_path / "a", per_class=5, splits=["train", "val"])
+    with pytest.raises(UserError, match="need at least train/ and test/"):
+        fe.make_split(folder_config(folder).data, progress=False)
+    folder = image_folder(tmp_path / "b", per_class=5, splits=["train", "test"])
+    shutil.rmtree(folder / "test" / "bag")
+    with pytest.raises(UserError, match=r"differ from train's \(missing \['bag'\]"):
+        fe.make_split(folder_config(folder).data, progress=False)
+
+
+def test_bad_images_can_be_skipped_and_link_loops_do_not_hang(tmp_path):
+    folder = image_folder(tmp_path / "photos")
+    (folder / "bag" / "broken.png").write_bytes(b"not a png")
+    (folder / "coat" / "loop").symlink_to(folder / "coat", target_is_directory=True)
+    split = fe.make_split(folder_config(folder, skip_bad_images=True).data, progress=False)
+    assert sum(len(p[1]) for p in (split.train, split.val, split.test)) == 120
+
+
+def test_cli_image_folder_and_skip_bad_images(tmp_path):
+    folder = image_folder(tmp_path / "photos")
+    (folder / "bag" / "broken.png").write_bytes(b"not a png")
+    cfg = write_config(tmp_path / "c.json", smoke_config())
+    base = [sys.executable, "-m", "fashion_ensemble.cli", "run", "--config", str(cfg), "--data", str(folder), "--quiet"]
+    r = subprocess.run([*base, "--out", str(tmp_path / "refused")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "--skip-bad-images" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([*base, "--out", str(tmp_path / "run"), "--skip-bad-images"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["skip_bad_images"] is True

@@ -57,8 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="paper: 80/10/10 of all 70k; standard: official 60k/10k (default: the profile's)")
     run.add_argument("--data", default=None, metavar="SOURCE", dest="data_source",
-                     help="fashion-mnist (the default), or the folder of another IDX data set in the same four-file "
-                          "layout (MNIST, KMNIST, EMNIST letters...), class names from its classes.txt")
+                     help="fashion-mnist (the default); the folder of another IDX data set in the same four-file "
+                          "layout (class names from its classes.txt); or an image folder, one sub-folder per class "
+                          "(optionally under train/, val/, test/)")
+    run.add_argument("--skip-bad-images", action="store_true",
+                     help="image folders: leave out files that cannot be decoded (else the run is refused)")
     run.add_argument("--seed", type=int, default=None, help="training seed (default 0, or the --config file's)")
     run.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="overrides",
                      help="change one field of the profile or --config, e.g. --set members.cnn.train.epochs=12 "
@@ -180,7 +183,8 @@ def cmd_run(args) -> int:
     if args.resume:
         options_given = {"--profile": args.profile, "--config": args.config, "--protocol": args.protocol,
                          "--seed": args.seed, "--seeds": args.seeds, "--out": args.out, "--data": args.data_source,
-                         "--set": args.overrides or None, "--restart": args.restart or None}
+                         "--set": args.overrides or None, "--restart": args.restart or None,
+                         "--skip-bad-images": args.skip_bad_images or None}
         given = [name for name, value in options_given.items() if value is not None]
         if given:
             raise UserError(f"--resume continues a run with its own config.json; drop {' '.join(given)}")
@@ -212,9 +216,9 @@ def cmd_ablate(args) -> int:
 
 
 def run_config(args) -> config.RunConfig:
+    overrides = [*(["data.skip_bad_images=true"] if getattr(args, "skip_bad_images", False) else []), *args.overrides]
     return config.resolve(profile_name=args.profile, config_file=args.config, protocol=args.protocol, seed=args.seed,
-                          data_source=args.data_source, overrides=args.overrides,
-                          default_profile=args.profile_default)
+                          data_source=args.data_source, overrides=overrides, default_profile=args.profile_default)
 
 
 def cmd_evaluate(args) -> int:

@@ -30,7 +30,9 @@ MAX_PARAMETERS = 100_000_000  # 400 MB of fp32 weights, 17× the `best` profile'
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = FASHION_MNIST  # "fashion-mnist", or the folder of another IDX data set in the same layout (data.py)
+    source: str = FASHION_MNIST  # "fashion-mnist", or a folder: another IDX data set, or images in class folders
+    pipeline: str = "preprocess"  # image folders: "preprocess" as for users' photos, or "pad" (resize and centre)
+    skip_bad_images: bool = False  # image folders: leave out files that cannot be decoded (else the run is refused)
     protocol: str = "standard"  # "paper": 70k pooled, 80/10/10; "standard": official 60k/10k, val 10% of train
     val_fraction: float = 0.1  # standard protocol: share of the official train set held out for validation
     split_seed: int = 0  # fixed, independent of the training seed, so every seed sees the same split
@@ -39,6 +41,7 @@ class DataConfig:
 
     def __post_init__(self):
         _check(bool(self.source.strip()), "data.source", self.source, f"{FASHION_MNIST!r} or a folder's path")
+        _check(self.pipeline in ("preprocess", "pad"), "data.pipeline", self.pipeline, "'preprocess' or 'pad'")
         _check(self.protocol in PROTOCOLS, "data.protocol", self.protocol, f"one of {', '.join(PROTOCOLS)}")
         _check(0 < self.val_fraction < 1, "data.val_fraction", self.val_fraction, "a fraction in (0, 1)")
         _check(self.train_subset is None or self.train_subset >= 10, "data.train_subset", self.train_subset,

@@ -1,9 +1,10 @@
-"""Data sets in the four-file IDX layout: reading, checking, the two protocols' splits, split facts.
+"""Data sets: reading, checking, the two protocols' splits, split facts.
 
-`DataConfig.source` says which: "fashion-mnist" (the official files, checked against their checksums; `--data-dir`
-or $FASHION_MNIST_DIR says where they are), or the path of a folder holding any IDX data set in the same layout
-(MNIST, KMNIST, EMNIST letters, ...): the same checks but no checksums, class names from an optional `classes.txt`
-beside the files (one per line), else "0".."K-1".
+`DataConfig.source` says which: "fashion-mnist" (the official IDX files, checked against their checksums;
+`--data-dir` or $FASHION_MNIST_DIR says where they are), or the path of a folder whose layout says what it holds:
+- any IDX data set in the same four-file layout (MNIST, KMNIST, EMNIST letters, ...): the same checks but no
+  checksums, class names from an optional `classes.txt` beside the files (one per line), else "0".."K-1";
+- an image folder, one sub-folder per class, optionally under train/, val/, test/ (imagefolder.py).
 
 Images stay uint8 (N, 28, 28) until a model's first layer normalises them; labels are int64 (N,), and `one_hot`
 builds the paper's one-hot targets from them.
@@ -26,6 +27,7 @@ from sklearn.model_selection import train_test_split
 from .classes import CLASSES
 from .config import FASHION_MNIST, PROTOCOLS, DataConfig
 from .errors import UserError
+from .imagefolder import MIN_PER_CLASS, is_image_folder, load_image_folder
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"
 DATA_DIR_ENV = "FASHION_MNIST_DIR"
@@ -171,15 +173,24 @@ def _image_digests(images: np.ndarray) -> set[bytes]:
     return {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat}
 
 
-def load_source(cfg: DataConfig, data_dir=None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]]:
-    """The official train and test parts of `cfg.source` (as `load_raw` returns them) and its class names."""
+def load_source(cfg: DataConfig, data_dir=None, progress: bool = True
+                ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]]:
+    """The parts of `cfg.source` as it gives them ("train" and "test", also "val" from an image folder that has one,
+    or "all" from one without split folders; as `load_raw` returns them) and its class names."""
     if cfg.source == FASHION_MNIST:
         return load_raw(data_dir, verify_checksums=cfg.verify_checksums), CLASSES
     folder = Path(cfg.source)
     if not folder.is_dir():
         raise UserError(f"data source {cfg.source!r} is neither {FASHION_MNIST!r} nor a folder")
-    raw = load_raw(folder, verify_checksums=False, num_classes=None)
-    return raw, idx_classes(folder, raw)
+    if (folder / FILES["train"][0]).is_file():
+        raw = load_raw(folder, verify_checksums=False, num_classes=None)
+        return raw, idx_classes(folder, raw)
+    if is_image_folder(folder):
+        raw, classes, _ = load_image_folder(folder, pipeline=cfg.pipeline, skip_bad=cfg.skip_bad_images,
+                                            progress=progress)
+        return raw, classes
+    raise UserError(f"{folder}: neither the four IDX files ({', '.join(f for pair in FILES.values() for f in pair)}) "
+                    "nor class sub-folders of images")
 
 
 def idx_classes(folder: Path, raw: dict) -> tuple[str, ...]:
@@ -205,27 +216,55 @@ def idx_classes(folder: Path, raw: dict) -> tuple[str, ...]:
     return names
 
 
-def make_split(cfg: DataConfig, data_dir=None, raw=None, classes: tuple[str, ...] = CLASSES) -> Split:
+def make_split(cfg: DataConfig, data_dir=None, raw=None, classes: tuple[str, ...] = CLASSES,
+               progress: bool = True) -> Split:
     """Build the protocol's split from the configured source (or from `raw`, as returned by `load_raw`, with its
-    `classes`)."""
+    `classes`): "paper" pools every part and splits it 80/10/10 (as does a source that gives no split: "all");
+    "standard" keeps the source's test part, and its val part if it has one, else holds val_fraction of train out."""
     if raw is None:
-        raw, classes = load_source(cfg, data_dir)
-    (x_tr, y_tr), (x_te, y_te) = raw["train"], raw["test"]
-    if cfg.protocol == "paper":
-        x_all, y_all = np.concatenate([x_tr, x_te]), np.concatenate([y_tr, y_te])
+        raw, classes = load_source(cfg, data_dir, progress)
+    pooled = cfg.protocol == "paper" or "all" in raw
+    if cfg.source != FASHION_MNIST:  # before splitting: a stratified split needs a few of each class
+        if pooled:
+            pool = np.concatenate([y for _, y in raw.values()])
+            _check_counts({"all": pool}, classes, math.ceil(MIN_PER_CLASS / 0.1))  # its val and test are 10% each
+        else:
+            _check_counts({k: y for k, (_, y) in raw.items() if k != "train"}, classes, MIN_PER_CLASS)
+            needed = MIN_PER_CLASS if "val" in raw else math.ceil(MIN_PER_CLASS / cfg.val_fraction)
+            _check_counts({"train": raw["train"][1]}, classes, needed)
+    if pooled:
+        x_all = np.concatenate([raw[k][0] for k in raw])
+        y_all = np.concatenate([raw[k][1] for k in raw])
         x_tr, x_rest, y_tr, y_rest = train_test_split(
             x_all, y_all, test_size=0.2, stratify=y_all, random_state=cfg.split_seed
         )
         x_va, x_te, y_va, y_te = train_test_split(
             x_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=cfg.split_seed
         )
+    elif "val" in raw:  # "standard" with the source's own validation part
+        (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = raw["train"], raw["val"], raw["test"]
     else:  # "standard" (DataConfig admits no other)
+        (x_tr, y_tr), (x_te, y_te) = raw["train"], raw["test"]
         x_tr, x_va, y_tr, y_va = train_test_split(
             x_tr, y_tr, test_size=cfg.val_fraction, stratify=y_tr, random_state=cfg.split_seed
         )
     if cfg.train_subset is not None:
         x_tr, y_tr = x_tr[: cfg.train_subset], y_tr[: cfg.train_subset]
-    return Split(cfg.protocol, (x_tr, y_tr), (x_va, y_va), (x_te, y_te), tuple(classes))
+    split = Split(cfg.protocol, (x_tr, y_tr), (x_va, y_va), (x_te, y_te), tuple(classes))
+    if cfg.source != FASHION_MNIST:
+        _check_counts({"train": y_tr, "val": y_va, "test": y_te}, classes, MIN_PER_CLASS)
+    return split
+
+
+def _check_counts(parts: dict[str, np.ndarray], classes, needed: int) -> None:
+    """Every class needs `needed` images in each part (labels given): fewer cannot be split, learnt or scored."""
+    for part, labels in parts.items():
+        counts = np.bincount(labels, minlength=len(classes))
+        thin = [f"{classes[k]} ({n})" for k, n in enumerate(counts) if n < needed]
+        if thin:
+            raise UserError(f"the {part} images hold fewer than {needed} of: {', '.join(thin[:5])}"
+                            f"{' ...' if len(thin) > 5 else ''} (each of train, val and test needs {MIN_PER_CLASS} of "
+                            "every class); add images, or merge or drop those classes")
 
 
 def one_hot(labels, num_classes: int = len(CLASSES), smoothing: float = 0.0):

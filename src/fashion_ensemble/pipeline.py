@@ -72,7 +72,7 @@ def run_study(
         raise UserError("the configuration has no members to train")
     folder.path.parent.mkdir(parents=True, exist_ok=True)  # runs/, for the lock beside the folder
     with _writing(folder):
-        split = make_split(cfg.data, data_dir)  # bad data fails here, before the run's folder is made
+        split = make_split(cfg.data, data_dir, progress=progress)  # bad data fails here, before the folder is made
         if distributed.is_main():
             folder.start(cfg, restart=restart)  # a stopped run's checkpoints: refused unless `restart`
             if progress:
@@ -99,7 +99,7 @@ def resume_study(out: str | os.PathLike, *, data_dir=None, device: str | torch.d
         cfg = folder.config()
         if progress and distributed.is_main():
             print(f"resuming {folder.path}", flush=True)
-        return _study(cfg, make_split(cfg.data, data_dir), folder, opts)
+        return _study(cfg, make_split(cfg.data, data_dir, progress=progress), folder, opts)
 
 
 def _writing(folder: RunFolder):

@@ -1,0 +1,204 @@
+"""An image folder as a data set: one sub-folder per class (torchvision's `ImageFolder`, Keras'
+`image_dataset_from_directory`), optionally under top-level `train/`, `val/` and `test/` folders.
+
+    photos/coat/0001.jpg, photos/shirt/a.png, ...              all images; the study splits them 80/10/10
+    photos/train/coat/..., photos/test/coat/... [, val/...]    the splits as given (val: held out of train if absent)
+
+Class names are the sub-folders' names, sorted. Every image goes through the pipeline prediction uses: `preprocess`
+(a product shot on a plain background → 28×28, garment bright on black), or with `pipeline="pad"` a plain resize of
+the longest side to 28 and a centred pad (for images that are already model inputs, such as Fashion-MNIST's own).
+Decoding runs on every core with a progress bar, and its result is cached (keyed by the files' names, sizes and
+modification times and the pipeline) under $XDG_CACHE_HOME/fashion-ensemble, so a second run starts at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .errors import UserError
+from .preprocess import IMAGE_SUFFIXES, SIZE, ImageError, open_image, preprocess, shrink
+
+SPLITS = ("train", "val", "test")
+PIPELINES = ("preprocess", "pad")
+MIN_PER_CLASS = 3  # images of each class in each split: fewer cannot be scored (or learnt) meaningfully
+CACHE_VERSION = 1  # bump when decoding changes, so that old caches are not used
+
+
+def is_image_folder(folder: Path) -> bool:
+    """A folder of class sub-folders (or of split folders holding them)."""
+    return folder.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
+
+
+def load_image_folder(folder: Path, *, pipeline: str = "preprocess", skip_bad: bool = False,
+                      progress: bool = True) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...], dict]:
+    """({split or "all": (images uint8 (N, 28, 28), labels int64 (N,))}, class names, facts about the reading)."""
+    if pipeline not in PIPELINES:
+        raise UserError(f"data.pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
+    files, classes = list_files(folder)
+    key = cache_key(files, pipeline)
+    cached = _read_cache(key)
+    if cached is not None:
+        images, labels, parts, bad = cached
+    else:
+        images, labels, parts, bad = _decode_all(files, pipeline, progress)
+        _write_cache(key, images, labels, parts, bad)
+    if bad and not skip_bad:
+        names = ", ".join(str(Path(f).relative_to(folder)) for f, _ in bad[:3])
+        raise UserError(f"{folder}: {len(bad)} file(s) are not images that can be decoded ({names}"
+                        f"{', ...' if len(bad) > 3 else ''}: {bad[0][1]}); fix or remove them, or pass "
+                        "--skip-bad-images to leave them out")
+    raw = {part: (images[parts == part], labels[parts == part]) for part in dict.fromkeys(parts.tolist())}
+    facts = {"folder": str(folder), "files": len(files), "skipped_bad_images": len(bad), "cached": cached is not None}
+    return raw, classes, facts
+
+
+def list_files(folder: Path) -> tuple[list[tuple[str, str, str]], tuple[str, ...]]:
+    """[(path, split or "all", class name)] in a stable order, and the sorted class names; the layout's mistakes
+    (one class, an empty class, a split missing a class, train without test) are refused."""
+    split_dirs = {s: folder / s for s in SPLITS if (folder / s).is_dir()}
+    if split_dirs:
+        if "train" not in split_dirs or "test" not in split_dirs:
+            raise UserError(f"{folder}: split folders need at least train/ and test/ (found "
+                            f"{', '.join(f'{s}/' for s in split_dirs)}); or put the class folders at the top")
+        roots = split_dirs
+    else:
+        roots = {"all": folder}
+    per_split = {part: sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+                 for part, root in roots.items()}
+    classes = tuple(per_split["train" if split_dirs else "all"])
+    if len(classes) < 2:
+        raise UserError(f"{roots.get('train', folder)}: a classifier needs two classes (sub-folders) or more, found "
+                        f"{len(classes)}")
+    files = []
+    for part, root in roots.items():
+        if per_split[part] != list(classes):
+            missing = sorted(set(classes) - set(per_split[part]))
+            extra = sorted(set(per_split[part]) - set(classes))
+            raise UserError(f"{root}: its classes differ from train's (missing {missing}, extra {extra}); every "
+                            "split needs the same class folders")
+        for name in classes:
+            found = _images_under(root / name)
+            if not found:
+                raise UserError(f"{root / name}: the class has no image files ({', '.join(IMAGE_SUFFIXES[:6])}, "
+                                "...)")
+            files += [(str(f), part, name) for f in found]
+    return files, classes
+
+
+def _images_under(folder: Path) -> list[Path]:
+    """Image files (by suffix, regular files) under `folder`, sorted; symbolic links to folders are not followed,
+    so a link loop cannot hang the walk."""
+    found = []
+    for root, dirs, names in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [Path(root) / n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES
+                  and (Path(root) / n).is_file()]
+    return sorted(found)
+
+
+def decode(path: str, pipeline: str) -> np.ndarray:
+    """One file → (28, 28) uint8 through the chosen pipeline."""
+    if pipeline == "preprocess":
+        return preprocess(path)
+    image = shrink(open_image(path)).convert("L")  # "pad": keep the pixels, only fit them into 28×28
+    w, h = image.size
+    scale = SIZE / max(w, h)
+    if scale != 1:
+        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    out = np.zeros((SIZE, SIZE), dtype=np.uint8)
+    w, h = image.size
+    top, left = (SIZE - h) // 2, (SIZE - w) // 2
+    out[top : top + h, left : left + w] = np.asarray(image)
+    return out
+
+
+def _decode_one(job: tuple[str, str]) -> np.ndarray | str:
+    path, pipeline = job
+    try:
+        return decode(path, pipeline)
+    except ImageError as e:
+        return str(e)
+
+
+def _decode_all(files, pipeline: str, progress: bool):
+    from tqdm.auto import tqdm
+
+    images = np.zeros((len(files), SIZE, SIZE), dtype=np.uint8)
+    keep = np.ones(len(files), dtype=bool)
+    bad = []
+    jobs = [(path, pipeline) for path, _, _ in files]
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    with ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
+        results = pool.map(_decode_one, jobs, chunksize=64)
+        for i, result in enumerate(tqdm(results, total=len(jobs), desc="decoding images", unit="img",
+                                        disable=None if progress else True, leave=False)):
+            if isinstance(result, str):
+                keep[i] = False
+                bad.append((files[i][0], result))
+            else:
+                images[i] = result
+    classes = sorted({c for _, _, c in files})
+    labels = np.array([classes.index(c) for _, _, c in files], dtype=np.int64)
+    parts = np.array([p for _, p, _ in files])
+    return images[keep], labels[keep], parts[keep], bad
+
+
+class _Serial:
+    """ProcessPoolExecutor's map on one core, in this process."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def map(self, fn, jobs, chunksize=1):
+        return map(fn, jobs)
+
+
+# -- the cache ---------------------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fashion-ensemble"
+
+
+def cache_key(files, pipeline: str) -> str:
+    """Changes when any file is added, removed, renamed, resized or touched, or the pipeline changes."""
+    h = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "pipeline": pipeline, "size": SIZE}).encode())
+    for path, part, name in files:
+        info = os.stat(path)
+        h.update(f"{path}\0{part}\0{name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _read_cache(key: str):
+    path = cache_dir() / f"{key}.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            bad = list(zip(z["bad_files"].tolist(), z["bad_reasons"].tolist()))
+            return z["images"], z["labels"], z["parts"], bad
+    except (OSError, ValueError, KeyError):  # damaged: decode again
+        return None
+
+
+def _write_cache(key: str, images, labels, parts, bad) -> None:
+    folder = cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.{os.getpid()}.npz"
+        np.savez(tmp, images=images, labels=labels, parts=parts.astype(str),
+                 bad_files=np.array([f for f, _ in bad], dtype=str),
+                 bad_reasons=np.array([r for _, r in bad], dtype=str))
+        tmp.replace(folder / f"{key}.npz")
+    except OSError:  # a read-only home: no cache, the next run decodes again
+        pass
