@@ -223,3 +223,20 @@ def test_cli_image_folder_and_skip_bad_images(tmp_path):
                        timeout=600)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data"]["skip_bad_images"] is True
+
+
+def test_balanced_accuracy_and_data_check_on_a_folder(tmp_path, capsys, animals):
+    from sklearn.metrics import balanced_accuracy_score
+
+    from fashion_ensemble.cli import main
+    from fashion_ensemble.metrics import classification_metrics
+
+    y = np.array([0, 0, 0, 0, 1, 2])
+    proba = np.eye(3)[[0, 0, 0, 1, 1, 1]]  # class 0: 3 of 4 right, class 1 right, class 2 wrong
+    assert classification_metrics(y, proba, NAMES)["balanced_accuracy"] == pytest.approx((0.75 + 1 + 0) / 3)
+    assert balanced_accuracy_score(y, proba.argmax(1)) == pytest.approx(0.5833333)
+    assert "Balanced accuracy" in (animals / "report.md").read_text()
+    folder = image_folder(tmp_path / "photos")
+    assert main(["data", "check", "--data", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "3 classes: bag, coat, shoe" in out and "train 96, val 12, test 12" in out

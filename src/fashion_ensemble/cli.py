@@ -162,8 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="data set tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    check = data_sub.add_parser("check", help="verify the four IDX files and print the splits' facts")
-    check.add_argument("--data-dir", default=None, help="folder of the four .gz IDX files")
+    check = data_sub.add_parser("check", help="verify a data set (default Fashion-MNIST's four IDX files) and print "
+                                "the splits' facts")
+    check.add_argument("--data-dir", default=None, help="folder of Fashion-MNIST's four .gz IDX files")
+    check.add_argument("--data", default=None, metavar="SOURCE", dest="data_source",
+                       help="another data set: an IDX folder or an image folder (see run --help)")
     check.set_defaults(func=cmd_data_check)
     return parser
 
@@ -342,8 +345,12 @@ def cmd_bench(args) -> int:
 def cmd_data_check(args) -> int:
     from . import data
 
-    checked = data.describe(args.data_dir)
-    print(f"{checked['folder']}: 4 files OK (magic numbers, shapes, counts, SHA-256 of content)")
+    checked = data.describe(args.data_dir, args.data_source or config.FASHION_MNIST)
+    if args.data_source in (None, config.FASHION_MNIST):
+        print(f"{checked['source']}: 4 files OK (magic numbers, shapes, counts, SHA-256 of content)")
+    else:
+        print(f"{checked['source']}: OK, {len(checked['classes'])} classes: {', '.join(checked['classes'][:12])}"
+              f"{' ...' if len(checked['classes']) > 12 else ''}")
     for protocol, facts in checked["protocols"].items():
         sizes = ", ".join(f"{k} {v:,}" for k, v in facts["sizes"].items())
         dups = ", ".join(f"{k} {v}" for k, v in facts["cross_split_duplicates"].items())

@@ -276,9 +276,11 @@ def one_hot(labels, num_classes: int = len(CLASSES), smoothing: float = 0.0):
     return targets * (1.0 - smoothing) + smoothing / num_classes
 
 
-def describe(data_dir=None) -> dict:
-    """`fashion-ensemble data check`: the four official files verified (magic numbers, shapes, counts, checksums),
-    and each protocol's split facts: {"folder", "protocols": {protocol: Split.facts()}}."""
-    raw = load_raw(data_dir)
-    return {"folder": str(resolve_data_dir(data_dir)),
-            "protocols": {p: make_split(DataConfig(protocol=p), raw=raw).facts() for p in PROTOCOLS}}
+def describe(data_dir=None, source: str = FASHION_MNIST) -> dict:
+    """`fashion-ensemble data check`: the source read with every check (for Fashion-MNIST: magic numbers, shapes,
+    counts, checksums), and each protocol's split facts: {"source", "classes", "protocols": {protocol: facts}}."""
+    raw, classes = load_source(DataConfig(source=source), data_dir)
+    where = str(resolve_data_dir(data_dir)) if source == FASHION_MNIST else source
+    return {"source": where, "classes": list(classes),
+            "protocols": {p: make_split(DataConfig(source=source, protocol=p), raw=raw, classes=classes).facts()
+                          for p in PROTOCOLS}}

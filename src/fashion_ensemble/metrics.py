@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, log_loss, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+)
 
 from .classes import CLASSES, SIMILAR_CLASSES
 from .probabilities import fit_temperature, temperature_scale
@@ -22,6 +28,7 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, classes=CLASSE
         "macro_precision": float(p.mean()),
         "macro_recall": float(r.mean()),
         "macro_f1": float(f.mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),  # mean recall over the classes present
         "log_loss": _log_loss(y_true, proba),
         "accuracy_ci95": list(bootstrap_accuracy_ci(y_true, y_pred)),
         "ece": expected_calibration_error(y_true, proba),  # 15 bins

@@ -118,6 +118,10 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
         f"{alt['ensemble_tuned_weights']['accuracy']:.4f}." + _calibrated_voting(metrics),
         "",
         "Validation accuracy: " + ", ".join(f"{n} {a:.4f}" for n, a in metrics["val_accuracy"].items()) + ".",
+        *([] if "balanced_accuracy" not in models["ensemble"] else [
+            "",
+            "Balanced accuracy (the mean of per-class recall, which weighs a rare class as much as a common one): "
+            + ", ".join(f"{n} {m['balanced_accuracy']:.4f}" for n, m in models.items()) + "."]),
         "",
         "CI: percentile bootstrap over the test images. ECE: expected calibration error, 15 bins.",
         "",
