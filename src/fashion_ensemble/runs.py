@@ -293,9 +293,8 @@ def _compare(path: Path, found: dict, expected: dict) -> None:
 
 
 def load_weights(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Read a safetensors file and check it against `model`'s state by name and shape; every floating tensor of the
-    model must be a finite float in the file (NaN or integer weights are a damaged file, not a model)."""
-    check_header(path, model)
+    """Read a safetensors file whose header `check_header` has matched with `model`'s names and shapes; every
+    floating tensor of the model must be a finite float in the file (NaN or integer weights are a damaged file)."""
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
