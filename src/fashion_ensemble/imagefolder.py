@@ -47,7 +47,7 @@ def load_image_folder(folder: Path, *, pipeline: str = "preprocess", skip_bad: b
     if cached is not None:
         images, labels, parts, bad = cached
     else:
-        images, labels, parts, bad = _decode_all(files, pipeline, progress)
+        images, labels, parts, bad = _decode_all(files, classes, pipeline, progress)
         _write_cache(key, images, labels, parts, bad)
     if bad and not skip_bad:
         names = ", ".join(str(Path(f).relative_to(folder)) for f, _ in bad[:3])
@@ -127,7 +127,7 @@ def _decode_one(job: tuple[str, str]) -> np.ndarray | str:
         return str(e)
 
 
-def _decode_all(files, pipeline: str, progress: bool):
+def _decode_all(files, classes: tuple[str, ...], pipeline: str, progress: bool):
     from tqdm.auto import tqdm
 
     images = np.zeros((len(files), SIZE, SIZE), dtype=np.uint8)
@@ -135,8 +135,9 @@ def _decode_all(files, pipeline: str, progress: bool):
     bad = []
     jobs = [(path, pipeline) for path, _, _ in files]
     workers = max(1, min(os.cpu_count() or 1, 8))
-    with ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
-        results = pool.map(_decode_one, jobs, chunksize=64)
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        results = pool.map(_decode_one, jobs, chunksize=64) if pool else map(_decode_one, jobs)
         for i, result in enumerate(tqdm(results, total=len(jobs), desc="decoding images", unit="img",
                                         disable=None if progress else True, leave=False)):
             if isinstance(result, str):
@@ -144,23 +145,12 @@ def _decode_all(files, pipeline: str, progress: bool):
                 bad.append((files[i][0], result))
             else:
                 images[i] = result
-    classes = sorted({c for _, _, c in files})
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     labels = np.array([classes.index(c) for _, _, c in files], dtype=np.int64)
     parts = np.array([p for _, p, _ in files])
     return images[keep], labels[keep], parts[keep], bad
-
-
-class _Serial:
-    """ProcessPoolExecutor's map on one core, in this process."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def map(self, fn, jobs, chunksize=1):
-        return map(fn, jobs)
 
 
 # -- the cache ---------------------------------------------------------------------------------------------------------
