@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import UserError
-from .preprocess import IMAGE_SUFFIXES, SIZE, ImageError, open_image, preprocess, shrink
+from .preprocess import IMAGE_SUFFIXES, SIZE, ImageError, image_files, open_image, preprocess, shrink
 
 SPLITS = ("train", "val", "test")
 PIPELINES = ("preprocess", "pad")
@@ -84,23 +84,12 @@ def list_files(folder: Path) -> tuple[list[tuple[str, str, str]], tuple[str, ...
             raise UserError(f"{root}: its classes differ from train's (missing {missing}, extra {extra}); every "
                             "split needs the same class folders")
         for name in classes:
-            found = _images_under(root / name)
+            found = image_files([root / name])
             if not found:
                 raise UserError(f"{root / name}: the class has no image files ({', '.join(IMAGE_SUFFIXES[:6])}, "
                                 "...)")
             files += [(str(f), part, name) for f in found]
     return files, classes
-
-
-def _images_under(folder: Path) -> list[Path]:
-    """Image files (by suffix, regular files) under `folder`, sorted; symbolic links to folders are not followed,
-    so a link loop cannot hang the walk."""
-    found = []
-    for root, dirs, names in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(root) / n for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES
-                  and (Path(root) / n).is_file()]
-    return sorted(found)
 
 
 def decode(path: str, pipeline: str) -> np.ndarray:

@@ -236,11 +236,12 @@ def as_photo(image28: np.ndarray, size: int = 224, quality: int = 90) -> bytes:
 
 def image_files(paths) -> list[Path]:
     """Files named directly, plus the image files (by suffix, regular files only) anywhere under named folders, in a
-    stable order."""
+    stable order. Symbolic links to folders are not followed, so a link loop cannot hang the walk."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            found = (Path(root) / n for root, _, names in os.walk(p, followlinks=False) for n in names)
+            files += sorted(f for f in found if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
         else:
             files.append(p)
     return files
