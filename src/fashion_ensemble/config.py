@@ -145,6 +145,9 @@ class MemberConfig:
     tta_flip: bool = False  # inference: average the probabilities of each image and its mirror (helps the DS-CNN;
     # the ANN, not mirror-invariant, loses from it)
 
+    def __post_init__(self):
+        _check(self.kind in ("ann", "cnn"), "member kind", self.kind, "'ann' or 'cnn'")
+
 
 @dataclass(frozen=True)
 class EnsembleConfig:
@@ -164,10 +167,9 @@ class RunConfig:
     def __post_init__(self):
         _check(bool(NAME.fullmatch(self.profile)), "profile", self.profile,
                "a name of letters, digits, '_', '-' or '.' (it names the run folder)")
-        for name, member in self.members.items():
+        for name in self.members:
             _check(bool(NAME.fullmatch(name)), "members", name,
                    "named with letters, digits, '_', '-' or '.' (the name is its weights file's)")
-            _check(member.kind in ("ann", "cnn"), f"members.{name}.kind", member.kind, "'ann' or 'cnn'")
         _check(self.seed >= 0, "seed", self.seed, "0 or more")
 
     def to_dict(self) -> dict:
