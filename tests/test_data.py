@@ -55,7 +55,7 @@ def test_count_mismatch_and_bad_shapes(tmp_path):
         load_raw(folder, verify_checksums=False)
     folder = write_dataset(tmp_path / "e")
     write_idx(folder / FILES["train"][0], np.zeros((400, 32, 32), np.uint8))
-    with pytest.raises(UserError, match="expected 28×28 images"):
+    with pytest.raises(UserError, match="expected 28×28 greyscale images"):
         load_raw(folder, verify_checksums=False)
     folder = write_dataset(tmp_path / "f")
     write_idx(folder / FILES["test"][1], np.full(100, 12, np.uint8))

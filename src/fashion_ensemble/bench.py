@@ -31,9 +31,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import MemberConfig, TrainConfig, profile
+from .config import GREY, MemberConfig, TrainConfig, profile
 from .ensemble import Member, SoftVotingEnsemble
 from .export import OnnxEnsemble
+from .inference import to_nchw
 from .models import build_model
 from .probabilities import member_proba
 from .runs import RunFolder
@@ -71,10 +72,11 @@ def matmul_peak_gflops(seconds: float = 2.0, n: int = 1024) -> float:
 
 
 def flops_per_image(model: torch.nn.Module, train: bool) -> float:
-    """FLOPs per 28×28 image: the forward pass counted by FlopCounterMode; training is 3× that, the usual convention
-    (the backward pass costs twice the forward). Not counted directly: FlopCounterMode's backward count ignores
-    convolution groups, so it puts a depthwise layer's backward 33× too high (measured: 130 instead of 40 MFLOP)."""
-    x = torch.rand(32, 1, 28, 28)
+    """FLOPs per image (the model's input shape): the forward pass counted by FlopCounterMode; training is 3× that,
+    the usual convention (the backward pass costs twice the forward). Not counted directly: FlopCounterMode's
+    backward count ignores convolution groups, so it puts a depthwise layer's backward 33× too high (measured: 130
+    instead of 40 MFLOP)."""
+    x = torch.rand(32, *getattr(model, "input_shape", GREY))
     model.eval()
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
@@ -103,7 +105,7 @@ def conv_ms_per_step(model: torch.nn.Module, batch_size: int, calls: int) -> flo
     hooks = [m.register_forward_hook(lambda m, inp, out: shapes.append((m, inp[0].shape)))
              for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     with torch.no_grad():
-        model.eval()(torch.rand(batch_size, 1, 28, 28))
+        model.eval()(torch.rand(batch_size, *getattr(model, "input_shape", GREY)))
     for h in hooks:
         h.remove()
     total = 0.0
@@ -129,12 +131,13 @@ class PerSampleDataset(Dataset):
         return len(self.images)
 
     def __getitem__(self, i):
-        x = torch.tensor(self.images[i], dtype=torch.float32).div(255).unsqueeze(0)  # (1, 28, 28), a copy
+        x = to_nchw(torch.tensor(self.images[i][None], dtype=torch.float32).div(255))[0]  # (C, H, W), a copy
         if torch.rand(()) < 0.5:
             x = x.flip(-1)
         k = self.max_shift
         dy, dx = torch.randint(-k, k + 1, (2,)).tolist()
-        x = F.pad(x, (k, k, k, k))[:, k + dy : k + dy + 28, k + dx : k + dx + 28]
+        h, w = x.shape[1:]
+        x = F.pad(x, (k, k, k, k))[:, k + dy : k + dy + h, k + dx : k + dx + w]
         return (x - 0.286) / 0.353, int(self.labels[i])
 
 
@@ -153,10 +156,11 @@ def baseline_train_images_per_s(model: torch.nn.Module, images: np.ndarray, labe
     return len(images) / (time.perf_counter() - start)
 
 
-def ours_train_images_per_s(mcfg: MemberConfig, images: np.ndarray, labels: np.ndarray) -> float:
+def ours_train_images_per_s(mcfg: MemberConfig, images: np.ndarray, labels: np.ndarray,
+                            shape: tuple[int, int, int] = GREY, classes: int = 10) -> float:
     """One augmented epoch of the project's trainer on the same images: images/s (its own epoch timer)."""
     cfg = dataclasses.replace(mcfg.train, epochs=1)
-    model = build_model(mcfg.kind, mcfg.model)
+    model = build_model(mcfg.kind, mcfg.model, classes, shape)
     _, history = train_member(model, (images, labels), (images[:256], labels[:256]), cfg, seed=0, progress=False)
     return history[0]["images_per_s"]
 
@@ -164,7 +168,7 @@ def ours_train_images_per_s(mcfg: MemberConfig, images: np.ndarray, labels: np.n
 def eager_proba(ensemble: SoftVotingEnsemble, images: np.ndarray) -> np.ndarray:
     """The usual eval loop: fp32, default memory format, one batch, no_grad; each member's TTA and temperature as
     everywhere (probabilities.py)."""
-    x = torch.tensor(images, dtype=torch.float32).div(255).unsqueeze(1)
+    x = to_nchw(torch.tensor(images, dtype=torch.float32).div(255))
     out = 0
     with torch.no_grad():
         for member, w in zip(ensemble.members.values(), ensemble.weights.values()):
@@ -208,8 +212,14 @@ def time_to_accuracy(run_dir: Path) -> dict:
 
 
 def run_bench(run_dir: str | Path | None, config: BenchConfig, images: np.ndarray, labels: np.ndarray) -> dict:
-    """Everything above, as one flat dict (the `--json` output), timing training on `images` (uint8 (N, 28, 28))."""
-    cfg = profile("default")
+    """Everything above, as one flat dict (the `--json` output), timing training on `images` (uint8 model inputs, the
+    run's training images): the members of the run's config, else of the `default` profile."""
+    cfg = RunFolder(run_dir).config() if run_dir is not None else profile("default")
+    shape, classes = cfg.data.input_shape, int(labels.max()) + 1  # every class is in a training part (data.py)
+
+    def model_of(mcfg):
+        return build_model(mcfg.kind, mcfg.model, classes, shape)
+
     images, labels = images[: config.train_images], labels[: config.train_images].astype(np.int64)
     # The peak is measured before training, before inference and at the end, and the best counts: on a shared
     # machine one 2-s window ranged 90-181 GFLOP/s in a day, and a low peak would inflate every MFU below.
@@ -220,16 +230,14 @@ def run_bench(run_dir: str | Path | None, config: BenchConfig, images: np.ndarra
     for name, mcfg in cfg.members.items():
         ours = base = 0.0
         for _ in range(config.train_rounds):
-            ours = max(ours, ours_train_images_per_s(mcfg, images, labels))
+            ours = max(ours, ours_train_images_per_s(mcfg, images, labels, shape, classes))
             torch.manual_seed(0)
-            base = max(base, baseline_train_images_per_s(build_model(mcfg.kind, mcfg.model), images, labels,
-                                                         mcfg.train))
-        flops[f"{name}_train"] = flops[f"{name}_baseline_train"] = flops_per_image(
-            build_model(mcfg.kind, mcfg.model), train=True)
+            base = max(base, baseline_train_images_per_s(model_of(mcfg), images, labels, mcfg.train))
+        flops[f"{name}_train"] = flops[f"{name}_baseline_train"] = flops_per_image(model_of(mcfg), train=True)
         result |= {f"{name}_train_img_s": round(ours, 1), f"{name}_baseline_train_img_s": round(base, 1),
                    f"{name}_train_speedup": round(ours / base, 3),
                    f"{name}_train_mflops_per_image": round(flops[f"{name}_train"] / 1e6, 2)}
-        conv_ms = conv_ms_per_step(build_model(mcfg.kind, mcfg.model), mcfg.train.batch_size, config.conv_calls)
+        conv_ms = conv_ms_per_step(model_of(mcfg), mcfg.train.batch_size, config.conv_calls)
         if conv_ms > 0:  # the rate if nothing but the convolutions took time, and what it allows
             bound = mcfg.train.batch_size / conv_ms * 1e3
             flops[f"{name}_conv_bound_train"] = flops[f"{name}_train"]
@@ -239,7 +247,7 @@ def run_bench(run_dir: str | Path | None, config: BenchConfig, images: np.ndarra
     if run_dir is not None:
         ensemble = RunFolder(run_dir).load()
     else:  # untrained members of the default profile: the same shapes, so the same speed
-        ensemble = SoftVotingEnsemble({n: Member(m.kind, build_model(m.kind, m.model), tta_flip=m.tta_flip)
+        ensemble = SoftVotingEnsemble({n: Member(m.kind, model_of(m), tta_flip=m.tta_flip)
                                        for n, m in cfg.members.items()})
     infer_flops = sum(flops_per_image(m.model, train=False) * (2 if m.tta_flip else 1)
                       for m in ensemble.members.values())

@@ -56,12 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a RunConfig as JSON (e.g. a run folder's config.json) instead of a profile")
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="paper: 80/10/10 of all 70k; standard: official 60k/10k (default: the profile's)")
-    run.add_argument("--data", default=None, metavar="SOURCE", dest="data_source",
-                     help="fashion-mnist (the default); the folder of another IDX data set in the same four-file "
-                          "layout (class names from its classes.txt); or an image folder, one sub-folder per class "
-                          "(optionally under train/, val/, test/)")
-    run.add_argument("--skip-bad-images", action="store_true",
-                     help="image folders: leave out files that cannot be decoded (else the run is refused)")
+    add_data_options(run)
     run.add_argument("--seed", type=int, default=None, help="training seed (default 0, or the --config file's)")
     run.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="overrides",
                      help="change one field of the profile or --config, e.g. --set members.cnn.train.epochs=12 "
@@ -86,8 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--profile", choices=list(PROFILES), default=None, help="the base (default: quick, ~2 min a run)")
     ab.add_argument("--config", default=None, metavar="FILE", help="a RunConfig as JSON instead of a profile")
     ab.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: the profile's")
-    ab.add_argument("--data", default=None, metavar="SOURCE", dest="data_source",
-                    help="fashion-mnist (the default) or another IDX data set's folder (see run --help)")
+    add_data_options(ab)
     ab.add_argument("--seed", type=int, default=None, help="training seed of every run (default 0)")
     ab.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="overrides",
                     help="change one field of the base, e.g. --set members.cnn.train.epochs=12 (repeatable)")
@@ -149,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--concurrency", type=positive_int, default=16, help="requests in flight (default 16)")
     lt.add_argument("--photos", action="store_true", help="send 224×224 JPEG photos instead of 28×28 PNGs")
     lt.add_argument("--data-dir", default=None, help="the test images to send")
+    lt.add_argument("--data", default=None, metavar="SOURCE", dest="data_source",
+                    help="with --url: the data set whose test images to send (default fashion-mnist; a run folder "
+                         "sends its own)")
     lt.add_argument("--json", action="store_true", help="print the result as JSON")
     lt.set_defaults(func=cmd_loadtest)
 
@@ -165,10 +162,30 @@ def build_parser() -> argparse.ArgumentParser:
     check = data_sub.add_parser("check", help="verify a data set (default Fashion-MNIST's four IDX files) and print "
                                 "the splits' facts")
     check.add_argument("--data-dir", default=None, help="folder of Fashion-MNIST's four .gz IDX files")
-    check.add_argument("--data", default=None, metavar="SOURCE", dest="data_source",
-                       help="another data set: an IDX folder or an image folder (see run --help)")
+    add_data_options(check)
     check.set_defaults(func=cmd_data_check)
     return parser
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """Which data set, and the models' input geometry (each a `data.*` field of the config)."""
+    p.add_argument("--data", default=None, metavar="SOURCE", dest="data_source",
+                   help="fashion-mnist (the default); the folder of another IDX data set in the same four-file "
+                        "layout (class names from its classes.txt); or an image folder, one sub-folder per class "
+                        "(optionally under train/, val/, test/)")
+    p.add_argument("--image-size", type=positive_int, default=None, metavar="N",
+                   help="image folders: the models' input is N×N pixels (default 28, the paper's)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="image folders: 1 greyscale (default, the paper's) or 3 RGB")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="image folders: leave out files that cannot be decoded (else the run is refused)")
+
+
+def data_overrides(args) -> list[str]:
+    """The data options given, as `--set` overrides (they win over a profile or --config, as --set does)."""
+    given = {"skip_bad_images": "true" if args.skip_bad_images else None, "image_size": args.image_size,
+             "channels": args.channels}
+    return [f"data.{k}={v}" for k, v in given.items() if v is not None]
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -187,7 +204,8 @@ def cmd_run(args) -> int:
         options_given = {"--profile": args.profile, "--config": args.config, "--protocol": args.protocol,
                          "--seed": args.seed, "--seeds": args.seeds, "--out": args.out, "--data": args.data_source,
                          "--set": args.overrides or None, "--restart": args.restart or None,
-                         "--skip-bad-images": args.skip_bad_images or None}
+                         "--skip-bad-images": args.skip_bad_images or None, "--image-size": args.image_size,
+                         "--channels": args.channels}
         given = [name for name, value in options_given.items() if value is not None]
         if given:
             raise UserError(f"--resume continues a run with its own config.json; drop {' '.join(given)}")
@@ -219,7 +237,7 @@ def cmd_ablate(args) -> int:
 
 
 def run_config(args) -> config.RunConfig:
-    overrides = [*(["data.skip_bad_images=true"] if getattr(args, "skip_bad_images", False) else []), *args.overrides]
+    overrides = [*data_overrides(args), *args.overrides]
     return config.resolve(profile_name=args.profile, config_file=args.config, protocol=args.protocol, seed=args.seed,
                           data_source=args.data_source, overrides=overrides, default_profile=args.profile_default)
 
@@ -299,8 +317,9 @@ def cmd_serve(args) -> int:
 
     def test_images():  # for the page's random button; read on its first use, so serving never imports data.py
         from . import data
+        from .runs import RunFolder
 
-        return data.load_raw(args.data_dir, verify_checksums=False, parts=("test",))["test"]
+        return data.part(RunFolder(args.run_dir).config().data, "test", args.data_dir, progress=False)
 
     settings = serve.ServeConfig(host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 2**20),
                                  max_pixels=int(args.max_megapixels * 1e6), engine=args.engine,
@@ -312,16 +331,28 @@ def cmd_serve(args) -> int:
 
 def cmd_loadtest(args) -> int:
     from . import data, loadtest
+    from .runs import RunFolder
 
     if bool(args.run_dir) == bool(args.url):
         raise UserError("give a run folder (a service is started for the test) or --url of a running one, not both")
-    images, labels = data.load_raw(args.data_dir, verify_checksums=False, parts=("test",))["test"]
     kwargs = dict(requests=args.requests, concurrency=args.concurrency, photos=args.photos)
+
+    def test(url):  # the run's own test images (or, for --url, --data's in the service's input shape)
+        service = loadtest.health(url)
+        if args.run_dir:
+            cfg = RunFolder(args.run_dir).config().data
+        else:
+            channels, size, _ = service.get("input_shape", (1, 28, 28))
+            cfg = config.DataConfig(source=args.data_source or config.FASHION_MNIST, image_size=size,
+                                    channels=channels)
+        images, labels = data.part(cfg, "test", args.data_dir, progress=False)
+        return loadtest.load_test(url, images, labels, classes=service["classes"], **kwargs)
+
     if args.url:
-        result = loadtest.load_test(args.url, images, labels, **kwargs)
+        result = test(args.url)
     else:
         with loadtest.service(args.run_dir) as url:
-            result = loadtest.load_test(url, images, labels, **kwargs)
+            result = test(url)
     if args.json:
         print(json.dumps(result))
     else:
@@ -335,8 +366,10 @@ def cmd_loadtest(args) -> int:
 
 def cmd_bench(args) -> int:
     from . import bench, data
+    from .runs import RunFolder
 
-    images, labels = data.load_raw(args.data_dir, verify_checksums=False)["train"]
+    cfg = RunFolder(args.run_dir).config() if args.run_dir else config.profile("default")
+    images, labels = data.part(cfg.data, "train", args.data_dir, progress=False)
     result = bench.run_bench(args.run_dir, bench.TINY if args.tiny else bench.BenchConfig(), images, labels)
     print(json.dumps(result) if args.json else bench.format_result(result))
     return 0
@@ -345,7 +378,9 @@ def cmd_bench(args) -> int:
 def cmd_data_check(args) -> int:
     from . import data
 
-    checked = data.describe(args.data_dir, args.data_source or config.FASHION_MNIST)
+    cfg = config.DataConfig(source=args.data_source or config.FASHION_MNIST, image_size=args.image_size or 28,
+                            channels=args.channels or 1, skip_bad_images=args.skip_bad_images)
+    checked = data.describe(args.data_dir, cfg)
     if args.data_source in (None, config.FASHION_MNIST):
         print(f"{checked['source']}: 4 files OK (magic numbers, shapes, counts, SHA-256 of content)")
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import types
@@ -25,6 +26,8 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a member's or profile's
 # wide), and low enough that a mistyped or hostile config is refused before it allocates gigabytes.
 MAX_ANN_WIDTH, MAX_ANN_LAYERS = 16_384, 16
 MAX_CNN_WIDTH, MAX_CNN_BLOCKS, MAX_CNN_STAGES = 4_096, 32, 5  # 5 stages: 28 → 14 → 7 → 3 → 1 pixels
+GREY = (1, 28, 28)  # Fashion-MNIST's input shape (channels, height, width): the default geometry
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 256  # 8: scikit-learn's digits; 256: a DS-CNN's step costs 84× a 28×28 one
 MAX_PARAMETERS = 100_000_000  # 400 MB of fp32 weights, 17× the `best` profile's two members together
 
 
@@ -33,15 +36,25 @@ class DataConfig:
     source: str = FASHION_MNIST  # "fashion-mnist", or a folder: another IDX data set, or images in class folders
     pipeline: str = "preprocess"  # image folders: "preprocess" as for users' photos, or "pad" (resize and centre)
     skip_bad_images: bool = False  # image folders: leave out files that cannot be decoded (else the run is refused)
+    image_size: int = 28  # side of the square model input, in pixels: the paper's (and Fashion-MNIST's) 28
+    channels: int = 1  # 1: greyscale (the paper's); 3: RGB, for image folders whose colour tells the classes apart
     protocol: str = "standard"  # "paper": 70k pooled, 80/10/10; "standard": official 60k/10k, val 10% of train
     val_fraction: float = 0.1  # standard protocol: share of the official train set held out for validation
     split_seed: int = 0  # fixed, independent of the training seed, so every seed sees the same split
     train_subset: int | None = None  # use only the first N training images (smoke tests); None = all
     verify_checksums: bool = True  # refuse files whose content differs from the official release
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one model input."""
+        return (self.channels, self.image_size, self.image_size)
+
     def __post_init__(self):
         _check(bool(self.source.strip()), "data.source", self.source, f"{FASHION_MNIST!r} or a folder's path")
         _check(self.pipeline in ("preprocess", "pad"), "data.pipeline", self.pipeline, "'preprocess' or 'pad'")
+        _check(MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE, "data.image_size", self.image_size,
+               f"{MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} pixels")
+        _check(self.channels in (1, 3), "data.channels", self.channels, "1 (greyscale) or 3 (RGB)")
         _check(self.protocol in PROTOCOLS, "data.protocol", self.protocol, f"one of {', '.join(PROTOCOLS)}")
         _check(0 < self.val_fraction < 1, "data.val_fraction", self.val_fraction, "a fraction in (0, 1)")
         _check(self.train_subset is None or self.train_subset >= 10, "data.train_subset", self.train_subset,
@@ -103,9 +116,9 @@ class ANNConfig:
         _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "a probability in [0, 1)")
         _check(self.weights() <= MAX_PARAMETERS, "model size", self.weights(), f"at most {MAX_PARAMETERS:,} weights")
 
-    def weights(self) -> int:
+    def weights(self, input_shape: tuple[int, int, int] = GREY, num_classes: int = 10) -> int:
         """The weight matrices' entries (BatchNorm and biases aside): 784·h1 + h1·h2 + ... + hk·10."""
-        widths = [28 * 28, *self.hidden, 10]
+        widths = [input_shape[0] * input_shape[1] * input_shape[2], *self.hidden, num_classes]
         return sum(a * b for a, b in zip(widths, widths[1:]))
 
 
@@ -125,16 +138,16 @@ class CNNConfig:
                and all(self.stages), "model.stem and model.stages", (self.stem, self.stages),
                f"widths 1..{MAX_CNN_WIDTH}, 1 to {MAX_CNN_BLOCKS} blocks, no empty stage")
         _check(len(self.stages) <= MAX_CNN_STAGES, "model.stages", self.stages,
-               f"at most {MAX_CNN_STAGES} stages (a 2×2 max-pool between two halves 28 pixels each time)")
+               f"at most {MAX_CNN_STAGES} stages (a 2×2 max-pool between two halves the image each time)")
         _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "a probability in [0, 1)")
         _check(self.weights() <= MAX_PARAMETERS, "model size", self.weights(), f"at most {MAX_PARAMETERS:,} weights")
 
-    def weights(self) -> int:
-        """The convolutions' and classifier's weights (BatchNorm aside): 9·stem, then 9·cin + cin·cout per block."""
-        total, width = 9 * self.stem, self.stem
+    def weights(self, input_shape: tuple[int, int, int] = GREY, num_classes: int = 10) -> int:
+        """The convolutions' and classifier's weights (BatchNorm aside): 9·C·stem, then 9·cin + cin·cout per block."""
+        total, width = 9 * input_shape[0] * self.stem, self.stem
         for cout in (w for stage in self.stages for w in stage):
             total, width = total + 9 * width + width * cout, cout
-        return total + width * 10
+        return total + width * num_classes
 
 
 @dataclass(frozen=True)
@@ -171,6 +184,15 @@ class RunConfig:
             _check(bool(NAME.fullmatch(name)), "members", name,
                    "named with letters, digits, '_', '-' or '.' (the name is its weights file's)")
         _check(self.seed >= 0, "seed", self.seed, "0 or more")
+        shape = self.data.input_shape
+        for name, m in self.members.items():
+            _check(m.model.weights(shape) <= MAX_PARAMETERS, f"members.{name} size at {shape[0]}×{shape[1]}×{shape[2]}",
+                   m.model.weights(shape), f"at most {MAX_PARAMETERS:,} weights")
+            if m.kind == "cnn":
+                pools = len(m.model.stages) - 1
+                _check(2**pools <= shape[1], f"members.{name}.model.stages", m.model.stages,
+                       f"at most {1 + int(math.log2(shape[1]))} stages for {shape[1]}-pixel images "
+                       f"({pools} halvings leave less than a pixel)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -12,6 +12,7 @@ builds the paper's one-hot targets from them.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import math
@@ -102,9 +103,10 @@ def read_idx(path: str | os.PathLike) -> tuple[np.ndarray, str]:
 
 
 def load_raw(data_dir=None, *, verify_checksums: bool = True, parts: tuple[str, ...] = ("train", "test"),
-             num_classes: int | None = len(CLASSES)) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+             num_classes: int | None = len(CLASSES), size: int = 28) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The official parts: {"train": (images uint8 (60000, 28, 28), labels int64), "test": (... 10000 ...)}, or only
-    those named in `parts`; labels must be below `num_classes` (None: any, as another data set's)."""
+    those named in `parts`; labels must be below `num_classes` (None: any, as another data set's); images must be
+    `size`×`size` greyscale."""
     folder = resolve_data_dir(data_dir)
     if not folder.is_dir():
         raise UserError(f"data folder {folder} does not exist; {INSTALL_HINT}")
@@ -113,8 +115,11 @@ def load_raw(data_dir=None, *, verify_checksums: bool = True, parts: tuple[str, 
         images_file, labels_file = FILES[part]
         images, images_sha = read_idx(folder / images_file)
         labels, labels_sha = read_idx(folder / labels_file)
-        if images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise UserError(f"{folder / images_file}: expected 28×28 images, got shape {images.shape}")
+        if images.ndim != 3 or images.shape[1:] != (size, size):
+            hint = (f": train with --image-size {images.shape[1]}" if images.ndim == 3
+                    and images.shape[1] == images.shape[2] else "")
+            raise UserError(f"{folder / images_file}: expected {size}×{size} greyscale images (N, {size}, {size}), got "
+                            f"shape {images.shape}{hint}")
         if labels.ndim != 1:
             raise UserError(f"{folder / labels_file}: expected a labels file (1 dimension), got shape {labels.shape}")
         if len(images) != len(labels):
@@ -137,7 +142,8 @@ def load_raw(data_dir=None, *, verify_checksums: bool = True, parts: tuple[str, 
 
 @dataclass
 class Split:
-    """Train/validation/test parts of one protocol. Images uint8 (N, 28, 28), labels int64 (N,) indexing `classes`."""
+    """Train/validation/test parts of one protocol. Images uint8 (N, S, S) greyscale — Fashion-MNIST's (N, 28, 28) —
+    or (N, S, S, 3) RGB; labels int64 (N,) indexing `classes`."""
 
     protocol: str
     train: tuple[np.ndarray, np.ndarray]
@@ -177,17 +183,23 @@ def load_source(cfg: DataConfig, data_dir=None, progress: bool = True
                 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]]:
     """The parts of `cfg.source` as it gives them ("train" and "test", also "val" from an image folder that has one,
     or "all" from one without split folders; as `load_raw` returns them) and its class names."""
+    idx = cfg.source == FASHION_MNIST or (Path(cfg.source) / FILES["train"][0]).is_file()
+    if idx and cfg.channels != 1:
+        raise UserError(f"data source {cfg.source}: IDX files hold greyscale images; leave data.channels at 1 (got "
+                        f"{cfg.channels})")
     if cfg.source == FASHION_MNIST:
+        if cfg.image_size != 28:
+            raise UserError(f"Fashion-MNIST's images are 28×28; leave data.image_size at 28 (got {cfg.image_size})")
         return load_raw(data_dir, verify_checksums=cfg.verify_checksums), CLASSES
     folder = Path(cfg.source)
     if not folder.is_dir():
         raise UserError(f"data source {cfg.source!r} is neither {FASHION_MNIST!r} nor a folder")
-    if (folder / FILES["train"][0]).is_file():
-        raw = load_raw(folder, verify_checksums=False, num_classes=None)
+    if idx:
+        raw = load_raw(folder, verify_checksums=False, num_classes=None, size=cfg.image_size)
         return raw, idx_classes(folder, raw)
     if is_image_folder(folder):
         raw, classes, _ = load_image_folder(folder, pipeline=cfg.pipeline, skip_bad=cfg.skip_bad_images,
-                                            progress=progress)
+                                            progress=progress, size=cfg.image_size, channels=cfg.channels)
         return raw, classes
     raise UserError(f"{folder}: neither the four IDX files ({', '.join(f for pair in FILES.values() for f in pair)}) "
                     "nor class sub-folders of images")
@@ -276,11 +288,19 @@ def one_hot(labels, num_classes: int = len(CLASSES), smoothing: float = 0.0):
     return targets * (1.0 - smoothing) + smoothing / num_classes
 
 
-def describe(data_dir=None, source: str = FASHION_MNIST) -> dict:
+def part(cfg: DataConfig, name: str, data_dir=None, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One part ("train", "val" or "test") of a data configuration's split, as a run with it sees it: the test
+    images that `serve`'s examples and `loadtest` send, the training images that `bench` times. Checksums are not
+    verified: these tools measure or show, they train nothing."""
+    return getattr(make_split(dataclasses.replace(cfg, verify_checksums=False), data_dir, progress=progress), name)
+
+
+def describe(data_dir=None, cfg: DataConfig | None = None) -> dict:
     """`fashion-ensemble data check`: the source read with every check (for Fashion-MNIST: magic numbers, shapes,
     counts, checksums), and each protocol's split facts: {"source", "classes", "protocols": {protocol: facts}}."""
-    raw, classes = load_source(DataConfig(source=source), data_dir)
-    where = str(resolve_data_dir(data_dir)) if source == FASHION_MNIST else source
+    cfg = cfg or DataConfig()
+    raw, classes = load_source(cfg, data_dir)
+    where = str(resolve_data_dir(data_dir)) if cfg.source == FASHION_MNIST else cfg.source
     return {"source": where, "classes": list(classes),
-            "protocols": {p: make_split(DataConfig(source=source, protocol=p), raw=raw, classes=classes).facts()
+            "protocols": {p: make_split(dataclasses.replace(cfg, protocol=p), raw=raw, classes=classes).facts()
                           for p in PROTOCOLS}}

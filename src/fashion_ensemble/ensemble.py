@@ -1,7 +1,8 @@
 """The soft-voting ensemble: members' class probabilities averaged with weights, both fit on validation by `fit`.
 
-`predict_proba(images)` takes (N, 28, 28) uint8 in Fashion-MNIST's convention (garment bright on black) or float in
-[0, 1], and returns a float64 numpy array (N, 10) whose rows sum to 1. Nothing here computes metrics or prints.
+`predict_proba(images)` takes the members' geometry — (N, 28, 28) greyscale for Fashion-MNIST, (N, S, S, 3) for an
+RGB data set — uint8 in Fashion-MNIST's convention (garment bright on black) or float in [0, 1], and returns a float64
+numpy array (N, classes) whose rows sum to 1. Nothing here computes metrics or prints.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from .classes import CLASSES
+from .config import GREY
 from .errors import UserError
 from .inference import check_images, model_proba
 from .probabilities import fit_temperature, temperature_scale
@@ -33,11 +35,16 @@ class Member:
         self.temperature = check_temperature(temperature)
 
     def predict_proba(self, images, *, calibrated: bool = True) -> np.ndarray:
-        """(N, 10) probabilities; `calibrated=False`: without the temperature (the model's own, with its TTA)."""
-        return self._proba(check_images(images), calibrated)
+        """(N, classes) probabilities; `calibrated=False`: without the temperature (the model's own, with its TTA)."""
+        return self._proba(check_images(images, self.input_shape), calibrated)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one input: (1, 28, 28) for Fashion-MNIST."""
+        return getattr(self.model, "input_shape", GREY)
 
     def _proba(self, x: torch.Tensor, calibrated: bool = True) -> np.ndarray:
-        """x: checked float (N, 1, 28, 28) on the CPU → probabilities (N, 10), float64."""
+        """x: checked float (N, C, S, S) on the CPU → probabilities (N, classes), float64."""
         return model_proba(self.model, x, self.device, tta_flip=self.tta_flip,
                            temperature=self.temperature if calibrated else 1.0)
 
@@ -85,6 +92,10 @@ class SoftVotingEnsemble:
         if not members:
             raise UserError("an ensemble needs at least one member")
         self.members = dict(members)
+        shapes = {m.input_shape for m in self.members.values()}
+        if len(shapes) > 1:
+            raise UserError(f"the members take different input shapes {sorted(shapes)}; an ensemble needs one")
+        self.input_shape = shapes.pop()
         weights = [1.0] * len(self.members) if weights is None else weights
         self.weights = dict(zip(self.members, check_weights(weights, list(self.members)).tolist()))
         self.classes = list(classes)
@@ -110,7 +121,7 @@ class SoftVotingEnsemble:
 
     def predict_proba_members(self, images) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(the ensemble's probabilities (N, 10), {member name: its probabilities (N, 10)})."""
-        x = check_images(images)  # validate once, before any member runs
+        x = check_images(images, self.input_shape)  # validate once, before any member runs
         member_probas = {name: m._proba(x) for name, m in self.members.items()}
         proba = self.vote(member_probas)
         if not np.isfinite(proba).all():  # finite weights give finite probabilities: never emit NaN

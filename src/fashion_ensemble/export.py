@@ -1,10 +1,11 @@
 """ONNX export: the whole ensemble as one graph, and each member alone.
 
 Every graph takes "images": float32 (N, 28, 28) in [0, 1], garment bright on black (Fashion-MNIST's uint8 / 255, or
-`preprocess`'s output / 255), with N free. The ensemble's graph returns "probabilities" (N, 10) and each member's
-"<member>_probabilities" (N, 10); a member's graph returns "probabilities". Flip test-time augmentation and the voting
-weights are inside the graphs, so ONNX Runtime gives what `predict_proba` gives. The class names, the weights and the
-input convention are in each model's metadata.
+`preprocess`'s output / 255), with N free — or the run's own geometry, (N, S, S) greyscale or (N, S, S, 3) RGB, named
+in the metadata's "input_shape" (channels, height, width). The ensemble's graph returns "probabilities" (N, classes)
+and each member's "<member>_probabilities"; a member's graph returns "probabilities". Flip test-time augmentation
+and the voting weights are inside the graphs, so ONNX Runtime gives what `predict_proba` gives. The class names, the
+weights and the input convention are in each model's metadata.
 """
 
 from __future__ import annotations
@@ -22,16 +23,21 @@ from torch import nn
 
 from .ensemble import Member, SoftVotingEnsemble
 from .errors import UserError
-from .inference import check_images
+from .inference import array_shape, check_images, describe_shape, to_nchw
 from .probabilities import member_proba
 
 OPSET = 17
 SMALL_BATCH = 2  # OnnxEnsemble runs batches up to this size on one thread
 
 
+def to_nhwc(x: np.ndarray) -> np.ndarray:
+    """Checked (N, C, S, S) → the graphs' input, (N, S, S) greyscale or (N, S, S, C)."""
+    return np.ascontiguousarray(x[:, 0] if x.shape[1] == 1 else x.transpose(0, 2, 3, 1))
+
+
 class MemberGraph(nn.Module):
-    """images (N, 28, 28) → probabilities (N, 10), with the member's flip TTA and temperature (probabilities.py, as
-    the PyTorch member; the image and its mirror as one batch: half the operator launches)."""
+    """images (N, S, S) or (N, S, S, C) → probabilities (N, classes), with the member's flip TTA and temperature
+    (probabilities.py, as the PyTorch member; the image and its mirror as one batch: half the operator launches)."""
 
     def __init__(self, member: Member):
         super().__init__()
@@ -40,12 +46,13 @@ class MemberGraph(nn.Module):
         self.temperature = member.temperature
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return member_proba(self.model, images.unsqueeze(1), tta_flip=self.tta_flip, temperature=self.temperature,
+        return member_proba(self.model, to_nchw(images), tta_flip=self.tta_flip, temperature=self.temperature,
                             one_call=True)
 
 
 class EnsembleGraph(nn.Module):
-    """images (N, 28, 28) → (ensemble probabilities, *each member's probabilities), each (N, 10)."""
+    """images (N, S, S) or (N, S, S, C) → (ensemble probabilities, *each member's probabilities), each
+    (N, classes)."""
 
     def __init__(self, ensemble: SoftVotingEnsemble):
         super().__init__()
@@ -70,7 +77,8 @@ def export_onnx(ensemble: SoftVotingEnsemble, out: str | os.PathLike) -> list[Pa
     models = {out: ensemble_onnx(ensemble)}
     for name, member in ensemble.members.items():
         models[out.with_name(f"{out.stem}.{name}.onnx")] = _to_onnx(
-            MemberGraph(member), ["probabilities"], {**_metadata(ensemble), "member": name, "kind": member.kind})
+            MemberGraph(member), ensemble.input_shape, ["probabilities"],
+            {**_metadata(ensemble), "member": name, "kind": member.kind})
     for path, model in models.items():
         tmp = path.with_name(f".{path.name}.partial")
         try:
@@ -84,23 +92,29 @@ def export_onnx(ensemble: SoftVotingEnsemble, out: str | os.PathLike) -> list[Pa
 def ensemble_onnx(ensemble: SoftVotingEnsemble):
     """The ensemble as an in-memory onnx.ModelProto."""
     names = list(ensemble.members)
-    return _to_onnx(EnsembleGraph(ensemble), ["probabilities", *(f"{n}_probabilities" for n in names)],
+    outputs = ["probabilities", *(f"{n}_probabilities" for n in names)]
+    return _to_onnx(EnsembleGraph(ensemble), ensemble.input_shape, outputs,
                     {**_metadata(ensemble), "members": json.dumps(names)})
 
 
 def _metadata(ensemble: SoftVotingEnsemble) -> dict[str, str]:
+    shape = ensemble.input_shape
+    batch = ", ".join(map(str, ("N", *array_shape(shape))))
     return {"classes": json.dumps(ensemble.classes), "weights": json.dumps(ensemble.weights),
-            "input": "images: float32 (N, 28, 28) in [0, 1], garment bright on black (uint8 pixels / 255)"}
+            "input_shape": json.dumps(list(shape)),
+            "input": f"images: float32 ({batch}) in [0, 1], {describe_shape(shape)}, garment bright on black "
+                     "(uint8 pixels / 255)"}
 
 
-def _to_onnx(graph: nn.Module, output_names: list[str], metadata: dict[str, str]):
+def _to_onnx(graph: nn.Module, input_shape, output_names: list[str], metadata: dict[str, str]):
     import onnx
 
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; its graphs are what we test
         torch.onnx.export(
-            graph.eval(), (torch.zeros(2, 28, 28),), buf, input_names=["images"], output_names=output_names,
+            graph.eval(), (torch.zeros(2, *array_shape(input_shape)),), buf, input_names=["images"],
+            output_names=output_names,
             dynamic_axes={name: {0: "N"} for name in ["images", *output_names]}, opset_version=OPSET, dynamo=False,
         )
     model = onnx.load_from_string(buf.getvalue())
@@ -140,9 +154,10 @@ class OnnxEnsemble:
         self.classes = json.loads(meta["classes"])
         self.weights = json.loads(meta["weights"])
         self.members = {name: None for name in json.loads(meta["members"])}  # names only: the graph runs them all
+        self.input_shape = tuple(json.loads(meta.get("input_shape", "[1, 28, 28]")))  # files before it: 28×28 grey
 
     def predict_proba_members(self, images) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        x = check_images(images)[:, 0].numpy()
+        x = to_nhwc(check_images(images, self.input_shape).numpy())
         session = self.small_session if len(x) <= SMALL_BATCH else self.session
         outs = [o.astype(np.float64) for o in session.run(None, {"images": x})]
         outs = [o / o.sum(axis=1, keepdims=True) for o in outs]  # float32 rounding: rows sum to 1 again

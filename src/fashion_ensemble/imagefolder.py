@@ -6,9 +6,10 @@
 
 Class names are the sub-folders' names, sorted. Every image goes through the pipeline prediction uses: `preprocess`
 (a product shot on a plain background → 28×28, garment bright on black), or with `pipeline="pad"` a plain resize of
-the longest side to 28 and a centred pad (for images that are already model inputs, such as Fashion-MNIST's own).
-Decoding runs on every core with a progress bar, and its result is cached (keyed by the files' names, sizes and
-modification times and the pipeline) under $XDG_CACHE_HOME/fashion-ensemble, so a second run starts at once.
+the longest side to 28 and a centred pad on black (for images that are already model inputs, such as Fashion-MNIST's
+own) — at the data's `size` and `channels` (1: greyscale (N, S, S); 3: RGB (N, S, S, 3)). Decoding runs on every
+core with a progress bar, and its result is cached (keyed by the files' names, sizes and modification times, the
+pipeline and the geometry) under $XDG_CACHE_HOME/fashion-ensemble, so a second run starts at once.
 """
 
 from __future__ import annotations
@@ -36,18 +37,21 @@ def is_image_folder(folder: Path) -> bool:
     return folder.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
 
 
-def load_image_folder(folder: Path, *, pipeline: str = "preprocess", skip_bad: bool = False,
-                      progress: bool = True) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...], dict]:
-    """({split or "all": (images uint8 (N, 28, 28), labels int64 (N,))}, class names, facts about the reading)."""
+def load_image_folder(folder: Path, *, pipeline: str = "preprocess", skip_bad: bool = False, progress: bool = True,
+                      size: int = SIZE, channels: int = 1
+                      ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...], dict]:
+    """({split or "all": (images uint8 (N, S, S) or (N, S, S, 3), labels int64 (N,))}, class names, facts about the
+    reading)."""
     if pipeline not in PIPELINES:
         raise UserError(f"data.pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
     files, classes = list_files(folder)
-    key = cache_key(files, pipeline)
+    geometry = (pipeline, size, channels)
+    key = cache_key(files, geometry)
     cached = _read_cache(key)
     if cached is not None:
         images, labels, parts, bad = cached
     else:
-        images, labels, parts, bad = _decode_all(files, classes, pipeline, progress)
+        images, labels, parts, bad = _decode_all(files, classes, geometry, progress)
         _write_cache(key, images, labels, parts, bad)
     if bad and not skip_bad:
         names = ", ".join(str(Path(f).relative_to(folder)) for f, _ in bad[:3])
@@ -92,37 +96,38 @@ def list_files(folder: Path) -> tuple[list[tuple[str, str, str]], tuple[str, ...
     return files, classes
 
 
-def decode(path: str, pipeline: str) -> np.ndarray:
-    """One file → (28, 28) uint8 through the chosen pipeline."""
+def decode(path: str, pipeline: str = "preprocess", size: int = SIZE, channels: int = 1) -> np.ndarray:
+    """One file → (size, size) uint8, or (size, size, 3) RGB, through the chosen pipeline."""
     if pipeline == "preprocess":
-        return preprocess(path)
-    image = shrink(open_image(path)).convert("L")  # "pad": keep the pixels, only fit them into 28×28
+        return preprocess(path, size=size, channels=channels)
+    image = shrink(open_image(path)).convert("L" if channels == 1 else "RGB")  # "pad": only fit the pixels in
     w, h = image.size
-    scale = SIZE / max(w, h)
+    scale = size / max(w, h)
     if scale != 1:
         image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
-    out = np.zeros((SIZE, SIZE), dtype=np.uint8)
+    out = np.zeros((size, size) if channels == 1 else (size, size, channels), dtype=np.uint8)
     w, h = image.size
-    top, left = (SIZE - h) // 2, (SIZE - w) // 2
+    top, left = (size - h) // 2, (size - w) // 2
     out[top : top + h, left : left + w] = np.asarray(image)
     return out
 
 
-def _decode_one(job: tuple[str, str]) -> np.ndarray | str:
-    path, pipeline = job
+def _decode_one(job: tuple[str, tuple[str, int, int]]) -> np.ndarray | str:
+    path, geometry = job
     try:
-        return decode(path, pipeline)
+        return decode(path, *geometry)
     except ImageError as e:
         return str(e)
 
 
-def _decode_all(files, classes: tuple[str, ...], pipeline: str, progress: bool):
+def _decode_all(files, classes: tuple[str, ...], geometry: tuple[str, int, int], progress: bool):
     from tqdm.auto import tqdm
 
-    images = np.zeros((len(files), SIZE, SIZE), dtype=np.uint8)
+    _, size, channels = geometry
+    images = np.zeros((len(files), size, size) + ((channels,) if channels > 1 else ()), dtype=np.uint8)
     keep = np.ones(len(files), dtype=bool)
     bad = []
-    jobs = [(path, pipeline) for path, _, _ in files]
+    jobs = [(path, geometry) for path, _, _ in files]
     workers = max(1, min(os.cpu_count() or 1, 8))
     pool = ProcessPoolExecutor(workers) if workers > 1 else None
     try:
@@ -149,9 +154,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fashion-ensemble"
 
 
-def cache_key(files, pipeline: str) -> str:
-    """Changes when any file is added, removed, renamed, resized or touched, or the pipeline changes."""
-    h = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "pipeline": pipeline, "size": SIZE}).encode())
+def cache_key(files, geometry: tuple[str, int, int]) -> str:
+    """Changes when any file is added, removed, renamed, resized or touched, or the pipeline or geometry (pipeline,
+    size, channels) changes."""
+    pipeline, size, channels = geometry
+    h = hashlib.sha256(json.dumps({"version": CACHE_VERSION, "pipeline": pipeline, "size": size,
+                                   "channels": channels}).encode())
     for path, part, name in files:
         info = os.stat(path)
         h.update(f"{path}\0{part}\0{name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())

@@ -8,40 +8,62 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .config import GREY
 from .errors import UserError
 from .probabilities import member_proba
 
-SIZE = 28  # Fashion-MNIST's images: 28×28 greyscale
 # Inference batch: on the 2-core CPU the DS-CNN ran at ~3,200 img/s with batches of 64 against ~1,100 with 2,000
 # (activations of small batches stay in cache); a GPU wants large batches.
 INFER_BATCH = {"cpu": 64, "cuda": 2048}
 
 
-def check_images(images) -> torch.Tensor:
-    """Validate a batch and return float32 (N, 1, 28, 28) in [0, 1] on the CPU."""
+def array_shape(input_shape: tuple[int, int, int]) -> tuple[int, ...]:
+    """One image's numpy shape for a model input (C, S, S): (S, S) greyscale, (S, S, C) colour (PIL/OpenCV order)."""
+    c, h, w = input_shape
+    return (h, w) if c == 1 else (h, w, c)
+
+
+def describe_shape(input_shape: tuple[int, int, int]) -> str:
+    """"28×28 greyscale" or "32×32 RGB"."""
+    c, h, w = input_shape
+    return f"{h}×{w} {'greyscale' if c == 1 else 'RGB'}"
+
+
+def to_nchw(x: np.ndarray | torch.Tensor):
+    """Images (N, S, S) or (N, S, S, C) → (N, C, S, S), for numpy arrays and tensors alike (a view, not a copy)."""
+    if x.ndim == 3:
+        return x[:, None]
+    return x.transpose(0, 3, 1, 2) if isinstance(x, np.ndarray) else x.permute(0, 3, 1, 2)
+
+
+def check_images(images, input_shape: tuple[int, int, int] = GREY) -> torch.Tensor:
+    """Validate a batch of images (N, S, S) greyscale or (N, S, S, 3) RGB, uint8 or float in [0, 1], and return
+    float32 (N, C, S, S) in [0, 1] on the CPU."""
+    one = array_shape(input_shape)
+    batch = f"(N, {', '.join(map(str, one))})"
     if isinstance(images, torch.Tensor):
         images = images.detach().cpu().numpy()
     if not isinstance(images, np.ndarray):
-        raise UserError(f"expected a numpy array of shape (N, 28, 28), got {type(images).__name__}")
-    if images.ndim == 2 and images.shape == (SIZE, SIZE):
-        raise UserError("expected a batch (N, 28, 28), got one image (28, 28): pass images[None] for a batch of one")
-    if images.ndim != 3 or images.shape[1:] != (SIZE, SIZE):
+        raise UserError(f"expected a numpy array of shape {batch}, got {type(images).__name__}: "
+                        "fashion_ensemble.preprocess turns an image file, bytes or a PIL image into one")
+    if images.shape == one:
+        raise UserError(f"expected a batch {batch}, got one image {images.shape}: pass images[None] for a batch of one")
+    if images.shape[1:] != one:
         raise UserError(
-            f"expected 28×28 greyscale images as (N, 28, 28), got shape {images.shape}: "
+            f"expected {describe_shape(input_shape)} images as {batch}, got shape {images.shape}: "
             "use fashion_ensemble.preprocess for photos of other sizes or colour"
         )
     if images.dtype == np.uint8:
         x = images.astype(np.float32) / 255.0
     elif np.issubdtype(images.dtype, np.floating):
         x = images.astype(np.float32)
-        if x.size and (not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0):
-            raise UserError(
-                f"float images must lie in [0, 1], got values in [{np.nanmin(x):.3g}, {np.nanmax(x):.3g}]"
-                " (or non-finite): divide uint8 pixels by 255"
-            )
+        finite = np.isfinite(x).all()
+        if x.size and (not finite or x.min() < 0.0 or x.max() > 1.0):
+            seen = "non-finite values" if not finite else f"values in [{x.min():.3g}, {x.max():.3g}]"
+            raise UserError(f"float images must lie in [0, 1], got {seen}: divide uint8 pixels by 255")
     else:
         raise UserError(f"expected uint8 (0-255) or float (0-1) pixels, got dtype {images.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1)
+    return torch.from_numpy(np.ascontiguousarray(to_nchw(x)))
 
 
 def autocast(device: torch.device):
@@ -51,7 +73,7 @@ def autocast(device: torch.device):
 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Logits (N, classes) in fp32 for images x (N, 1, 28, 28) already on the model's device."""
+    """Logits (N, classes) in fp32 for images x (N, C, S, S) already on the model's device."""
     model.eval()
     device = x.device
     batch_size = batch_size or INFER_BATCH.get(device.type, 256)
@@ -64,7 +86,7 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int | No
 
 def model_proba(model: torch.nn.Module, x: torch.Tensor, device: torch.device, *, tta_flip: bool = False,
                 temperature: float = 1.0) -> np.ndarray:
-    """A model's probabilities (N, 10), float64, for checked images x (N, 1, 28, 28) on the CPU."""
+    """A model's probabilities (N, classes), float64, for checked images x (N, C, S, S) on the CPU."""
     def logits_of(images: torch.Tensor) -> np.ndarray:
         return predict_logits(model, images.to(device)).cpu().numpy().astype(np.float64)
 

@@ -30,7 +30,8 @@ def multipart(data: bytes, filename: str, content_type: str) -> bytes:
 
 
 def payloads(images: np.ndarray, photos: bool = False) -> list[bytes]:
-    """Multipart bodies: the test images as 28×28 PNGs, or as 224×224 RGB JPEG photos on white (`photos`)."""
+    """Multipart bodies: the test images as PNGs of the model's input size, or as 224×224 RGB JPEG photos on white
+    (`photos`)."""
     if photos:
         return [multipart(as_photo(im), f"{i}.jpg", "image/jpeg") for i, im in enumerate(images)]
     return [multipart(to_png(im), f"{i}.png", "image/png") for i, im in enumerate(images)]
@@ -45,7 +46,8 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return status, await reader.readexactly(length)
 
 
-async def _load(url: str, bodies: list[bytes], labels: np.ndarray | None, requests: int, concurrency: int) -> dict:
+async def _load(url: str, bodies: list[bytes], labels: np.ndarray | None, requests: int, concurrency: int,
+                classes=CLASSES) -> dict:
     parts = urlsplit(url)
     host, port, path = parts.hostname, parts.port or 80, (parts.path.rstrip("/") or "") + "/predict"
     counter = itertools.count()
@@ -66,7 +68,7 @@ async def _load(url: str, bodies: list[bytes], labels: np.ndarray | None, reques
                 if status != 200:
                     errors.append(f"{status}: {answer[:200].decode(errors='replace')}")
                 elif labels is not None:
-                    correct.append(json.loads(answer)["label"] == CLASSES[int(labels[i % len(bodies)])])
+                    correct.append(json.loads(answer)["label"] == classes[int(labels[i % len(bodies)])])
         finally:
             writer.close()
 
@@ -86,13 +88,23 @@ async def _load(url: str, bodies: list[bytes], labels: np.ndarray | None, reques
 
 
 def load_test(url: str, images: np.ndarray, labels: np.ndarray | None = None, requests: int = 2000,
-              concurrency: int = 16, photos: bool = False, warmup: int = 32) -> dict:
+              concurrency: int = 16, photos: bool = False, warmup: int = 32, classes=CLASSES) -> dict:
     """POST `requests` images (cycled) to `url`/predict, `concurrency` at a time. Returns requests/s, latency p50/p99
-    (ms), the error count and, with `labels`, the accuracy of the answers."""
+    (ms), the error count and, with `labels` (indices into `classes`), the accuracy of the answers."""
     bodies = payloads(images[:requests], photos)  # cycled when there are fewer images than requests
     labels = None if labels is None else labels[:requests]
     asyncio.run(_load(url, bodies, None, warmup, min(concurrency, warmup)))  # first calls pay for lazy set-up
-    return asyncio.run(_load(url, bodies, labels, requests, concurrency))
+    return asyncio.run(_load(url, bodies, labels, requests, concurrency, classes))
+
+
+def health(url: str) -> dict:
+    """The service's GET /health: its classes and input shape among others."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{url}/health did not answer with JSON ({e}); is a fashion-ensemble service running there?"
+                        ) from None
 
 
 def free_port() -> int:

@@ -1,13 +1,14 @@
 """The two members: a fully connected ANN and a depthwise-separable CNN. Both take images in [0, 1] of shape
-(N, 1, 28, 28), normalise them with the training set's statistics (stored as buffers, so a saved model is
-self-contained), and return logits (N, num_classes): 10 for Fashion-MNIST, as many as the data set's classes."""
+(N, C, S, S) — `input_shape` (C, S, S), Fashion-MNIST's (1, 28, 28) unless the data set's geometry differs —,
+normalise them with the training set's statistics (stored as buffers, so a saved model is self-contained), and return
+logits (N, num_classes): 10 for Fashion-MNIST, as many as the data set's classes."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .config import ANNConfig, CNNConfig
+from .config import GREY, ANNConfig, CNNConfig
 
 NUM_CLASSES = 10  # Fashion-MNIST's
 
@@ -38,12 +39,12 @@ class Dropout(nn.Dropout):
 class ANN(nn.Module):
     """Flatten → [Linear → BatchNorm → ReLU → Dropout] per hidden width → Linear."""
 
-    def __init__(self, cfg: ANNConfig, num_classes: int = NUM_CLASSES):
+    def __init__(self, cfg: ANNConfig, num_classes: int = NUM_CLASSES, input_shape: tuple[int, int, int] = GREY):
         super().__init__()
-        self.num_classes = num_classes
+        self.num_classes, self.input_shape = num_classes, tuple(input_shape)
         self.normalize = Normalize()
         layers: list[nn.Module] = [nn.Flatten()]
-        width = 28 * 28
+        width = input_shape[0] * input_shape[1] * input_shape[2]
         for hidden in cfg.hidden:
             layers += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
             layers += [Dropout(cfg.dropout)]
@@ -77,14 +78,15 @@ class DSBlock(nn.Sequential):
 
 
 class DSCNN(nn.Module):
-    """3×3 stem → stages of DS blocks with 2×2 max-pool between (28→14→7) → global average pool → dropout → Linear.
-    With `pool_first`, a stage's last block is pooled before its BN and ReLU (conv → pool → BN → ReLU)."""
+    """3×3 stem (on C input channels) → stages of DS blocks with 2×2 max-pool between (28→14→7) → global average
+    pool → dropout → Linear. With `pool_first`, a stage's last block is pooled before its BN and ReLU (conv → pool →
+    BN → ReLU)."""
 
-    def __init__(self, cfg: CNNConfig, num_classes: int = NUM_CLASSES):
+    def __init__(self, cfg: CNNConfig, num_classes: int = NUM_CLASSES, input_shape: tuple[int, int, int] = GREY):
         super().__init__()
-        self.num_classes = num_classes
+        self.num_classes, self.input_shape = num_classes, tuple(input_shape)
         self.normalize = Normalize()
-        layers: list[nn.Module] = conv_bn_relu(1, cfg.stem, 3)
+        layers: list[nn.Module] = conv_bn_relu(input_shape[0], cfg.stem, 3)
         width = cfg.stem
         for i, stage in enumerate(cfg.stages):
             pooled = i < len(cfg.stages) - 1  # every stage but the last ends in a 2×2 max-pool
@@ -105,9 +107,10 @@ class DSCNN(nn.Module):
         return self.body(self.normalize(x))
 
 
-def build_model(kind: str, cfg: ANNConfig | CNNConfig, num_classes: int = NUM_CLASSES) -> nn.Module:
+def build_model(kind: str, cfg: ANNConfig | CNNConfig, num_classes: int = NUM_CLASSES,
+                input_shape: tuple[int, int, int] = GREY) -> nn.Module:
     if kind == "ann":
-        return ANN(cfg, num_classes)
+        return ANN(cfg, num_classes, input_shape)
     if kind == "cnn":
-        return DSCNN(cfg, num_classes)
+        return DSCNN(cfg, num_classes, input_shape)
     raise ValueError(f"unknown member kind {kind!r}; expected 'ann' or 'cnn'")

@@ -187,7 +187,7 @@ def _train(cfg: RunConfig, name: str, split: Split, device, folder: RunFolder, p
     mcfg = cfg.members[name]
     seed = member_seed(cfg.seed, name)
     torch.manual_seed(seed)  # initial weights
-    model = build_model(mcfg.kind, mcfg.model, len(split.classes))
+    model = build_model(mcfg.kind, mcfg.model, len(split.classes), cfg.data.input_shape)
     return train_member(model, split.train, split.val, mcfg.train, seed=seed, device=device, name=name,
                         progress=progress, writer=writer, checkpoint=folder.checkpoint(name))
 

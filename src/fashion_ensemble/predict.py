@@ -19,8 +19,14 @@ from .preprocess import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, image_files, pre
 DECIMALS = 6  # 1e-6 is far below any decision; full float64 digits only make the JSON unreadable
 
 
+def geometry(ensemble) -> dict:
+    """`preprocess`'s size and channels for this ensemble's input: {"size": 28, "channels": 1} for Fashion-MNIST."""
+    channels, size, _ = ensemble.input_shape
+    return {"size": size, "channels": channels}
+
+
 def records(ensemble, images: np.ndarray, top_k: int | None = None) -> list[dict]:
-    """(N, 28, 28) model inputs → N records: the ensemble's label and probabilities, and each member's.
+    """(N, S, S) or (N, S, S, 3) model inputs → N records: the ensemble's label and probabilities, and each member's.
     `ensemble`: anything with `predict_proba_members` and `classes` (SoftVotingEnsemble, OnnxEnsemble)."""
     if len(images) == 0:
         return []
@@ -53,12 +59,13 @@ def find_images(inputs: list[str]) -> list[Path]:
 def predict_files(ensemble, files: list[Path], top_k: int | None = None,
                   batch_size: int = 256, max_pixels: int = MAX_PIXELS) -> Iterator[dict]:
     """One record per file, in order; a file that cannot be used gives {"file", "error"} and the rest go on."""
+    shape = geometry(ensemble)
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         inputs, errors = {}, {}
         for f in chunk:
             try:
-                inputs[f] = preprocess(f, name=str(f), max_pixels=max_pixels)
+                inputs[f] = preprocess(f, name=str(f), max_pixels=max_pixels, **shape)
             except ImageError as e:
                 errors[f] = str(e)
         good = list(inputs)

@@ -1,10 +1,12 @@
-"""Any common image → the models' input: (28, 28) uint8, garment bright on black.
+"""Any common image → the models' input: (28, 28) uint8, garment bright on black (or another size, or RGB).
 
 Fashion-MNIST was made from Zalando's product photos in these steps (the data set's README): trim the edges close to
 the corner colour (5% of the maximum), resize the longest edge to 28, sharpen, extend the shortest edge to 28 with the
 image centred, negate, convert to 8-bit greyscale. `preprocess` does the same, except that it resizes with an
 antialiasing Lanczos filter (sharp already, so no sharpening step) and negates only a light background, so that an
-image that is already bright on black (e.g. a Fashion-MNIST image itself) is left as it is.
+image that is already bright on black (e.g. a Fashion-MNIST image itself) is left as it is. Other data sets may ask
+for another `size` (S×S) and for colour (`channels=3`: (S, S, 3), trimmed and fitted the same way but neither negated
+nor rescaled, the margin filled with the background's colour).
 
 Decoding uses Pillow (PNG, JPEG, WebP, AVIF, BMP, GIF's first frame, TIFF, ... every format it can read). Hostile
 input costs bounded work: a path must be a regular file no larger than `MAX_FILE_BYTES`, the pixel count is checked
@@ -50,9 +52,32 @@ class ImageError(UserError):
         self.reason = reason
 
 
-def preprocess(source, *, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
-    """A path, bytes, binary file object or PIL image → (28, 28) uint8, garment bright on black."""
-    return to_model_input(greyscale(shrink(open_image(source, max_pixels=max_pixels, name=name))))
+def preprocess(source, *, size: int = SIZE, channels: int = 1, max_pixels: int = MAX_PIXELS,
+               name: str | None = None) -> np.ndarray:
+    """A path, bytes, binary file object, PIL image or numpy array (H, W) / (H, W, 3|4), uint8 or float in [0, 1] →
+    (size, size) uint8, garment bright on black; with `channels=3`, (size, size, 3) RGB."""
+    if channels not in (1, 3):
+        raise UserError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
+    if isinstance(source, np.ndarray):
+        source = from_array(source, name or "image")
+    image = shrink(open_image(source, max_pixels=max_pixels, name=name))
+    return to_model_input(greyscale(image), size) if channels == 1 else to_rgb_input(image, size)
+
+
+def from_array(array: np.ndarray, name: str = "image") -> Image.Image:
+    """A numpy image — (H, W) greyscale, (H, W, 3) RGB or (H, W, 4) RGBA; uint8, or float in [0, 1] — as a PIL image
+    (OpenCV users: convert BGR to RGB first)."""
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageError(f"{name}: expected an image array (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}",
+                         "corrupt")
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array).all()
+        if not finite or array.size and (array.min() < 0 or array.max() > 1):
+            raise ImageError(f"{name}: float pixels must lie in [0, 1] (divide uint8 by 255)", "corrupt")
+        array = np.round(array * 255)
+    elif array.dtype != np.uint8:
+        raise ImageError(f"{name}: expected uint8 or float pixels, got dtype {array.dtype}", "corrupt")
+    return Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
 
 
 def read_file(path: str | os.PathLike, name: str | None = None, max_bytes: int = MAX_FILE_BYTES) -> bytes:
@@ -181,8 +206,8 @@ def greyscale(image: Image.Image) -> np.ndarray:
     return luma
 
 
-def to_model_input(x: np.ndarray) -> np.ndarray:
-    """float (H, W) in [0, 1] → (28, 28) uint8: background to black, trimmed, longest edge 28, centred."""
+def to_model_input(x: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """float (H, W) in [0, 1] → (size, size) uint8: background to black, trimmed, longest edge `size`, centred."""
     if x.ndim != 2:
         raise ImageError(f"expected one greyscale image (H, W), got shape {x.shape}", "corrupt")
     x = x.astype(np.float32)
@@ -195,15 +220,37 @@ def to_model_input(x: np.ndarray) -> np.ndarray:
         raise ImageError("the image is blank: no pixel differs from the background by more than 5%", "blank")
     x = x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     x = np.clip((x - background) / max(1.0 - background, 1e-6), 0, 1)  # background → 0, as in Fashion-MNIST
-    h, w = x.shape
-    scale = SIZE / max(h, w)
+    return np.round(fit(x[..., None], size, np.zeros(1, np.float32))[..., 0] * 255).astype(np.uint8)
+
+
+def to_rgb_input(image: Image.Image, size: int = SIZE) -> np.ndarray:
+    """A decoded image → (size, size, 3) uint8 RGB: trimmed to what differs from the corners' colour (transparency
+    over white), longest edge `size`, centred, the margin in the background's colour."""
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
+    rgba = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
+    x = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:]) if has_alpha else rgba
+    background = np.array([corner_colour(x[..., c]) for c in range(3)], dtype=np.float32)
+    content = (np.abs(x - background) > TRIM_THRESHOLD).any(axis=2)
+    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
+    if len(rows) == 0:
+        raise ImageError("the image is blank: no pixel differs from the background by more than 5%", "blank")
+    x = x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    return np.round(fit(x, size, background) * 255).astype(np.uint8)
+
+
+def fit(x: np.ndarray, size: int, fill: np.ndarray) -> np.ndarray:
+    """float (H, W, C) → (size, size, C): the longest edge resized to `size` (Lanczos), centred on `fill`."""
+    h, w, c = x.shape
+    scale = size / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     if (new_h, new_w) != (h, w):
-        x = np.asarray(Image.fromarray(x).resize((new_w, new_h), Image.Resampling.LANCZOS))
-    out = np.zeros((SIZE, SIZE), dtype=np.float32)
-    top, left = (SIZE - new_h + 1) // 2, (SIZE - new_w + 1) // 2  # odd margin: extra pixel first (data set)
+        x = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(x[..., i])).resize(
+            (new_w, new_h), Image.Resampling.LANCZOS)) for i in range(c)], axis=-1)
+    out = np.empty((size, size, c), dtype=np.float32)
+    out[:] = fill
+    top, left = (size - new_h + 1) // 2, (size - new_w + 1) // 2  # odd margin: extra pixel first (data set)
     out[top : top + new_h, left : left + new_w] = np.clip(x, 0, 1)
-    return np.round(out * 255).astype(np.uint8)
+    return out
 
 
 def corner_colour(x: np.ndarray) -> float:
@@ -219,7 +266,7 @@ def corner_colour(x: np.ndarray) -> float:
 
 
 def to_png(image28: np.ndarray) -> bytes:
-    """(28, 28) uint8 → PNG bytes (for showing what the model saw)."""
+    """(S, S) or (S, S, 3) uint8 → PNG bytes (for showing what the model saw)."""
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image28, dtype=np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
@@ -227,8 +274,10 @@ def to_png(image28: np.ndarray) -> bytes:
 
 def as_photo(image28: np.ndarray, size: int = 224, quality: int = 90) -> bytes:
     """The reverse trip, for tests and `evaluate --photos`: a (28, 28) image as an upscaled RGB JPEG, garment dark
-    on white, like a product photo."""
-    photo = Image.fromarray(255 - np.asarray(image28, dtype=np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+    on white, like a product photo (an RGB input (S, S, 3), in its own colours, is only upscaled)."""
+    pixels = np.asarray(image28, dtype=np.uint8)
+    photo = Image.fromarray(pixels if pixels.ndim == 3 else 255 - pixels).resize((size, size),
+                                                                                 Image.Resampling.BICUBIC)
     buf = io.BytesIO()
     photo.convert("RGB").save(buf, format="JPEG", quality=quality)
     return buf.getvalue()

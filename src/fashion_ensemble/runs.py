@@ -117,6 +117,7 @@ class RunFolder:
         config = self.config()
         spec = check_ensemble_spec(read_json(self.file(ENSEMBLE)), self.file(ENSEMBLE))
         classes = spec.get("classes", CLASSES)
+        shape = config.data.input_shape  # (1, 28, 28) for folders made before image_size and channels existed
         members = {}
         for name, info in spec["members"].items():
             member_cfg = config.members.get(name)
@@ -125,8 +126,8 @@ class RunFolder:
                                 "define")
             path = self.file(info["weights_file"])
             with torch.device("meta"):  # the config's shapes, allocating nothing, against the file's header
-                check_header(path, build_model(member_cfg.kind, member_cfg.model, len(classes)))
-            model = build_model(member_cfg.kind, member_cfg.model, len(classes))
+                check_header(path, build_model(member_cfg.kind, member_cfg.model, len(classes), shape))
+            model = build_model(member_cfg.kind, member_cfg.model, len(classes), shape)
             model.load_state_dict(load_weights(path, model))
             members[name] = Member(member_cfg.kind, model, device, tta_flip=member_cfg.tta_flip,
                                    temperature=info.get("temperature", 1.0))

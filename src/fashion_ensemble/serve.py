@@ -3,7 +3,7 @@
     GET  /               the web page (web/index.html)
     GET  /health         {"status": "ok", "run", "members", "weights", "classes", "batches", "images"}
     POST /predict        one image: multipart field "file", or the raw bytes as the body → a record (predict.py);
-                         ?input=true adds "input", the 28×28 pixels the model saw
+                         ?input=true adds "input", the pixels the model saw (28×28 for Fashion-MNIST)
     POST /predict/batch  several images: multipart fields "files" (or "file") → {"results": [record or error]}
     GET  /random         a random test image: {"index", "label", "png": data URL} (when started with `examples`)
     GET  /docs           OpenAPI docs
@@ -83,7 +83,7 @@ class Prediction(BaseModel):
     label: str
     probabilities: dict[str, float]
     members: dict[str, dict[str, float]]
-    input: list[list[int]] | None = None
+    input: list | None = None  # the pixels the model saw: rows of greyscale values, or of [R, G, B]
 
 
 class BatchResult(BaseModel):
@@ -123,7 +123,7 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
     async def predict(self, images: list[np.ndarray]) -> list[dict]:
-        """(28, 28) uint8 images → their records, computed in a batch with other requests' images."""
+        """Model inputs (uint8 (S, S) or (S, S, 3)) → their records, computed in a batch with other requests' images."""
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((images, future))
         return await future
@@ -195,22 +195,24 @@ class Decoder:
     most `max_waiting` queued behind them (then `Busy`), so that neither the loop nor memory is at one request's
     mercy."""
 
-    def __init__(self, config: ServeConfig):
+    def __init__(self, config: ServeConfig, geometry: dict | None = None):
         self.config = config
+        self.geometry = geometry or {}  # preprocess's size and channels: the model's input
         self.pending = 0  # decodes running or queued in the threads
         self._executor = ThreadPoolExecutor(config.max_decodes, thread_name_prefix="decode")
 
     async def decode(self, data: bytes, name: str) -> np.ndarray:
         c = self.config
         if preprocess.header_pixels(data, max_pixels=c.max_pixels, name=name) <= c.inline_pixels:
-            return preprocess.preprocess(data, max_pixels=c.max_pixels, name=name)
+            return preprocess.preprocess(data, max_pixels=c.max_pixels, name=name, **self.geometry)
         if self.pending >= c.max_decodes + c.max_waiting:
             raise HTTPException(503, f"busy: {self.pending} large images are being decoded; try again in a moment",
                                 headers={"Retry-After": "1"})
         self.pending += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                self._executor, functools.partial(preprocess.preprocess, data, max_pixels=c.max_pixels, name=name))
+                self._executor, functools.partial(preprocess.preprocess, data, max_pixels=c.max_pixels, name=name,
+                                                  **self.geometry))
         finally:
             self.pending -= 1
 
@@ -225,7 +227,7 @@ def too_large(size: int, limit: int) -> JSONResponse:
 
 def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu",
                examples: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> FastAPI:
-    """The service for one run folder (loaded once, here). `examples` gives the labelled images (uint8 (N, 28, 28),
+    """The service for one run folder (loaded once, here). `examples` gives the labelled images (model inputs,
     labels (N,)) that /random draws from, read on its first call (the CLI passes the official test set's reader);
     without it /random answers 404."""
     ensemble = load(run_dir, device=device)
@@ -234,7 +236,7 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
     elif config.engine != "torch":
         raise UserError(f"unknown engine {config.engine!r}; choose onnx or torch")
     batcher = Batcher(ensemble, config.max_model_batch)
-    decoder = Decoder(config)
+    decoder = Decoder(config, predict.geometry(ensemble))
     page = resources.files("fashion_ensemble").joinpath("web/index.html").read_text()
     test_set: dict = {}
     test_set_lock = asyncio.Lock()  # the first /random calls load the images once, not once each
@@ -247,8 +249,9 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
         decoder.stop()
 
     app = FastAPI(title="fashion-ensemble", lifespan=lifespan,
-                  description="Fashion-MNIST classes for clothing images: an ANN + depthwise-separable CNN "
-                              f"soft-voting ensemble ({Path(run_dir).name}).")
+                  description=f"Classifies images into {len(ensemble.classes)} classes ({', '.join(ensemble.classes)})"
+                              " with an ANN + depthwise-separable CNN soft-voting ensemble "
+                              f"({Path(run_dir).name}).")
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, timeout_s=config.body_timeout_s)
     if "*" not in config.allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=config.hosts())
@@ -277,7 +280,7 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
     @app.get("/health")
     async def health():
         return {"status": "ok", "run": Path(run_dir).name, "members": list(ensemble.members),
-                "weights": ensemble.weights, "classes": ensemble.classes,
+                "weights": ensemble.weights, "classes": ensemble.classes, "input_shape": list(ensemble.input_shape),
                 "batches": batcher.batches, "images": batcher.images}
 
     @app.post("/predict", responses={200: {"model": Prediction}}, openapi_extra=IMAGE_BODY)

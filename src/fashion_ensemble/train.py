@@ -25,7 +25,7 @@ from .augment import augment
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import one_hot
-from .inference import autocast, predict_logits
+from .inference import autocast, predict_logits, to_nchw
 from .models import Normalize
 from .schedule import lc3_factor
 
@@ -44,8 +44,9 @@ class EpochRecord:
 
 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (N, 28, 28) → float32 (N, 1, 28, 28) in [0, 1] on `device`."""
-    return torch.tensor(images, device=device).unsqueeze(1).float().div_(255.0)  # copies: IDX arrays are read-only
+    """uint8 (N, S, S) greyscale or (N, S, S, C) colour → float32 (N, C, S, S) in [0, 1] on `device`."""
+    x = torch.tensor(images, device=device)  # copies: IDX arrays are read-only
+    return to_nchw(x).float().div_(255.0).contiguous()
 
 
 def train_member(
