@@ -16,6 +16,8 @@ import fashion_ensemble as fe
 from fashion_ensemble.data import FILES, load_source
 from fashion_ensemble.errors import UserError
 from fashion_ensemble.export import export_onnx
+from fashion_ensemble.predict import predict_files
+from fashion_ensemble.preprocess import preprocess
 from fashion_ensemble.serve import ServeConfig, create_app
 from helpers import png_bytes, smoke_config, synthetic_images, write_config, write_idx
 
@@ -240,3 +242,107 @@ def test_balanced_accuracy_and_data_check_on_a_folder(tmp_path, capsys, animals)
     assert main(["data", "check", "--data", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "3 classes: bag, coat, shoe" in out and "train 96, val 12, test 12" in out
+
+
+# -- geometry: image size and channels ---------------------------------------------------------------------------------
+
+COLOURS = {"red": (200, 40, 40), "green": (40, 160, 40), "blue": (40, 40, 200)}  # similar luma: colour decides
+
+
+def colour_folder(root, per_class=40, side=48):
+    """Class folders of RGB PNGs: a rectangle of the class's colour, random size and place, on white."""
+    rng = np.random.default_rng(2)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = np.full((side, side, 3), 255, np.uint8)
+            h, w = rng.integers(12, side - 4, size=2)
+            top, left = rng.integers(0, side - h), rng.integers(0, side - w)
+            image[top : top + h, left : left + w] = colour
+            (root / name / f"{i:03d}.png").write_bytes(png_bytes(image))
+    return root
+
+
+def test_an_rgb_folder_at_32_pixels_trains_both_members_and_predicts(tmp_path):
+    folder = colour_folder(tmp_path / "colours")
+    out = fe.run_study(folder_config(folder, image_size=32, channels=3), tmp_path / "run", device="cpu",
+                       progress=False)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["classes"] == ["blue", "green", "red"] and set(m["models"]) == {"ann", "cnn", "ensemble"}
+    model = fe.load(out)
+    assert model.input_shape == (3, 32, 32)
+    assert model.members["ann"].model.body[1].in_features == 3 * 32 * 32  # the ANN's input width follows
+    assert model.members["cnn"].model.body[0].in_channels == 3  # so does the CNN's first convolution
+    photo = tmp_path / "photo.png"
+    pixels = np.full((60, 90, 3), 255, np.uint8)
+    pixels[10:50, 20:70] = COLOURS["red"]
+    photo.write_bytes(png_bytes(pixels))
+    x = preprocess(photo, size=32, channels=3)
+    assert x.shape == (32, 32, 3) and tuple(x[16, 16]) == COLOURS["red"]  # trimmed, fitted, colours kept
+    assert np.array_equal(preprocess(pixels, size=32, channels=3), x)  # a numpy image goes the same way
+    proba = model.predict_proba(x[None])
+    assert proba.shape == (1, 3) and np.isclose(proba.sum(), 1)
+    with pytest.raises(UserError, match=r"expected 32×32 RGB images as \(N, 32, 32, 3\), got shape \(1, 28, 28\)"):
+        model.predict_proba(np.zeros((1, 28, 28), np.uint8))
+    records = list(predict_files(model, [photo]))
+    assert set(records[0]["probabilities"]) == set(COLOURS)
+    path = export_onnx(model, tmp_path / "m.onnx")[0]
+    session = ort.InferenceSession(str(path))
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["input_shape"]) == [3, 32, 32] and "32×32 RGB" in meta["input"]
+    onnx_proba = session.run(None, {"images": (x[None] / 255).astype(np.float32)})[0]
+    assert np.abs(onnx_proba - proba).max() < 1e-4
+    assert np.allclose(fe.OnnxEnsemble(path).predict_proba(x[None]), proba, atol=1e-4)
+    with TestClient(create_app(out, ServeConfig()), base_url="http://localhost") as c:
+        assert c.get("/health").json()["input_shape"] == [3, 32, 32]
+        answer = c.post("/predict?input=true", content=photo.read_bytes()).json()
+        assert np.array(answer["input"]).shape == (32, 32, 3) and set(answer["probabilities"]) == set(COLOURS)
+
+
+def test_a_greyscale_folder_at_another_size(tmp_path):
+    folder = image_folder(tmp_path / "photos", per_class=12, splits=["train", "val", "test"], size=56)
+    split = fe.make_split(folder_config(folder, image_size=14, pipeline="pad").data, progress=False)
+    assert split.train[0].shape == (36, 14, 14)
+    rgb = fe.make_split(folder_config(folder, image_size=14, channels=3, pipeline="pad").data, progress=False)
+    assert rgb.test[0].shape == (36, 14, 14, 3)  # the cache keeps the geometries apart
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"image_size": 4}, r"data.image_size must be 8..256"),
+    ({"channels": 2}, r"data.channels must be 1 \(greyscale\) or 3"),
+])
+def test_geometry_bounds(data, message):
+    with pytest.raises(UserError, match=message):
+        fe.DataConfig(**data)
+
+
+def test_a_cnn_too_deep_for_small_images_is_refused():
+    cfg = smoke_config()
+    deep = fe.CNNConfig(stem=8, stages=((8,), (8,), (8,), (8,), (8,)))
+    with pytest.raises(UserError, match="at most 4 stages for 8-pixel images"):
+        cfg.replace(data=dataclasses.replace(cfg.data, image_size=8),
+                    members={"cnn": dataclasses.replace(cfg.members["cnn"], model=deep)})
+
+
+def test_idx_sources_keep_their_own_geometry(tmp_path):
+    folder = idx_folder(tmp_path / "idx")
+    with pytest.raises(UserError, match=r"expected 32×32 greyscale images .* got shape \(300, 28, 28\): train with "
+                                        "--image-size 28"):
+        load_source(fe.DataConfig(source=str(folder), image_size=32))
+    with pytest.raises(UserError, match="IDX files hold greyscale images"):
+        load_source(fe.DataConfig(source=str(folder), channels=3))
+    with pytest.raises(UserError, match="Fashion-MNIST's images are 28×28"):
+        load_source(fe.DataConfig(image_size=32))
+
+
+def test_cli_geometry_options_reach_the_config(tmp_path, capsys):
+    from fashion_ensemble.cli import build_parser, main, run_config
+
+    cfg_file = write_config(tmp_path / "c.json", smoke_config())
+    args = build_parser().parse_args(["run", "--config", str(cfg_file), "--data", "x", "--image-size", "32",
+                                      "--channels", "3"])
+    data = run_config(args).data
+    assert (data.source, data.image_size, data.channels, data.input_shape) == ("x", 32, 3, (3, 32, 32))
+    folder = colour_folder(tmp_path / "colours", per_class=30)
+    assert main(["data", "check", "--data", str(folder), "--image-size", "16", "--channels", "3"]) == 0
+    assert "3 classes: blue, green, red" in capsys.readouterr().out

@@ -4,6 +4,7 @@
     run = fe.run_study(fe.profile("default"))          # train, score, report → runs/<name>/
     model = fe.load(run)                                # rebuild from the folder alone
     proba = model.predict_proba(images)                 # (N, 28, 28) uint8 or [0, 1] float → (N, 10)
+                                                        # (or the run's own geometry and classes)
 
 The names below are imported on first use, so that `fe.load` and `predict_proba` never import training or the data
 set's reader (and `import fashion_ensemble` alone imports no torch).
@@ -16,6 +17,7 @@ import importlib
 _API = {  # name → the module that owns it
     "CLASSES": "classes",
     "PROFILES": "config", "RunConfig": "config", "profile": "config",
+    "DataConfig": "config", "ANNConfig": "config", "CNNConfig": "config",
     "UserError": "errors",
     "load_raw": "data", "make_split": "data",
     "Member": "ensemble", "SoftVotingEnsemble": "ensemble",

@@ -235,7 +235,8 @@ def evaluate(run_dir: str | os.PathLike, data_dir=None, device: str = "auto", ph
     a user's photo makes: saved as a 224×224 RGB JPEG, dark on white, then read back through `preprocess`."""
     folder = RunFolder(run_dir)
     ensemble = folder.load(distributed.resolve_device(device))
-    x_te, y_te = make_split(folder.config().data, data_dir).test
+    data = folder.config().data
+    x_te, y_te = make_split(data, data_dir).test
     if photos:
-        x_te = np.stack([preprocess(as_photo(image)) for image in x_te])
+        x_te = np.stack([preprocess(as_photo(image), size=data.image_size, channels=data.channels) for image in x_te])
     return score(ensemble, predict(ensemble, x_te, y_te))["models"]
