@@ -346,3 +346,11 @@ def test_cli_geometry_options_reach_the_config(tmp_path, capsys):
     folder = colour_folder(tmp_path / "colours", per_class=30)
     assert main(["data", "check", "--data", str(folder), "--image-size", "16", "--channels", "3"]) == 0
     assert "3 classes: blue, green, red" in capsys.readouterr().out
+
+
+def test_no_flips_turns_every_mirror_off(tmp_path):
+    from fashion_ensemble.cli import build_parser, run_config
+
+    cfg = run_config(build_parser().parse_args(["run", "--profile", "default", "--no-flips"]))
+    assert not any(m.tta_flip or m.train.augment.flip for m in cfg.members.values())
+    assert any(m.tta_flip for m in fe.profile("default").members.values())  # the profile itself flips

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="paper: 80/10/10 of all 70k; standard: official 60k/10k (default: the profile's)")
     add_data_options(run)
+    add_no_flips(run)
     run.add_argument("--seed", type=int, default=None, help="training seed (default 0, or the --config file's)")
     run.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="overrides",
                      help="change one field of the profile or --config, e.g. --set members.cnn.train.epochs=12 "
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--config", default=None, metavar="FILE", help="a RunConfig as JSON instead of a profile")
     ab.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: the profile's")
     add_data_options(ab)
+    add_no_flips(ab)
     ab.add_argument("--seed", type=int, default=None, help="training seed of every run (default 0)")
     ab.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="overrides",
                     help="change one field of the base, e.g. --set members.cnn.train.epochs=12 (repeatable)")
@@ -181,6 +183,12 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="image folders: leave out files that cannot be decoded (else the run is refused)")
 
 
+def add_no_flips(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-flips", action="store_true",
+                   help="no mirror images (flip augmentation, flip TTA) for any member: for classes that a mirror "
+                        "changes, such as digits or letters")
+
+
 def data_overrides(args) -> list[str]:
     """The data options given, as `--set` overrides (they win over a profile or --config, as --set does)."""
     given = {"skip_bad_images": "true" if args.skip_bad_images else None, "image_size": args.image_size,
@@ -205,7 +213,7 @@ def cmd_run(args) -> int:
                          "--seed": args.seed, "--seeds": args.seeds, "--out": args.out, "--data": args.data_source,
                          "--set": args.overrides or None, "--restart": args.restart or None,
                          "--skip-bad-images": args.skip_bad_images or None, "--image-size": args.image_size,
-                         "--channels": args.channels}
+                         "--channels": args.channels, "--no-flips": args.no_flips or None}
         given = [name for name, value in options_given.items() if value is not None]
         if given:
             raise UserError(f"--resume continues a run with its own config.json; drop {' '.join(given)}")
@@ -238,8 +246,9 @@ def cmd_ablate(args) -> int:
 
 def run_config(args) -> config.RunConfig:
     overrides = [*data_overrides(args), *args.overrides]
-    return config.resolve(profile_name=args.profile, config_file=args.config, protocol=args.protocol, seed=args.seed,
-                          data_source=args.data_source, overrides=overrides, default_profile=args.profile_default)
+    cfg = config.resolve(profile_name=args.profile, config_file=args.config, protocol=args.protocol, seed=args.seed,
+                         data_source=args.data_source, overrides=overrides, default_profile=args.profile_default)
+    return config.without_flips(cfg) if args.no_flips else cfg
 
 
 def cmd_evaluate(args) -> int:

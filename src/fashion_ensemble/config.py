@@ -378,6 +378,14 @@ def override(cfg: RunConfig, assignments: typing.Iterable[str]) -> RunConfig:
     return RunConfig.from_dict(d)
 
 
+def without_flips(cfg: RunConfig) -> RunConfig:
+    """`cfg` with no mirror images anywhere: neither flip augmentation nor flip TTA, for classes that a mirror changes
+    (digits, letters, text, left/right shoes); the CLI's --no-flips."""
+    members = {name: dataclasses.replace(m, tta_flip=False, train=dataclasses.replace(
+        m.train, augment=dataclasses.replace(m.train.augment, flip=False))) for name, m in cfg.members.items()}
+    return cfg.replace(members=members)
+
+
 def profile(name: str, *, protocol: str | None = None, seed: int | None = None) -> RunConfig:
     """The named profile, with the protocol and seed overridden when given."""
     if name not in PROFILES:
