@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 import fashion_ensemble as fe
@@ -354,3 +355,34 @@ def test_no_flips_turns_every_mirror_off(tmp_path):
     cfg = run_config(build_parser().parse_args(["run", "--profile", "default", "--no-flips"]))
     assert not any(m.tta_flip or m.train.augment.flip for m in cfg.members.values())
     assert any(m.tta_flip for m in fe.profile("default").members.values())  # the profile itself flips
+
+
+# -- precision ---------------------------------------------------------------------------------------------------------
+
+
+def test_auto_precision_picks_bf16_only_where_it_is_native(monkeypatch):
+    from fashion_ensemble import inference
+
+    cpu = torch.device("cpu")
+    assert inference.choose_precision("fp32", cpu)[0] == "fp32" and inference.choose_precision("bf16", cpu)[0] == "bf16"
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert inference.choose_precision("auto", cpu) == ("fp32", "auto: no native bf16 on this CPU")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert inference.choose_precision("auto", cpu)[0] == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert inference.choose_precision("auto", torch.device("cuda"))[0] == "bf16"
+
+
+def test_forced_bf16_trains_on_any_cpu_and_is_recorded(tmp_path):
+    from fashion_ensemble.cli import build_parser, run_config
+
+    cfg_file = write_config(tmp_path / "c.json", smoke_config())
+    cfg = run_config(build_parser().parse_args(["run", "--config", str(cfg_file), "--precision", "bf16"]))
+    assert all(m.train.precision == "bf16" for m in cfg.members.values())
+    folder = image_folder(tmp_path / "photos", per_class=30)
+    out = fe.run_study(cfg.replace(data=dataclasses.replace(cfg.data, source=str(folder), pipeline="pad")),
+                       tmp_path / "run", device="cpu", progress=False)
+    history = json.loads((out / "history.json").read_text())["members"]
+    assert all(e["precision"] == "bf16" and np.isfinite(e["val_loss"]) for h in history.values() for e in h["epochs"])
+    assert "| bf16 |" in (out / "report.md").read_text()

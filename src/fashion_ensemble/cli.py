@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="paper: 80/10/10 of all 70k; standard: official 60k/10k (default: the profile's)")
     add_data_options(run)
-    add_no_flips(run)
+    add_training_options(run)
     run.add_argument("--seed", type=int, default=None, help="training seed (default 0, or the --config file's)")
     run.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="overrides",
                      help="change one field of the profile or --config, e.g. --set members.cnn.train.epochs=12 "
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--config", default=None, metavar="FILE", help="a RunConfig as JSON instead of a profile")
     ab.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: the profile's")
     add_data_options(ab)
-    add_no_flips(ab)
+    add_training_options(ab)
     ab.add_argument("--seed", type=int, default=None, help="training seed of every run (default 0)")
     ab.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="overrides",
                     help="change one field of the base, e.g. --set members.cnn.train.epochs=12 (repeatable)")
@@ -183,6 +183,13 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="image folders: leave out files that cannot be decoded (else the run is refused)")
 
 
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=config.PRECISIONS, default=None,
+                   help="training's arithmetic for every member: auto (the profile's default): bf16 on CUDA and on "
+                        "CPUs with native bf16 (AVX-512 BF16, AMX), else fp32; or fp32 / bf16 forced")
+    add_no_flips(p)
+
+
 def add_no_flips(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-flips", action="store_true",
                    help="no mirror images (flip augmentation, flip TTA) for any member: for classes that a mirror "
@@ -213,7 +220,8 @@ def cmd_run(args) -> int:
                          "--seed": args.seed, "--seeds": args.seeds, "--out": args.out, "--data": args.data_source,
                          "--set": args.overrides or None, "--restart": args.restart or None,
                          "--skip-bad-images": args.skip_bad_images or None, "--image-size": args.image_size,
-                         "--channels": args.channels, "--no-flips": args.no_flips or None}
+                         "--channels": args.channels, "--no-flips": args.no_flips or None,
+                         "--precision": args.precision}
         given = [name for name, value in options_given.items() if value is not None]
         if given:
             raise UserError(f"--resume continues a run with its own config.json; drop {' '.join(given)}")
@@ -248,6 +256,7 @@ def run_config(args) -> config.RunConfig:
     overrides = [*data_overrides(args), *args.overrides]
     cfg = config.resolve(profile_name=args.profile, config_file=args.config, protocol=args.protocol, seed=args.seed,
                          data_source=args.data_source, overrides=overrides, default_profile=args.profile_default)
+    cfg = config.with_precision(cfg, args.precision) if args.precision else cfg
     return config.without_flips(cfg) if args.no_flips else cfg
 
 

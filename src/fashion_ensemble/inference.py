@@ -66,20 +66,47 @@ def check_images(images, input_shape: tuple[int, int, int] = GREY) -> torch.Tens
     return torch.from_numpy(np.ascontiguousarray(to_nchw(x)))
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; fp32 on CPU (no AVX-512 BF16 on the reference machine: bf16 measured 4-10× slower)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 natively: a CUDA GPU that supports it, or a CPU with AVX-512 BF16 or AMX
+    (without them PyTorch emulates bf16 on the CPU: measured 4-10× slower than fp32 on an AVX2-only EPYC)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:  # private helpers of torch.cpu (present since 2.3); a build without them is taken as not native
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:
+        return False
+
+
+def choose_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """("fp32" or "bf16", why) for a configured precision ("auto", "fp32", "bf16") on `device`."""
+    if precision != "auto":
+        return precision, "forced by the configuration"
+    if native_bf16(device):
+        where = "this GPU" if device.type == "cuda" else "this CPU (AVX-512 BF16 or AMX)"
+        return "bf16", f"auto: {where} has native bf16"
+    return "fp32", f"auto: no native bf16 on this {device.type.upper()}"
+
+
+def autocast(device: torch.device, precision: str | None = None):
+    """bf16 autocast when `precision` is "bf16"; fp32 when "fp32". None (inference): bf16 on CUDA, fp32 on a CPU,
+    where a loaded model's probabilities stay those of its fp32 weights."""
+    bf16 = device.type == "cuda" if precision is None else precision == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-    """Logits (N, classes) in fp32 for images x (N, C, S, S) already on the model's device."""
+def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int | None = None,
+                   precision: str | None = None) -> torch.Tensor:
+    """Logits (N, classes) in fp32 for images x (N, C, S, S) already on the model's device, computed in `precision`
+    (see `autocast`)."""
     model.eval()
     device = x.device
     batch_size = batch_size or INFER_BATCH.get(device.type, 256)
     outs = []
     for i in range(0, len(x), batch_size):
-        with autocast(device):
+        with autocast(device, precision):
             outs.append(model(x[i : i + batch_size].contiguous(memory_format=torch.channels_last)).float())
     return torch.cat(outs) if outs else torch.empty(0, getattr(model, "num_classes", 10), device=device)
 

@@ -179,14 +179,15 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
     lines += [
         "## Training",
         "",
-        "| member | epochs run | best epoch | best val loss | val accuracy there | train time (s) |",
-        "|---|---|---|---|---|---|",
+        "| member | epochs run | best epoch | best val loss | val accuracy there | train time (s) | precision |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, h in history.items():
         best = h["epochs"][h["best_epoch"] - 1]
         seconds = sum(e["seconds"] for e in h["epochs"])
+        precision = " + ".join(dict.fromkeys(e.get("precision", "fp32") for e in h["epochs"]))  # older runs: fp32
         lines.append(f"| {name} | {len(h['epochs'])} | {h['best_epoch']} | {best['val_loss']:.4f} | "
-                     f"{best['val_accuracy']:.4f} | {seconds:.0f} |")
+                     f"{best['val_accuracy']:.4f} | {seconds:.0f} | {precision} |")
     lines += [
         "",
         "## Split",

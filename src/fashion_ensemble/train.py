@@ -25,7 +25,7 @@ from .augment import augment
 from .checkpoint import TrainState, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import one_hot
-from .inference import autocast, predict_logits, to_nchw
+from .inference import autocast, choose_precision, predict_logits, to_nchw
 from .models import Normalize
 from .schedule import lc3_factor
 
@@ -39,6 +39,7 @@ class EpochRecord:
     val_accuracy: float
     lr: float  # learning rate at the epoch's last step
     augmented: bool  # whether augmentation was on in this epoch
+    precision: str  # "fp32" or "bf16": the autocast of this epoch's steps and validation (TrainConfig.precision)
     seconds: float
     images_per_s: float
 
@@ -68,6 +69,9 @@ def train_member(
     exists: the result is the same, bit for bit on CPU, as an uninterrupted run. Under torchrun (see distributed.py)
     each rank trains on its share of every batch."""
     device = torch.device(device)
+    precision, why = choose_precision(cfg.precision, device)
+    if progress:
+        tqdm.write(f"{name}: training in {precision} ({why})")
     rank, world_size = distributed.world()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)  # shuffling and augmentation: one CPU stream, same on any device
@@ -119,7 +123,7 @@ def train_member(
             if world_size > 1:
                 xb, yb = xb[rank::world_size], yb[rank::world_size]
             xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast(device):
+            with autocast(device, precision):
                 logits = net(xb)
                 loss = F.cross_entropy(logits.float(), one_hot(yb, logits.shape[1], smoothing=cfg.label_smoothing))
             opt.zero_grad(set_to_none=True)
@@ -140,7 +144,7 @@ def train_member(
             distributed.broadcast_state(ema)
         seconds = time.perf_counter() - start
         kept = ema if ema is not None else model  # what validation scores and early stopping keeps
-        val_logits = predict_logits(kept, x_va)
+        val_logits = predict_logits(kept, x_va, precision=precision)
         record = EpochRecord(
             epoch=epoch,
             train_loss=loss_sum.item() / seen,
@@ -149,6 +153,7 @@ def train_member(
             val_accuracy=(val_logits.argmax(1) == y_va).float().mean().item(),
             lr=opt.param_groups[0]["lr"],
             augmented=augmented,
+            precision=precision,
             seconds=seconds,
             images_per_s=n / seconds,
         )
