@@ -386,3 +386,14 @@ def test_forced_bf16_trains_on_any_cpu_and_is_recorded(tmp_path):
     history = json.loads((out / "history.json").read_text())["members"]
     assert all(e["precision"] == "bf16" and np.isfinite(e["val_loss"]) for h in history.values() for e in h["epochs"])
     assert "| bf16 |" in (out / "report.md").read_text()
+
+
+def test_bench_times_bf16_beside_fp32_where_it_is_native(monkeypatch, tiny_run):
+    from fashion_ensemble import bench
+
+    labels = np.arange(256) % 10
+    monkeypatch.setattr(bench, "native_bf16", lambda device: True)
+    result = bench.run_bench(tiny_run, bench.TINY, synthetic_images(labels), labels)  # its small members: fast
+    assert result["precisions"] == ["fp32", "bf16"]
+    assert result["cnn_train_img_s_bf16"] > 0 and result["ann_bf16_speedup"] > 0
+    assert "bf16 (native here)" in bench.format_result(result)

@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .config import GREY, MemberConfig, TrainConfig, profile
 from .ensemble import Member, SoftVotingEnsemble
 from .export import OnnxEnsemble
-from .inference import to_nchw
+from .inference import native_bf16, to_nchw
 from .models import build_model
 from .probabilities import member_proba
 from .runs import RunFolder
@@ -157,9 +157,10 @@ def baseline_train_images_per_s(model: torch.nn.Module, images: np.ndarray, labe
 
 
 def ours_train_images_per_s(mcfg: MemberConfig, images: np.ndarray, labels: np.ndarray,
-                            shape: tuple[int, int, int] = GREY, classes: int = 10) -> float:
-    """One augmented epoch of the project's trainer on the same images: images/s (its own epoch timer)."""
-    cfg = dataclasses.replace(mcfg.train, epochs=1)
+                            shape: tuple[int, int, int] = GREY, classes: int = 10, precision: str = "fp32") -> float:
+    """One augmented epoch of the project's trainer on the same images, in `precision`: images/s (its own epoch
+    timer)."""
+    cfg = dataclasses.replace(mcfg.train, epochs=1, precision=precision)
     model = build_model(mcfg.kind, mcfg.model, classes, shape)
     _, history = train_member(model, (images, labels), (images[:256], labels[:256]), cfg, seed=0, progress=False)
     return history[0]["images_per_s"]
@@ -224,7 +225,9 @@ def run_bench(run_dir: str | Path | None, config: BenchConfig, images: np.ndarra
     # The peak is measured before training, before inference and at the end, and the best counts: on a shared
     # machine one 2-s window ranged 90-181 GFLOP/s in a day, and a low peak would inflate every MFU below.
     peaks = [matmul_peak_gflops(config.peak_seconds)]
-    result: dict = {"threads": torch.get_num_threads()}
+    # fp32 against the fp32 baseline; bf16 beside it only where the CPU computes it natively (emulated, it is slower)
+    precisions = ["fp32", *(["bf16"] if native_bf16(torch.device("cpu")) else [])]
+    result: dict = {"threads": torch.get_num_threads(), "precisions": precisions}
     flops: dict[str, float] = {}  # per image, for each rate below
 
     for name, mcfg in cfg.members.items():
@@ -237,6 +240,10 @@ def run_bench(run_dir: str | Path | None, config: BenchConfig, images: np.ndarra
         result |= {f"{name}_train_img_s": round(ours, 1), f"{name}_baseline_train_img_s": round(base, 1),
                    f"{name}_train_speedup": round(ours / base, 3),
                    f"{name}_train_mflops_per_image": round(flops[f"{name}_train"] / 1e6, 2)}
+        if "bf16" in precisions:
+            bf16 = max(ours_train_images_per_s(mcfg, images, labels, shape, classes, "bf16")
+                       for _ in range(config.train_rounds))
+            result |= {f"{name}_train_img_s_bf16": round(bf16, 1), f"{name}_bf16_speedup": round(bf16 / ours, 3)}
         conv_ms = conv_ms_per_step(model_of(mcfg), mcfg.train.batch_size, config.conv_calls)
         if conv_ms > 0:  # the rate if nothing but the convolutions took time, and what it allows
             bound = mcfg.train.batch_size / conv_ms * 1e3
@@ -290,6 +297,11 @@ def format_result(r: dict) -> str:
         lines.append(f"{name:<10} {r[f'{name}_train_img_s']:>11,.0f} {r[f'{name}_baseline_train_img_s']:>15,.0f} "
                      f"{r[f'{name}_train_speedup']:>8.2f}× {r[f'{name}_train_mfu']:>9.1%} "
                      f"{r[f'{name}_baseline_train_mfu']:>9.1%} {r[f'{name}_train_mflops_per_image']:>10}")
+    for name in ("ann", "cnn"):
+        if f"{name}_train_img_s_bf16" in r:
+            lines.append(f"{name}: bf16 (native here) {r[f'{name}_train_img_s_bf16']:,.0f} img/s, "
+                         f"{r[f'{name}_bf16_speedup']:.2f}× its fp32")
+    lines.append(f"precisions timed: {', '.join(r['precisions'])} (bf16 only where the CPU has it natively)")
     for name in ("ann", "cnn"):
         if f"{name}_conv_ms_per_step" in r:
             bound = r[f"{name}_conv_bound_train_img_s"]
