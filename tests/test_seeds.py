@@ -46,3 +46,19 @@ def test_cli_seeds(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "mean over 2 seeds" in r.stdout and (tmp_path / "s" / "seed6" / "report.md").is_file()
+
+
+def test_the_report_says_in_words_whether_the_ensemble_beat_each_member():
+    from fashion_ensemble.report import seeds_verdict, verdict
+
+    def s(won, lost, p):
+        return {"a_right_b_wrong": won, "a_wrong_b_right": lost, "p_value": p}
+
+    assert verdict("cnn", s(40, 10, 1e-5)).startswith("- **The ensemble beat cnn**: right on 40 test images")
+    assert "not significantly" in verdict("cnn", s(12, 10, 0.83))
+    assert "a tie" in verdict("cnn", s(10, 10, 1.0))
+    assert "it was worse" in verdict("cnn", s(8, 30, 4e-4)) and "significant" in verdict("cnn", s(8, 30, 4e-4))
+    assert seeds_verdict("ann", {"p_values": [1e-9, 1e-8], "ahead": [1, 1]}).endswith("in every seed.")
+    assert "in 1 of 3 seeds, **not in the other 2** (behind it in 1)" in seeds_verdict(
+        "cnn", {"p_values": [0.01, 0.4, 0.8], "ahead": [1, 1, -1]})
+    assert "in 1 of 2 seeds" in seeds_verdict("cnn", {"p_values": [0.01, 0.4]})  # a summary from before "ahead"

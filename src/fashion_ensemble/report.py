@@ -70,11 +70,43 @@ def write_summary(path: Path, summary: dict) -> None:
         + "; ".join(f"{k.replace('_', ' ')}: " + ", ".join(f"{p:.3g}" for p in s["p_values"])
                     for k, s in summary["significance"].items()) + ".",
         "",
+        *(seeds_verdict(k.removeprefix("ensemble_vs_"), s) for k, s in summary["significance"].items()),
+        "",
     ]
     if all(s is not None for s in summary.get("run_seconds", [None])):
         lines += ["Wall time per run (training, scoring, report): "
                   + ", ".join(f"{s / 60:.1f} min" for s in summary["run_seconds"]) + ".", ""]
     path.write_text("\n".join(lines))
+
+
+ALPHA = 0.05  # the significance level the verdicts use
+
+
+def verdict(member: str, s: dict) -> str:
+    """One run's McNemar result in words: did the ensemble beat `member`, and how sure is that."""
+    won, lost, p = s["a_right_b_wrong"], s["a_wrong_b_right"], s["p_value"]
+    counts = f"right on {won} test images where {member} was wrong, wrong on {lost} where it was right"
+    if won > lost and p < ALPHA:
+        return f"- **The ensemble beat {member}**: {counts}; p = {p:.2g} < {ALPHA}, so chance alone is unlikely."
+    if won > lost:
+        return (f"- The ensemble was ahead of {member} but **not significantly**: {counts}; p = {p:.2g} ≥ {ALPHA}, "
+                "so this run does not show that it is better.")
+    if won == lost:
+        return f"- **The ensemble did not beat {member}**: a tie ({counts})."
+    return (f"- **The ensemble did not beat {member}: it was worse** ({counts}; p = {p:.2g}"
+            f"{', significant' if p < ALPHA else ''}).")
+
+
+def seeds_verdict(member: str, s: dict) -> str:
+    """Over seeds, in words: in how many the ensemble beat `member` at p < ALPHA, and in how many it was behind."""
+    p_values, n = s["p_values"], len(s["p_values"])
+    ahead = s.get("ahead", [1] * n)  # summaries written before "ahead" was recorded: the p-values alone
+    beat = sum(a > 0 and p < ALPHA for a, p in zip(ahead, p_values))
+    behind = sum(a < 0 for a in ahead)
+    if beat == n:
+        return f"- The ensemble beat {member} with p < {ALPHA} in every seed."
+    return (f"- The ensemble beat {member} with p < {ALPHA} in {beat} of {n} seeds, **not in the other {n - beat}** "
+            f"(behind it in {behind}).")
 
 
 def _calibrated_voting(metrics: dict) -> str:
@@ -131,6 +163,8 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
         "|---|---|---|---|---|---|",
         *(f"| {k.replace('_', ' ')} | {s['both_right']} | {s['a_right_b_wrong']} | {s['a_wrong_b_right']} | "
           f"{s['both_wrong']} | {s['p_value']:.3g} |" for k, s in metrics["significance"].items()),
+        "",
+        *(verdict(k.removeprefix("ensemble_vs_"), s) for k, s in metrics["significance"].items()),
         "",
         "## Calibration (temperature fit on validation, scored on test)",
         "",

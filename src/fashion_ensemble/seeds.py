@@ -82,7 +82,10 @@ def summarize(run_dirs: list[Path]) -> dict:
         "profile": first["profile"], "protocol": first["protocol"], "classes": first["classes"],
         "seeds": [m["seed"] for m in metrics], "runs": [Path(d).name for d in run_dirs],
         "models": models,
-        "significance": {k: {"p_values": [m["significance"][k]["p_value"] for m in metrics]}
+        "significance": {k: {"p_values": [m["significance"][k]["p_value"] for m in metrics],
+                             # +1: the ensemble was right on more of the images where the two disagree; -1: fewer
+                             "ahead": [int(np.sign(m["significance"][k]["a_right_b_wrong"]
+                                                   - m["significance"][k]["a_wrong_b_right"])) for m in metrics]}
                          for k in first["significance"]},
         "weights": [m["weights"] for m in metrics],
         # A run's wall time (None for runs made before it was recorded)
