@@ -7,7 +7,7 @@ PROFILE ?= default
 PROTOCOL ?=
 ARGS ?=
 
-.PHONY: run test setup data browser lint clean
+.PHONY: run test setup data browser lint clean gpu-check
 
 run: setup data
 	$(VENV)/bin/fashion-ensemble run --profile $(PROFILE) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(ARGS)
@@ -16,6 +16,10 @@ run: setup data
 test: setup data browser
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest $(ARGS)
+
+# On a machine with an NVIDIA GPU and PyTorch (nothing else installed, no internet): CUDA checks, then `best`.
+gpu-check:
+	$(PYTHON) scripts/gpu_check.py $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

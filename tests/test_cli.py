@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,18 @@ def test_bench_tiny_keeps_working(tiny_run, tiny_data):
     r = cli("bench", "--tiny", "--data-dir", str(tiny_data))
     assert r.returncode == 0 and "speed-up" in r.stdout and "onnx" in r.stdout, r.stderr
     assert "convolutions alone" in r.stdout
+
+
+def test_the_gpu_check_runs_its_checks_and_a_study_on_the_cpu(tiny_data, tmp_path):
+    """What CI can run of scripts/gpu_check.py: every check on the CPU, then a small study."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    r = subprocess.run([sys.executable, str(script), "--device", "cpu", "--profile", "quick", "--data-dir",
+                        str(tiny_data), "--set", "data.verify_checksums=false", "--set", "members.ann.train.epochs=1",
+                        "--set", "members.cnn.train.epochs=1", "--out", str(tmp_path / "run"), "--json",
+                        str(tmp_path / "r.json")], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert [c["check"] for c in report["checks"]][:3] == ["precision", "augmentation", "inference"]
+    assert all(c["passed"] for c in report["checks"]), report["checks"]
+    assert set(report["study"]["test_accuracy"]) == {"ann", "cnn", "ensemble"}
+    assert "PASS  augmentation" in r.stdout and "study `quick` on cpu" in r.stdout
