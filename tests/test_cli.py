@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import smoke_config, write_config, write_dataset
@@ -101,3 +102,22 @@ def test_the_gpu_check_runs_its_checks_and_a_study_on_the_cpu(tiny_data, tmp_pat
     assert all(c["passed"] for c in report["checks"]), report["checks"]
     assert set(report["study"]["test_accuracy"]) == {"ann", "cnn", "ensemble"}
     assert "PASS  augmentation" in r.stdout and "study `quick` on cpu" in r.stdout
+
+
+def test_small_things_a_newcomer_hits(tiny_run, tmp_path):
+    import socket
+
+    import fashion_ensemble
+    from helpers import png_bytes
+
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"fashion-ensemble {fashion_ensemble.__version__}"
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(png_bytes(np.full((40, 40), 255, np.uint8)))
+    r = cli("predict", str(tiny_run), str(blank))
+    assert r.returncode == 1 and f"skipped {blank}: the image is blank" in r.stderr
+    with socket.socket() as s:  # a port in use: one line, exit 2
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = cli("serve", str(tiny_run), "--port", str(s.getsockname()[1]))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "choose another with --port" in r.stderr

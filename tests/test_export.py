@@ -65,3 +65,13 @@ def test_export_cli(tiny_run, tmp_path):
                         str(tmp_path / "out" / "model.onnx")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [str(tmp_path / "out" / f) for f in ("model.onnx", "model.ann.onnx", "model.cnn.onnx")]
+
+
+def test_export_writes_into_the_run_folder_by_default(tiny_run, tmp_path):
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    r = subprocess.run([sys.executable, "-m", "fashion_ensemble.cli", "export", str(run)], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == str(run / "model.onnx") and fe.load(run).classes  # the folder still loads

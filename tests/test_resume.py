@@ -34,9 +34,9 @@ def same_run(a, b):
         assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
     ha, hb = (json.loads((d / "history.json").read_text())["members"] for d in (a, b))
     for name in ("ann", "cnn"):  # the same epochs with the same losses; only the timings differ
-        strip = [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")} for e in ha[name]["epochs"]]
-        assert strip == [{k: v for k, v in e.items() if k not in ("seconds", "images_per_s")}
-                         for e in hb[name]["epochs"]]
+        timings = ("seconds", "images_per_s", "wall_s")
+        strip = [{k: v for k, v in e.items() if k not in timings} for e in ha[name]["epochs"]]
+        assert strip == [{k: v for k, v in e.items() if k not in timings} for e in hb[name]["epochs"]]
 
 
 def test_sigkill_at_a_random_point_then_resume_equals_an_uninterrupted_run(tmp_path):
@@ -69,6 +69,10 @@ def test_sigkill_at_a_random_point_then_resume_equals_an_uninterrupted_run(tmp_p
     assert resumed.wait(600) == 0, resumed.stderr.read()
     print(f"killed {delay:.2f} s (of {rest:.2f} s) after the ANN's first checkpoint; checkpoints then: {saved}")
     same_run(tmp_path / "whole", tmp_path / "killed")
+    h = json.loads((tmp_path / "killed" / "history.json").read_text())  # timing counts the killed process's epochs
+    for name in ("ann", "cnn"):
+        assert h["timing"][f"train_{name}_s"] >= sum(e["wall_s"] for e in h["members"][name]["epochs"])
+    assert h["timing"]["total_s"] >= h["timing"]["train_ann_s"] + h["timing"]["train_cnn_s"]
     assert not (tmp_path / ".killed.partial").exists() and not (tmp_path / "killed" / "checkpoints").exists()
 
 
@@ -152,3 +156,22 @@ def test_parallel_members_give_a_complete_run(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["models"]["ensemble"]["accuracy"] > 0.5
     assert not (out / "checkpoints").exists()
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path):
+    data = write_dataset(tmp_path / "data", n_train=2000, n_test=200)
+    cfg_file = tmp_path / "config.json"
+    cfg_file.write_text(json.dumps(resume_config().to_dict()))
+    out = tmp_path / "run"
+    run = cli("run", "--config", str(cfg_file), "--data-dir", str(data), "--device", "cpu", "--quiet",
+              "--out", str(out))
+    checkpoint = tmp_path / ".run.partial" / "checkpoints" / "ann.safetensors"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists():
+        assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
+        time.sleep(0.02)
+    run.send_signal(signal.SIGINT)
+    assert run.wait(60) == 130
+    err = run.stderr.read().strip().splitlines()
+    assert err[-1].startswith("fashion-ensemble: interrupted; the run is saved up to its last finished epoch in ")
+    assert err[-1].endswith(f"go on with: fashion-ensemble run --resume {out}")

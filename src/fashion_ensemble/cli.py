@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from . import config
+from . import __version__, config
 from .config import PROFILES, PROTOCOLS
 from .errors import UserError
 from .levers import LEVERS
@@ -29,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fashion-ensemble: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}",
               file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fashion-ensemble: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print("fashion-ensemble: interrupted", *(f"; {note}" for note in getattr(e, "__notes__", [])), sep="",
+              file=sys.stderr)
         return 130
 
 
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fashion-ensemble",
         description="ANN + depthwise-separable CNN soft-voting ensemble on Fashion-MNIST.",
     )
+    parser.add_argument("--version", action="version", version=f"fashion-ensemble {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train both members, build the ensemble, write runs/<name>/ with a report")
@@ -116,8 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="write the ensemble (and each member) as ONNX")
     ex.add_argument("run_dir")
-    ex.add_argument("--onnx", required=True, metavar="OUT",
-                    help="the ensemble's file, e.g. model.onnx; members go beside it as model.<member>.onnx")
+    ex.add_argument("--onnx", default=None, metavar="OUT",
+                    help="the ensemble's file (default RUN_DIR/model.onnx); members go beside it as "
+                         "model.<member>.onnx")
     ex.set_defaults(func=cmd_export)
 
     sv = sub.add_parser("serve", help="the HTTP service and web page for a trained run (FastAPI on uvicorn)")
@@ -325,7 +329,8 @@ def format_prediction(rec: dict) -> str:
 def cmd_export(args) -> int:
     from . import export, runs
 
-    for path in export.export_onnx(runs.load(args.run_dir), args.onnx):
+    out = args.onnx or Path(args.run_dir) / "model.onnx"
+    for path in export.export_onnx(runs.load(args.run_dir), out):
         print(path)
     return 0
 

@@ -78,7 +78,8 @@ def run_study(
             if progress:
                 print(f"writing {folder.path} (if stopped: fashion-ensemble run --resume {folder.path})", flush=True)
         distributed.barrier()
-        return _study(cfg, split, folder, opts)
+        with _resume_hint(folder):
+            return _study(cfg, split, folder, opts)
 
 
 def resume_study(out: str | os.PathLike, *, data_dir=None, device: str | torch.device = "auto",
@@ -99,7 +100,20 @@ def resume_study(out: str | os.PathLike, *, data_dir=None, device: str | torch.d
         cfg = folder.config()
         if progress and distributed.is_main():
             print(f"resuming {folder.path}", flush=True)
-        return _study(cfg, make_split(cfg.data, data_dir, progress=progress), folder, opts)
+        split = make_split(cfg.data, data_dir, progress=progress)
+        with _resume_hint(folder):
+            return _study(cfg, split, folder, opts)
+
+
+@contextlib.contextmanager
+def _resume_hint(folder: RunFolder):
+    """A Ctrl-C during the study carries the command that goes on from the last epoch saved (the CLI prints it)."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        e.add_note(f"the run is saved up to its last finished epoch in {folder.partial}; go on with: "
+                   f"fashion-ensemble run --resume {folder.path}")
+        raise
 
 
 def _writing(folder: RunFolder):
@@ -125,8 +139,10 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
     writer = _tensorboard(folder) if opts.tensorboard and main else None
     if opts.parallel:
         train_in_parallel(cfg, opts.data_dir, opts.device, folder, opts.progress)
+    training_began = time.perf_counter()
     trained, history, timing = train_members(cfg, split, folder, opts.device, progress=opts.progress and main,
                                              writer=writer)
+    training_here = time.perf_counter() - training_began
     if writer is not None:
         writer.close()
     if not main:
@@ -140,7 +156,11 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
     metrics = {**run_facts(cfg, split, ensemble), **score(ensemble, predict(ensemble, *split.test), val)}
     folder.write_metrics(metrics)
     write_report(folder.report, cfg, metrics, history)
-    timing["total_s"] = time.perf_counter() - began  # training, scoring and report (of this process, if resumed)
+    # Training, scoring and report; a resumed run adds its earlier processes' epochs (members trained in parallel
+    # processes overlap: there, the wall time of this process, which waited for them).
+    elapsed = time.perf_counter() - began
+    trained_s = sum(v for k, v in timing.items() if k.startswith("train_"))
+    timing["total_s"] = elapsed if opts.parallel else elapsed - training_here + trained_s
     folder.write_history(history, timing)
     return folder.complete()
 
@@ -156,7 +176,10 @@ def train_members(cfg: RunConfig, split: Split, folder: RunFolder, device: torch
         model, epochs = _train(cfg, name, split, device, folder, progress, writer)
         members[name] = Member(mcfg.kind, model, device, tta_flip=mcfg.tta_flip)
         history[name] = {"best_epoch": min(epochs, key=lambda e: e["val_loss"])["epoch"], "epochs": epochs}
-        timing[f"train_{name}_s"] = time.perf_counter() - start
+        # every epoch's wall time, in whichever process ran it (a resumed run counts its first part too); at least
+        # this process's own time (restoring a finished checkpoint, epochs from before wall_s was recorded)
+        timing[f"train_{name}_s"] = max(sum(e.get("wall_s", e["seconds"]) for e in epochs),
+                                        time.perf_counter() - start)
     return SoftVotingEnsemble(members, classes=split.classes), history, timing
 
 

@@ -61,7 +61,10 @@ def preprocess(source, *, size: int = SIZE, channels: int = 1, max_pixels: int =
     if isinstance(source, np.ndarray):
         source = from_array(source, name or "image")
     image = shrink(open_image(source, max_pixels=max_pixels, name=name))
-    return to_model_input(greyscale(image), size) if channels == 1 else to_rgb_input(image, size)
+    try:
+        return to_model_input(greyscale(image), size) if channels == 1 else to_rgb_input(image, size)
+    except ImageError as e:  # e.g. blank: say which image
+        raise ImageError(f"{name}: {e}" if name else str(e), e.reason) from None
 
 
 def from_array(array: np.ndarray, name: str = "image") -> Image.Image:

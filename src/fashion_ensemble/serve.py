@@ -367,10 +367,25 @@ def serve(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu", acc
     """Run the service until interrupted (uvicorn, one process: the model is loaded once)."""
     import uvicorn
 
+    check_port_free(config.host, config.port)
     app = create_app(run_dir, config, device=device, examples=examples)
     _raise_open_files_limit()
     uvicorn.run(app, host=config.host, port=config.port, access_log=access_log, log_level="info",
                 http=timed_headers_protocol(config.header_timeout_s), limit_concurrency=MAX_CONNECTIONS)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse, in one line, a port that something already listens on (uvicorn would log a traceback and exit 3)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT leftovers are fine
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}): another program uses it; choose "
+                            "another with --port") from None
 
 
 MAX_CONNECTIONS = 4096  # connections and requests at once; beyond, uvicorn answers 503

@@ -40,8 +40,9 @@ class EpochRecord:
     lr: float  # learning rate at the epoch's last step
     augmented: bool  # whether augmentation was on in this epoch
     precision: str  # "fp32" or "bf16": the autocast of this epoch's steps and validation (TrainConfig.precision)
-    seconds: float
+    seconds: float  # the epoch's training steps
     images_per_s: float
+    wall_s: float  # the whole epoch: steps, validation and bookkeeping (what a resumed run's timing adds up)
 
 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -156,6 +157,7 @@ def train_member(
             precision=precision,
             seconds=seconds,
             images_per_s=n / seconds,
+            wall_s=time.perf_counter() - start,
         )
         history.append(asdict(record))
         if progress:
