@@ -158,7 +158,12 @@ def test_an_image_folder_trains_end_to_end_and_speaks_its_class_names(tmp_path):
     assert m["classes"] == ["bag", "coat", "shoe"]  # sorted, as torchvision and Keras do
     assert sum(m["split"]["sizes"].values()) == 120 and m["split"]["sizes"]["test"] == 12  # 80/10/10
     assert m["models"]["ensemble"]["accuracy"] > 0.5
-    assert fe.load(out).classes == ["bag", "coat", "shoe"]
+    model = fe.load(out)
+    assert model.classes == ["bag", "coat", "shoe"] and model.pipeline == "pad"
+    file = folder / "coat" / "000.png"  # predicted through the pipeline it was trained with, not `preprocess`'s
+    expected = model.predict_proba(preprocess(file, pipeline="pad")[None])[0]
+    got = next(predict_files(model, [file]))["probabilities"]
+    assert np.allclose([got[c] for c in model.classes], expected, atol=1e-6)
 
 
 def test_split_folders_are_kept_and_decoding_is_cached(tmp_path):

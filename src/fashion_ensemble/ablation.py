@@ -87,7 +87,7 @@ def inference_variants(run_dir: Path, data_dir=None) -> dict[str, tuple[str, dic
         """tta None: each member's own setting."""
         members = {n: Member(m.kind, m.model, m.device, tta_flip=m.tta_flip if tta is None else tta)
                    for n, m in trained.members.items()}
-        ensemble = SoftVotingEnsemble(members)
+        ensemble = SoftVotingEnsemble(members, classes=trained.classes)
         if tta not in predictions:
             predictions[tta] = predict(ensemble, *split.val), predict(ensemble, *split.test)
         val, test = predictions[tta]

@@ -88,7 +88,7 @@ class SoftVotingEnsemble:
     `fit` sets what the ensemble learns on validation: each member's temperature (when calibrating) and the voting
     weights; built from a run folder (`runs.load`), both come from its ensemble.json."""
 
-    def __init__(self, members: dict[str, Member], weights=None, classes=CLASSES):
+    def __init__(self, members: dict[str, Member], weights=None, classes=CLASSES, pipeline: str = "preprocess"):
         if not members:
             raise UserError("an ensemble needs at least one member")
         self.members = dict(members)
@@ -99,6 +99,7 @@ class SoftVotingEnsemble:
         weights = [1.0] * len(self.members) if weights is None else weights
         self.weights = dict(zip(self.members, check_weights(weights, list(self.members)).tolist()))
         self.classes = list(classes)
+        self.pipeline = pipeline  # how `preprocess` turns a file into an input: "preprocess" (photos) or "pad"
 
     def fit(self, raw_probas: dict[str, np.ndarray], y_val: np.ndarray, *, calibrate: bool = False,
             weighting: str = "tuned") -> SoftVotingEnsemble:

@@ -101,7 +101,7 @@ def _metadata(ensemble: SoftVotingEnsemble) -> dict[str, str]:
     shape = ensemble.input_shape
     batch = ", ".join(map(str, ("N", *array_shape(shape))))
     return {"classes": json.dumps(ensemble.classes), "weights": json.dumps(ensemble.weights),
-            "input_shape": json.dumps(list(shape)),
+            "input_shape": json.dumps(list(shape)), "pipeline": ensemble.pipeline,
             "input": f"images: float32 ({batch}) in [0, 1], {describe_shape(shape)}, garment bright on black "
                      "(uint8 pixels / 255)"}
 
@@ -155,6 +155,7 @@ class OnnxEnsemble:
         self.weights = json.loads(meta["weights"])
         self.members = {name: None for name in json.loads(meta["members"])}  # names only: the graph runs them all
         self.input_shape = tuple(json.loads(meta.get("input_shape", "[1, 28, 28]")))  # files before it: 28×28 grey
+        self.pipeline = meta.get("pipeline", "preprocess")
 
     def predict_proba_members(self, images) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         x = to_nhwc(check_images(images, self.input_shape).numpy())

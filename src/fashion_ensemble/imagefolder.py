@@ -21,13 +21,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .errors import UserError
-from .preprocess import IMAGE_SUFFIXES, SIZE, ImageError, image_files, open_image, preprocess, shrink
+from .preprocess import IMAGE_SUFFIXES, PIPELINES, SIZE, ImageError, image_files, preprocess
 
 SPLITS = ("train", "val", "test")
-PIPELINES = ("preprocess", "pad")
 MIN_PER_CLASS = 3  # images of each class in each split: fewer cannot be scored (or learnt) meaningfully
 CACHE_VERSION = 1  # bump when decoding changes, so that old caches are not used
 
@@ -97,19 +95,8 @@ def list_files(folder: Path) -> tuple[list[tuple[str, str, str]], tuple[str, ...
 
 
 def decode(path: str, pipeline: str = "preprocess", size: int = SIZE, channels: int = 1) -> np.ndarray:
-    """One file → (size, size) uint8, or (size, size, 3) RGB, through the chosen pipeline."""
-    if pipeline == "preprocess":
-        return preprocess(path, size=size, channels=channels)
-    image = shrink(open_image(path)).convert("L" if channels == 1 else "RGB")  # "pad": only fit the pixels in
-    w, h = image.size
-    scale = size / max(w, h)
-    if scale != 1:
-        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
-    out = np.zeros((size, size) if channels == 1 else (size, size, channels), dtype=np.uint8)
-    w, h = image.size
-    top, left = (size - h) // 2, (size - w) // 2
-    out[top : top + h, left : left + w] = np.asarray(image)
-    return out
+    """One file → (size, size) uint8, or (size, size, 3) RGB, through the chosen pipeline (as prediction reads it)."""
+    return preprocess(path, size=size, channels=channels, pipeline=pipeline)
 
 
 def _decode_one(job: tuple[str, tuple[str, int, int]]) -> np.ndarray | str:

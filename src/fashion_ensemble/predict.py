@@ -20,9 +20,10 @@ DECIMALS = 6  # 1e-6 is far below any decision; full float64 digits only make th
 
 
 def geometry(ensemble) -> dict:
-    """`preprocess`'s size and channels for this ensemble's input: {"size": 28, "channels": 1} for Fashion-MNIST."""
+    """`preprocess`'s size, channels and pipeline for this ensemble's input, as its training data was read:
+    {"size": 28, "channels": 1, "pipeline": "preprocess"} for Fashion-MNIST."""
     channels, size, _ = ensemble.input_shape
-    return {"size": size, "channels": channels}
+    return {"size": size, "channels": channels, "pipeline": getattr(ensemble, "pipeline", "preprocess")}
 
 
 def records(ensemble, images: np.ndarray, top_k: int | None = None) -> list[dict]:

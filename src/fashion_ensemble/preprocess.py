@@ -52,15 +52,24 @@ class ImageError(UserError):
         self.reason = reason
 
 
-def preprocess(source, *, size: int = SIZE, channels: int = 1, max_pixels: int = MAX_PIXELS,
-               name: str | None = None) -> np.ndarray:
+PIPELINES = ("preprocess", "pad")  # the product-photo pipeline below; or only fit the pixels in (pad_to_size)
+
+
+def preprocess(source, *, size: int = SIZE, channels: int = 1, pipeline: str = "preprocess",
+               max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
     """A path, bytes, binary file object, PIL image or numpy array (H, W) / (H, W, 3|4), uint8 or float in [0, 1] →
-    (size, size) uint8, garment bright on black; with `channels=3`, (size, size, 3) RGB."""
+    (size, size) uint8, garment bright on black; with `channels=3`, (size, size, 3) RGB. `pipeline="pad"`: no
+    trimming or negation, only a resize of the longest side and a centred pad on black (for images that already
+    are model inputs; a run trained that way predicts that way)."""
     if channels not in (1, 3):
         raise UserError(f"channels must be 1 (greyscale) or 3 (RGB), got {channels!r}")
+    if pipeline not in PIPELINES:
+        raise UserError(f"pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
     if isinstance(source, np.ndarray):
         source = from_array(source, name or "image")
     image = shrink(open_image(source, max_pixels=max_pixels, name=name))
+    if pipeline == "pad":
+        return pad_to_size(image, size, channels)
     try:
         return to_model_input(greyscale(image), size) if channels == 1 else to_rgb_input(image, size)
     except ImageError as e:  # e.g. blank: say which image
@@ -207,6 +216,21 @@ def greyscale(image: Image.Image) -> np.ndarray:
         alpha = rgba[..., 3]
         luma = luma * alpha + (1.0 - alpha)
     return luma
+
+
+def pad_to_size(image: Image.Image, size: int = SIZE, channels: int = 1) -> np.ndarray:
+    """The "pad" pipeline: the pixels as they are, the longest side resized to `size` (Lanczos) and centred on black;
+    (size, size) uint8, or (size, size, 3) RGB."""
+    image = image.convert("L" if channels == 1 else "RGB")
+    w, h = image.size
+    scale = size / max(w, h)
+    if scale != 1:
+        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    out = np.zeros((size, size) if channels == 1 else (size, size, channels), dtype=np.uint8)
+    w, h = image.size
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top : top + h, left : left + w] = np.asarray(image)
+    return out
 
 
 def to_model_input(x: np.ndarray, size: int = SIZE) -> np.ndarray:

@@ -131,7 +131,8 @@ class RunFolder:
             model.load_state_dict(load_weights(path, model))
             members[name] = Member(member_cfg.kind, model, device, tta_flip=member_cfg.tta_flip,
                                    temperature=info.get("temperature", 1.0))
-        return SoftVotingEnsemble(members, [spec["weights"][name] for name in members], classes)
+        return SoftVotingEnsemble(members, [spec["weights"][name] for name in members], classes,
+                                  pipeline=config.data.pipeline)
 
     @contextlib.contextmanager
     def lock(self):
