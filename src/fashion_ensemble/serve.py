@@ -228,7 +228,7 @@ def too_large(size: int, limit: int) -> JSONResponse:
 def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu",
                examples: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None) -> FastAPI:
     """The service for one run folder (loaded once, here). `examples` gives the labelled images (model inputs,
-    labels (N,)) that /random draws from, read on its first call (the CLI passes the official test set's reader);
+    labels (N,)) that /random draws from, read on its first call (the CLI passes a reader of the run's own test split);
     without it /random answers 404."""
     ensemble = load(run_dir, device=device)
     if config.engine == "onnx":
