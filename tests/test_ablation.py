@@ -25,6 +25,13 @@ def test_every_lever_changes_exactly_what_it_says():
     assert changed["no_augmentation"][1].members["ann"].train.augment.epochs == 0
     assert list(changed["second_cnn"][1].members) == ["ann", "cnn", "cnn2"]
     assert {m.train.ema_decay for m in changed["ema"][1].members.values()} == {0.999}
+    ann = {k: changed[k][1].members["ann"] for k in changed if k.startswith("ann_")}
+    assert ann["ann_deeper"].model.hidden == (1024, 1024, 1024) and ann["ann_light_dropout"].model.dropout == 0.2
+    assert ann["ann_augment_every_epoch"].train.augment.epochs == 2 and ann["ann_flip_tta"].tta_flip
+    recipe = ann["ann_recipe"]
+    assert (recipe.model.hidden, recipe.model.dropout, recipe.train.epochs, recipe.train.augment.epochs,
+            recipe.train.patience, recipe.tta_flip) == ((1024, 1024, 1024), 0.2, 4, 4, 4, True)
+    assert all(changed[k][1].members["cnn"] == cfg.members["cnn"] for k in ann)  # the ANN only
     for _, variant in changed.values():  # every variant is a valid, different config
         assert variant != cfg and type(variant).from_dict(variant.to_dict()) == variant
     assert set(levers.LEVERS) == {*levers.TRAINING_LEVERS, *levers.INFERENCE_LEVERS}

@@ -77,6 +77,40 @@ def ema(cfg):
             _members(cfg, lambda m: _train(m, ema_decay=0.0 if on else 0.999)))
 
 
+def _model(m: MemberConfig, **changes) -> MemberConfig:
+    return dataclasses.replace(m, model=dataclasses.replace(m.model, **changes))
+
+
+# The MLP anchor of "Members as strong as the best of their family" (Nøkland & Eidnes 2019: 3 × 1024, jitter and
+# flips for the whole of a long run, light dropout: 91.63%), one choice at a time, then all together.
+def ann_deeper(cfg):
+    return "ANN 3 × 1024 hidden", _members(cfg, lambda m: _model(m, hidden=(1024, 1024, 1024)), "ann")
+
+
+def ann_light_dropout(cfg):
+    return "ANN dropout 0.2", _members(cfg, lambda m: _model(m, dropout=0.2), "ann")
+
+
+def ann_augment_every_epoch(cfg):
+    return ("ANN augmented in every epoch (never frozen)",
+            _members(cfg, lambda m: _augment(m, epochs=m.train.epochs), "ann"))
+
+
+def ann_flip_tta(cfg):
+    return "ANN with flip test-time augmentation", _members(cfg, lambda m: dataclasses.replace(m, tta_flip=True),
+                                                            "ann")
+
+
+def ann_recipe(cfg):
+    def anchor(m):
+        epochs = 2 * m.train.epochs
+        m = _model(m, hidden=(1024, 1024, 1024), dropout=0.2)
+        m = _train(m, epochs=epochs, patience=epochs, augment=dataclasses.replace(m.train.augment, epochs=epochs))
+        return dataclasses.replace(m, tta_flip=True)
+    return ("ANN as the MLP anchor: 3 × 1024, dropout 0.2, augmented every epoch, 2× the epochs, flip TTA",
+            _members(cfg, anchor, "ann"))
+
+
 def second_cnn(cfg):
     name = next(n for n, m in cfg.members.items() if m.kind == "cnn")
     return "a second CNN member (own seed): ann + cnn + cnn", cfg.replace(
@@ -93,6 +127,11 @@ TRAINING_LEVERS: dict[str, Callable[[RunConfig], tuple[str, RunConfig]]] = {
     "longer": longer,
     "ema": ema,
     "second_cnn": second_cnn,
+    "ann_deeper": ann_deeper,
+    "ann_light_dropout": ann_light_dropout,
+    "ann_augment_every_epoch": ann_augment_every_epoch,
+    "ann_flip_tta": ann_flip_tta,
+    "ann_recipe": ann_recipe,
 }
 INFERENCE_LEVERS = ("tta_flip", "calibrated_voting", "tuned_weights")
 LEVERS = (*TRAINING_LEVERS, *INFERENCE_LEVERS)
