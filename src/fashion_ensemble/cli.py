@@ -329,7 +329,7 @@ def format_prediction(rec: dict) -> str:
 def cmd_export(args) -> int:
     from . import export, runs
 
-    out = args.onnx or Path(args.run_dir) / "model.onnx"
+    out = Path(args.run_dir) / "model.onnx" if args.onnx is None else args.onnx
     for path in export.export_onnx(runs.load(args.run_dir), out):
         print(path)
     return 0
