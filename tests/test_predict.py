@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -90,3 +91,30 @@ def test_cli_mistakes(tiny_run, tmp_path, args, message):
     args = [str(tiny_run) if a == "RUN" else str(tmp_path) if a == "EMPTY" else a for a in args]
     r = cli(*args)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_predict_proba_takes_what_preprocess_takes(tiny_run, tmp_path):
+    from fashion_ensemble.errors import UserError
+    from fashion_ensemble.export import OnnxEnsemble
+    from helpers import garment_photo
+
+    model = fe.load(tiny_run)
+    photo = garment_photo()
+    path = tmp_path / "photo.png"
+    photo.save(path)
+    expected = model.predict_proba(preprocess(path)[None])
+    for given in (path, str(path), path.read_bytes(), photo, np.asarray(photo), [path], [np.asarray(photo)]):
+        assert np.array_equal(model.predict_proba(given), expected), type(given)
+    assert model.predict_proba([path, path]).shape == (2, 10)
+    assert model.predict_labels([path]) == [model.classes[int(expected.argmax())]]
+    onnx = OnnxEnsemble(model)
+    assert np.allclose(onnx.predict_proba(photo), expected, atol=1e-4)
+    assert onnx.predict_labels(photo)[0] in model.classes
+    with pytest.raises(UserError, match="expected an image: a path, bytes, .* got int"):
+        model.predict_proba(3)
+    with pytest.raises(UserError, match="non-finite values"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the clear error, not a numpy RuntimeWarning first
+            model.predict_proba(np.full((1, 28, 28), np.nan, np.float32))
+    text = repr(model)
+    assert text.startswith("SoftVotingEnsemble(ann (ann, ") and "10 classes: T-shirt/top" in text and "28×28" in text

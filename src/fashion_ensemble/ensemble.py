@@ -15,7 +15,7 @@ import torch
 from .classes import CLASSES
 from .config import GREY
 from .errors import UserError
-from .inference import check_images, model_proba
+from .inference import as_batch, check_images, model_proba
 from .probabilities import fit_temperature, temperature_scale
 
 WEIGHTINGS = ("equal", "tuned")
@@ -35,7 +35,8 @@ class Member:
         self.temperature = check_temperature(temperature)
 
     def predict_proba(self, images, *, calibrated: bool = True) -> np.ndarray:
-        """(N, classes) probabilities; `calibrated=False`: without the temperature (the model's own, with its TTA)."""
+        """(N, classes) probabilities; `calibrated=False`: without the temperature (the model's own, with its TTA).
+        `images`: a model-input batch (N, S, S) or (N, S, S, 3), uint8 or float in [0, 1] (see `check_images`)."""
         return self._proba(check_images(images, self.input_shape), calibrated)
 
     @property
@@ -117,12 +118,29 @@ class SoftVotingEnsemble:
         self.weights = dict(zip(self.members, weights.tolist()))
         return self
 
+    def __repr__(self) -> str:
+        c, s, _ = self.input_shape
+        members = " + ".join(f"{name} ({m.kind}, {sum(p.numel() for p in m.model.parameters()):,} parameters, "
+                             f"weight {self.weights[name]:.2f})" for name, m in self.members.items())
+        shown = ", ".join(self.classes[:5]) + (", ..." if len(self.classes) > 5 else "")
+        return (f"SoftVotingEnsemble({members}; {len(self.classes)} classes: {shown}; input {s}×{s} "
+                f"{'greyscale' if c == 1 else 'RGB'})")
+
     def predict_proba(self, images) -> np.ndarray:
+        """Class probabilities (N, classes), float64, rows summing to 1; columns in the order of `.classes`.
+
+        `images`: a batch of model inputs — uint8 (N, 28, 28) in Fashion-MNIST's convention (garment bright on black)
+        or float in [0, 1]; the run's own (N, S, S) or (N, S, S, 3) for another geometry — or any image: a path,
+        bytes, a PIL image or a numpy image of any size, or a list of them, which go through `preprocess` first."""
         return self.predict_proba_members(images)[0]
 
+    def predict_labels(self, images) -> list[str]:
+        """The most likely class's name for each image (`predict` gives its index)."""
+        return [self.classes[i] for i in self.predict(images)]
+
     def predict_proba_members(self, images) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """(the ensemble's probabilities (N, 10), {member name: its probabilities (N, 10)})."""
-        x = check_images(images, self.input_shape)  # validate once, before any member runs
+        """(the ensemble's probabilities (N, classes), {member name: its probabilities (N, classes)})."""
+        x = check_images(as_batch(images, self.input_shape, self.pipeline), self.input_shape)  # checked once
         member_probas = {name: m._proba(x) for name, m in self.members.items()}
         proba = self.vote(member_probas)
         if not np.isfinite(proba).all():  # finite weights give finite probabilities: never emit NaN

@@ -23,7 +23,7 @@ from torch import nn
 
 from .ensemble import Member, SoftVotingEnsemble
 from .errors import UserError
-from .inference import array_shape, check_images, describe_shape, to_nchw
+from .inference import array_shape, as_batch, check_images, describe_shape, to_nchw
 from .probabilities import member_proba
 
 OPSET = 17
@@ -158,7 +158,7 @@ class OnnxEnsemble:
         self.pipeline = meta.get("pipeline", "preprocess")
 
     def predict_proba_members(self, images) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        x = to_nhwc(check_images(images, self.input_shape).numpy())
+        x = to_nhwc(check_images(as_batch(images, self.input_shape, self.pipeline), self.input_shape).numpy())
         session = self.small_session if len(x) <= SMALL_BATCH else self.session
         outs = [o.astype(np.float64) for o in session.run(None, {"images": x})]
         outs = [o / o.sum(axis=1, keepdims=True) for o in outs]  # float32 rounding: rows sum to 1 again
@@ -171,3 +171,6 @@ class OnnxEnsemble:
 
     def predict(self, images) -> np.ndarray:
         return self.predict_proba(images).argmax(axis=1)
+
+    def predict_labels(self, images) -> list[str]:
+        return [self.classes[i] for i in self.predict(images)]

@@ -5,11 +5,14 @@ Used by the ensemble (`predict_proba`) and by training's validation; imports not
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
 from .config import GREY
 from .errors import UserError
+from .preprocess import preprocess
 from .probabilities import member_proba
 
 # Inference batch: on the 2-core CPU the DS-CNN ran at ~3,200 img/s with batches of 64 against ~1,100 with 2,000
@@ -34,6 +37,29 @@ def to_nchw(x: np.ndarray | torch.Tensor):
     if x.ndim == 3:
         return x[:, None]
     return x.transpose(0, 3, 1, 2) if isinstance(x, np.ndarray) else x.permute(0, 3, 1, 2)
+
+
+def as_batch(images, input_shape: tuple[int, int, int] = GREY, pipeline: str = "preprocess"):
+    """What `predict_proba` accepts → a batch of model inputs: a batch array or tensor as it is (checked next); a
+    path, bytes, binary file, PIL image or one numpy image of another size ((H, W), (H, W, 3|4)), or a list of them,
+    through `preprocess` at the model's size and channels; a list of arrays already of the model's shape, stacked."""
+    one = array_shape(input_shape)
+    if isinstance(images, torch.Tensor):
+        return images
+    if isinstance(images, np.ndarray):
+        single = images.ndim == 2 or (images.ndim == 3 and images.shape[-1] in (3, 4))  # batches: (N, S, S[, 3])
+        if not single or images.shape == one:  # a batch; or one model input, which check_images asks to batch
+            return images
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    if all(isinstance(item, np.ndarray) and item.shape == one for item in items):
+        return np.stack(items) if items else np.zeros((0, *one), np.uint8)
+    channels, size, _ = input_shape
+    return np.stack([preprocess(item, size=size, channels=channels, pipeline=pipeline, name=_name(item, i))
+                     for i, item in enumerate(items)])
+
+
+def _name(item, i: int) -> str:
+    return str(item) if isinstance(item, (str, os.PathLike)) else f"image {i}"
 
 
 def check_images(images, input_shape: tuple[int, int, int] = GREY) -> torch.Tensor:

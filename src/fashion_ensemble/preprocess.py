@@ -129,7 +129,8 @@ def open_image(source, *, max_pixels: int = MAX_PIXELS, name: str | None = None)
         source = source.read()
     name = name or "image"
     if not isinstance(source, (bytes, bytearray, memoryview)):
-        raise TypeError(f"expected a path, bytes, a binary file or a PIL image, got {type(source).__name__}")
+        raise UserError(f"expected an image: a path, bytes, a binary file, a PIL image or a numpy array, got "
+                        f"{type(source).__name__}")
     image = _open(source, max_pixels, name)
     if image.format == "JPEG" and max(image.size) > WORK_SIDE:
         image.draft(image.mode, (WORK_SIDE, WORK_SIDE))  # decoded at 1/2, 1/4 or 1/8 scale, not at full size
