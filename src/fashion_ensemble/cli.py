@@ -267,6 +267,8 @@ def run_config(args) -> config.RunConfig:
 def cmd_evaluate(args) -> int:
     from . import pipeline
 
+    print(f"evaluating {args.run_dir} on its test split{' as photos' if args.photos else ''}: each member, the vote, "
+          "bootstrap intervals (a minute or two on 2 cores)", file=sys.stderr, flush=True)
     results = pipeline.evaluate(args.run_dir, data_dir=args.data_dir, device=args.device, photos=args.photos)
     if args.json:
         print(json.dumps(results, indent=2))

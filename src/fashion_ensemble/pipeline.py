@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 import zlib
@@ -148,13 +149,17 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
     if not main:
         return folder.path  # only rank 0 fits, scores and writes
 
+    say = functools.partial(print, flush=True) if opts.progress else lambda *a: None  # no silent minutes
+    say(f"validation: every member on {len(split.val[1]):,} images, then the voting weights")
     val = predict(trained, *split.val)  # every member once on validation: what fitting and scoring both use
     trained.fit(val.raw, val.labels, calibrate=cfg.ensemble.calibrate, weighting=cfg.ensemble.weights)
     folder.save_ensemble(trained, cfg.ensemble.weights)
     # Scored as saved, through the public `load`, so that `load(run).predict_proba` reproduces these exactly.
     ensemble = folder.load(opts.device)
+    say(f"test: scoring {len(split.test[1]):,} images (with bootstrap intervals and McNemar's tests)")
     metrics = {**run_facts(cfg, split, ensemble), **score(ensemble, predict(ensemble, *split.test), val)}
     folder.write_metrics(metrics)
+    say("report: tables and plots")
     write_report(folder.report, cfg, metrics, history)
     # Training, scoring and report; a resumed run adds its earlier processes' epochs (members trained in parallel
     # processes overlap: there, the wall time of this process, which waited for them).
