@@ -159,3 +159,14 @@ def test_concurrent_requests_are_batched(tiny_run):
 def test_answers_are_json_serialisable_records(client, image):
     rec = client.post("/predict", content=image).json()
     assert json.loads(json.dumps(rec)) == rec
+
+
+def test_docs_work_offline(tiny_run):
+    import re
+
+    with TestClient(create_app(tiny_run, ServeConfig()), base_url="http://localhost") as c:
+        page = c.get("/docs").text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+        assert assets and not any(a.startswith("http") for a in assets), assets  # nothing from a CDN
+        assert all(c.get(a).status_code == 200 for a in assets if a.startswith("/"))
+        assert "cdn" not in c.get("/redoc").text.lower()

@@ -37,6 +37,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -248,7 +249,8 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
         await batcher.stop()
         decoder.stop()
 
-    app = FastAPI(title="fashion-ensemble", lifespan=lifespan,
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN (they work offline)
+    app = FastAPIOffline(title="fashion-ensemble", lifespan=lifespan,
                   description=f"Classifies images into {len(ensemble.classes)} classes ({', '.join(ensemble.classes)})"
                               " with an ANN + depthwise-separable CNN soft-voting ensemble "
                               f"({Path(run_dir).name}).")
