@@ -162,3 +162,12 @@ def test_tensorboard_logs_when_asked(tmp_path, tiny_data):
     out = fe.run_study(tiny_config(), tmp_path / "tb", data_dir=tiny_data, device="cpu", progress=False,
                        tensorboard=True)
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_the_report_says_where_with_what_and_how_long(tiny_run):
+    import torch
+
+    env = json.loads((tiny_run / "metrics.json").read_text())["environment"]
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["cpu"] and env["cpu_threads"] >= 1
+    report = (tiny_run / "report.md").read_text()
+    assert "## Environment" in report and f"PyTorch {torch.__version__}" in report and "- Wall time: " in report

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 import time
 import zlib
 from dataclasses import dataclass
@@ -157,15 +158,16 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
     # Scored as saved, through the public `load`, so that `load(run).predict_proba` reproduces these exactly.
     ensemble = folder.load(opts.device)
     say(f"test: scoring {len(split.test[1]):,} images (with bootstrap intervals and McNemar's tests)")
-    metrics = {**run_facts(cfg, split, ensemble), **score(ensemble, predict(ensemble, *split.test), val)}
+    metrics = {**run_facts(cfg, split, ensemble), **score(ensemble, predict(ensemble, *split.test), val),
+               "environment": environment(opts.device)}
     folder.write_metrics(metrics)
     say("report: tables and plots")
-    write_report(folder.report, cfg, metrics, history)
-    # Training, scoring and report; a resumed run adds its earlier processes' epochs (members trained in parallel
-    # processes overlap: there, the wall time of this process, which waited for them).
+    # Training and scoring (the report's own seconds aside); a resumed run adds its earlier processes' epochs
+    # (members trained in parallel processes overlap: there, the wall time of this process, which waited for them).
     elapsed = time.perf_counter() - began
     trained_s = sum(v for k, v in timing.items() if k.startswith("train_"))
     timing["total_s"] = elapsed if opts.parallel else elapsed - training_here + trained_s
+    write_report(folder.report, cfg, metrics, history, timing)
     folder.write_history(history, timing)
     return folder.complete()
 
@@ -186,6 +188,31 @@ def train_members(cfg: RunConfig, split: Split, folder: RunFolder, device: torch
         timing[f"train_{name}_s"] = max(sum(e.get("wall_s", e["seconds"]) for e in epochs),
                                         time.perf_counter() - start)
     return SoftVotingEnsemble(members, classes=split.classes), history, timing
+
+
+def environment(device: torch.device) -> dict:
+    """Where and with what the run was made: the CPU (and GPU), library versions, the code's commit, the command."""
+    import platform
+    import subprocess
+
+    from . import __version__
+    from .inference import native_bf16
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None  # an installed package, or no git
+    return {"cpu": cpu, "cpu_threads": torch.get_num_threads(), "cpu_native_bf16": native_bf16(torch.device("cpu")),
+            "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "fashion_ensemble": __version__, "commit": commit, "command": " ".join(sys.argv)}
 
 
 def run_facts(cfg: RunConfig, split: Split, ensemble: SoftVotingEnsemble) -> dict:

@@ -26,7 +26,7 @@ def paper_row(name: str, classes: list[str]) -> dict | None:
     return PAPER_RESULTS.get(name) if list(classes) == list(CLASSES) else None
 
 
-def write_report(path: Path, cfg, metrics: dict, history: dict) -> None:
+def write_report(path: Path, cfg, metrics: dict, history: dict, timing: dict | None = None) -> None:
     """The report at `path` (a run folder's report.md), its plots beside it."""
     plots = {
         "training_curves.png": plot_training_curves(history),
@@ -37,7 +37,7 @@ def write_report(path: Path, cfg, metrics: dict, history: dict) -> None:
     for name, fig in plots.items():
         fig.savefig(path.parent / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
-    path.write_text(render_markdown(cfg, metrics, history, list(plots)))
+    path.write_text(render_markdown(cfg, metrics, history, list(plots), timing or {}))
 
 
 def write_summary(path: Path, summary: dict) -> None:
@@ -120,7 +120,7 @@ def _calibrated_voting(metrics: dict) -> str:
             f"{alt['uncalibrated_ensemble_tuned_weights']['accuracy']:.4f}.")
 
 
-def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
+def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing: dict | None = None) -> str:
     models = metrics["models"]
     split = metrics["split"]
     lines = [
@@ -238,12 +238,31 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str]) -> str:
         *(f"| {c} | " + " | ".join(str(counts[i]) for counts in split["class_counts"].values()) + " |"
           for i, c in enumerate(metrics["classes"])),
         "",
+        *environment_lines(metrics.get("environment"), timing or {}),
         "## Plots",
         "",
         *(f"![{p}]({p})" for p in plots),
         "",
     ]
     return "\n".join(lines)
+
+
+def environment_lines(env: dict | None, timing: dict) -> list[str]:
+    """The section that says where, with what and how long (runs made before it was recorded have none)."""
+    if not env:
+        return []
+    gpu = f", GPU {env['gpu']}" if env.get("gpu") else ""
+    lines = ["## Environment", "",
+             f"- Hardware: {env['cpu']} ({env['cpu_threads']} threads; native bf16: "
+             f"{'yes' if env['cpu_native_bf16'] else 'no'}){gpu}; trained on `{env['device']}`.",
+             f"- Software: Python {env['python']}, PyTorch {env['torch']}, numpy {env['numpy']}, fashion-ensemble "
+             f"{env['fashion_ensemble']}" + (f" (commit {env['commit']})" if env.get("commit") else "") + ".",
+             f"- Command: `{env['command']}`."]
+    if "total_s" in timing:
+        members = ", ".join(f"{k.removeprefix('train_').removesuffix('_s')} {v / 60:.1f}" for k, v in timing.items()
+                            if k.startswith("train_"))
+        lines.append(f"- Wall time: {timing['total_s'] / 60:.1f} min (training, in min: {members}).")
+    return [*lines, ""]
 
 
 def plot_training_curves(history: dict):
