@@ -171,3 +171,13 @@ def test_the_report_says_where_with_what_and_how_long(tiny_run):
     assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["cpu"] and env["cpu_threads"] >= 1
     report = (tiny_run / "report.md").read_text()
     assert "## Environment" in report and f"PyTorch {torch.__version__}" in report and "- Wall time: " in report
+
+
+def test_the_weighting_sentence_does_not_repeat_itself():
+    from fashion_ensemble.report import _weighting
+
+    same = {"tuned_weights": {"ann": 0.5, "cnn": 0.5}, "ensemble_equal_weights": {"accuracy": 0.9},
+            "ensemble_tuned_weights": {"accuracy": 0.9}}
+    assert _weighting(same) == "Tuned on validation, the weights stayed equal: accuracy 0.9000."
+    tuned = {**same, "tuned_weights": {"ann": 0.4, "cnn": 0.6}, "ensemble_tuned_weights": {"accuracy": 0.91}}
+    assert "(ann 0.40, cnn 0.60) give 0.9100" in _weighting(tuned)

@@ -109,6 +109,17 @@ def seeds_verdict(member: str, s: dict) -> str:
             f"(behind it in {behind}).")
 
 
+def _weighting(alt: dict) -> str:
+    """Equal against tuned weights, in one sentence (one clause when tuning kept them equal)."""
+    tuned = alt["tuned_weights"]
+    if np.allclose(list(tuned.values()), 1 / len(tuned)):
+        return (f"Tuned on validation, the weights stayed equal: accuracy "
+                f"{alt['ensemble_equal_weights']['accuracy']:.4f}.")
+    return (f"Equal weights give accuracy {alt['ensemble_equal_weights']['accuracy']:.4f}; weights tuned on "
+            f"validation ({', '.join(f'{n} {w:.2f}' for n, w in tuned.items())}) give "
+            f"{alt['ensemble_tuned_weights']['accuracy']:.4f}.")
+
+
 def _calibrated_voting(metrics: dict) -> str:
     alt, temps = metrics["alternatives"], metrics.get("temperatures", {})
     if "uncalibrated_ensemble_tuned_weights" not in alt:
@@ -144,10 +155,8 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
     weights = ", ".join(f"{n} {w:.2f}" for n, w in metrics["weights"].items())
     lines += [
         "",
-        f"Ensemble weighting: **{metrics['weighting']}** ({weights}). "
-        f"Equal weights give accuracy {alt['ensemble_equal_weights']['accuracy']:.4f}; weights tuned on validation "
-        f"({', '.join(f'{n} {w:.2f}' for n, w in alt['tuned_weights'].items())}) give "
-        f"{alt['ensemble_tuned_weights']['accuracy']:.4f}." + _calibrated_voting(metrics),
+        f"Ensemble weighting: **{metrics['weighting']}** ({weights}). " + _weighting(alt)
+        + _calibrated_voting(metrics),
         "",
         "Validation accuracy: " + ", ".join(f"{n} {a:.4f}" for n, a in metrics["val_accuracy"].items()) + ".",
         *([] if "balanced_accuracy" not in models["ensemble"] else [
@@ -279,7 +288,12 @@ def plot_training_curves(history: dict):
         if aug:
             for ax in axes[:2]:
                 ax.axvspan(0.5, max(aug) + 0.5, color="grey", alpha=0.08)
-    for ax, title in zip(axes, ("loss (shaded: augmentation on)", "accuracy", "learning rate (end of epoch)")):
+        best = h["epochs"][h["best_epoch"] - 1]  # the weights kept: the lowest validation loss
+        axes[0].plot(best["epoch"], best["val_loss"], "*", ms=12, color=line.get_color(),
+                     label=f"{name} kept (epoch {best['epoch']})")
+        axes[1].plot(best["epoch"], best["val_accuracy"], "*", ms=12, color=line.get_color())
+    for ax, title in zip(axes, ("loss (shaded: augmentation on; ★ the epoch kept)", "accuracy",
+                                "learning rate (end of epoch)")):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
@@ -314,11 +328,10 @@ def plot_per_class_f1(metrics: dict):
     for k, (name, m) in enumerate(models.items()):
         ax.bar(np.arange(len(classes)) + k * width, [m["per_class"][c]["f1"] for c in classes], width, label=name)
     ax.set_xticks(np.arange(len(classes)) + width * (len(models) - 1) / 2, classes, rotation=30, ha="right")
-    lo = min(m["per_class"][c]["f1"] for m in models.values() for c in classes)
-    ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+    ax.set_ylim(0.0, 1.12)  # from 0, so bar heights compare; the headroom keeps the legend off the bars
     ax.set_ylabel("F1 (test)")
     ax.set_title("Per-class F1")
-    ax.legend()
+    ax.legend(loc="upper center", ncol=len(models), fontsize=8)
     return fig
 
 
@@ -331,9 +344,14 @@ def plot_reliability(metrics: dict):
         for key, label in (("reliability", f"as trained (ECE {c['ece']:.3f})"),
                            ("reliability_scaled", f"T = {c['temperature']:.2f} (ECE {c['ece_scaled']:.3f})")):
             r = c[key]
-            pts = [(f, a) for f, a, n in zip(r["confidence"], r["accuracy"], r["count"]) if n]
-            ax.plot(*zip(*pts), marker="o", ms=3, label=label)
-        ax.set(title=name, xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+            pts = [(f, a, n) for f, a, n in zip(r["confidence"], r["accuracy"], r["count"]) if n]
+            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=label)
+            if key == "reliability":  # each bin's image count: a bin of a few images is noise, not a failure
+                for f, a, n in pts:
+                    ax.annotate(str(n), (f, a), textcoords="offset points", xytext=(0, -9), ha="center",
+                                fontsize=6, color=line.get_color())
+        ax.set(title=f"{name} (numbers: images per bin)", xlabel="confidence", ylabel="accuracy", xlim=(0, 1),
+               ylim=(0, 1))
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
