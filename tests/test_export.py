@@ -19,7 +19,7 @@ def test_onnx_runtime_agrees_with_pytorch_on_real_test_images(tiny_run, real_dat
     ensemble = fe.load(tiny_run)
     assert all(m.temperature != 1.0 for m in ensemble.members.values())  # the smoke profile calibrates its members
     paths = export_onnx(ensemble, tmp_path / "model.onnx")
-    assert [p.name for p in paths] == ["model.onnx", "model.ann.onnx", "model.cnn.onnx"]
+    assert [p.name for p in paths] == ["model.onnx", "model.ann.onnx", "model.cnn.onnx", "model.uint8.onnx"]
 
     proba, members = ensemble.predict_proba_members(images)
     x = (images / 255.0).astype(np.float32)
@@ -64,7 +64,8 @@ def test_export_cli(tiny_run, tmp_path):
     r = subprocess.run([sys.executable, "-m", "fashion_ensemble.cli", "export", str(tiny_run), "--onnx",
                         str(tmp_path / "out" / "model.onnx")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == [str(tmp_path / "out" / f) for f in ("model.onnx", "model.ann.onnx", "model.cnn.onnx")]
+    assert r.stdout.split() == [str(tmp_path / "out" / f)
+                                for f in ("model.onnx", "model.ann.onnx", "model.cnn.onnx", "model.uint8.onnx")]
 
 
 def test_export_writes_into_the_run_folder_by_default(tiny_run, tmp_path):
@@ -75,3 +76,23 @@ def test_export_writes_into_the_run_folder_by_default(tiny_run, tmp_path):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == str(run / "model.onnx") and fe.load(run).classes  # the folder still loads
+
+
+def test_the_uint8_model_cannot_be_fed_0_255_floats(tiny_run, tmp_path):
+    import onnxruntime as ort
+
+    from helpers import synthetic_images
+
+    model = fe.load(tiny_run)
+    paths = export_onnx(model, tmp_path / "model.onnx")
+    images = synthetic_images(np.arange(16) % 10)
+    session = ort.InferenceSession(str(paths[-1]))
+    assert paths[-1].name == "model.uint8.onnx" and session.get_inputs()[0].type == "tensor(uint8)"
+    meta = session.get_modelmeta().custom_metadata_map
+    assert (meta["input_dtype"], meta["input_range"]) == ("uint8", "[0, 255]")
+    assert ort.InferenceSession(str(paths[0])).get_modelmeta().custom_metadata_map["input_range"] == "[0, 1]"
+    expected = model.predict_proba(images)
+    assert np.abs(session.run(None, {"images": images})[0] - expected).max() < 1e-4
+    with pytest.raises(Exception, match="(?i)type"):  # a float array is refused by ONNX Runtime, not misread
+        session.run(None, {"images": images.astype(np.float32)})
+    assert np.allclose(OnnxEnsemble(paths[-1]).predict_proba(images), expected, atol=1e-4)

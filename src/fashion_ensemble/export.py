@@ -54,20 +54,24 @@ class EnsembleGraph(nn.Module):
     """images (N, S, S) or (N, S, S, C) → (ensemble probabilities, *each member's probabilities), each
     (N, classes)."""
 
-    def __init__(self, ensemble: SoftVotingEnsemble):
+    def __init__(self, ensemble: SoftVotingEnsemble, uint8: bool = False):
         super().__init__()
         self.members = nn.ModuleList(MemberGraph(m) for m in ensemble.members.values())
         self.register_buffer("weights", torch.tensor(list(ensemble.weights.values()), dtype=torch.float32))
+        self.uint8 = uint8  # input uint8 pixels 0-255, divided by 255 inside: a 0-255 float cannot be fed by mistake
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.uint8:
+            images = images.to(torch.float32) / 255.0
         probas = [member(images) for member in self.members]
         ensemble = sum(w * p for w, p in zip(self.weights, probas))
         return (ensemble, *probas)
 
 
 def export_onnx(ensemble: SoftVotingEnsemble, out: str | os.PathLike) -> list[Path]:
-    """Write the ensemble to `out` (e.g. model.onnx) and each member beside it (model.ann.onnx, ...).
-    Returns the paths written."""
+    """Write the ensemble to `out` (e.g. model.onnx: float32 input in [0, 1]), each member beside it
+    (model.ann.onnx, ...), and the ensemble with a uint8 input (model.uint8.onnx: pixels 0-255 as they are, so that
+    a 0-255 float input cannot be given by mistake). Returns the paths written."""
     if Path(out).name in ("", ".", ".."):
         raise UserError(f"--onnx needs a file name such as model.onnx, got {str(out)!r}")
     out = Path(out)
@@ -79,6 +83,7 @@ def export_onnx(ensemble: SoftVotingEnsemble, out: str | os.PathLike) -> list[Pa
         models[out.with_name(f"{out.stem}.{name}.onnx")] = _to_onnx(
             MemberGraph(member), ensemble.input_shape, ["probabilities"],
             {**_metadata(ensemble), "member": name, "kind": member.kind})
+    models[out.with_name(f"{out.stem}.uint8.onnx")] = ensemble_onnx(ensemble, uint8=True)
     for path, model in models.items():
         tmp = path.with_name(f".{path.name}.partial")
         try:
@@ -89,31 +94,35 @@ def export_onnx(ensemble: SoftVotingEnsemble, out: str | os.PathLike) -> list[Pa
     return list(models)
 
 
-def ensemble_onnx(ensemble: SoftVotingEnsemble):
-    """The ensemble as an in-memory onnx.ModelProto."""
+def ensemble_onnx(ensemble: SoftVotingEnsemble, uint8: bool = False):
+    """The ensemble as an in-memory onnx.ModelProto (`uint8`: its input uint8 pixels 0-255, not floats in [0, 1])."""
     names = list(ensemble.members)
     outputs = ["probabilities", *(f"{n}_probabilities" for n in names)]
-    return _to_onnx(EnsembleGraph(ensemble), ensemble.input_shape, outputs,
-                    {**_metadata(ensemble), "members": json.dumps(names)})
+    metadata = {**_metadata(ensemble, uint8), "members": json.dumps(names)}
+    return _to_onnx(EnsembleGraph(ensemble, uint8), ensemble.input_shape, outputs, metadata, uint8)
 
 
-def _metadata(ensemble: SoftVotingEnsemble) -> dict[str, str]:
+def _metadata(ensemble: SoftVotingEnsemble, uint8: bool = False) -> dict[str, str]:
     shape = ensemble.input_shape
     batch = ", ".join(map(str, ("N", *array_shape(shape))))
+    pixels = "uint8 0-255" if uint8 else "float32 in [0, 1] (uint8 pixels / 255; values outside are wrong input)"
     return {"classes": json.dumps(ensemble.classes), "weights": json.dumps(ensemble.weights),
             "input_shape": json.dumps(list(shape)), "pipeline": ensemble.pipeline,
-            "input": f"images: float32 ({batch}) in [0, 1], {describe_shape(shape)}, garment bright on black "
-                     "(uint8 pixels / 255)"}
+            "input_dtype": "uint8" if uint8 else "float32", "input_range": "[0, 255]" if uint8 else "[0, 1]",
+            "input": f"images: ({batch}) {pixels}, {describe_shape(shape)}, garment bright on black; see "
+                     "docs/onnx.md for the preprocessing of a photo"}
 
 
-def _to_onnx(graph: nn.Module, input_shape, output_names: list[str], metadata: dict[str, str]):
+def _to_onnx(graph: nn.Module, input_shape, output_names: list[str], metadata: dict[str, str],
+             uint8: bool = False):
     import onnx
 
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice; its graphs are what we test
         torch.onnx.export(
-            graph.eval(), (torch.zeros(2, *array_shape(input_shape)),), buf, input_names=["images"],
+            graph.eval(), (torch.zeros(2, *array_shape(input_shape), dtype=torch.uint8 if uint8 else torch.float32),),
+            buf, input_names=["images"],
             output_names=output_names,
             dynamic_axes={name: {0: "N"} for name in ["images", *output_names]}, opset_version=OPSET, dynamo=False,
         )
@@ -156,9 +165,12 @@ class OnnxEnsemble:
         self.members = {name: None for name in json.loads(meta["members"])}  # names only: the graph runs them all
         self.input_shape = tuple(json.loads(meta.get("input_shape", "[1, 28, 28]")))  # files before it: 28×28 grey
         self.pipeline = meta.get("pipeline", "preprocess")
+        self.uint8 = self.session.get_inputs()[0].type == "tensor(uint8)"  # model.uint8.onnx
 
     def predict_proba_members(self, images) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         x = to_nhwc(check_images(as_batch(images, self.input_shape, self.pipeline), self.input_shape).numpy())
+        if self.uint8:
+            x = np.round(x * 255).astype(np.uint8)
         session = self.small_session if len(x) <= SMALL_BATCH else self.session
         outs = [o.astype(np.float64) for o in session.run(None, {"images": x})]
         outs = [o / o.sum(axis=1, keepdims=True) for o in outs]  # float32 rounding: rows sum to 1 again
