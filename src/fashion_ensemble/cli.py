@@ -106,9 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "224×224 RGB JPEG, dark on white, and read back through preprocess")
     ev.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="classify image files (any size, colour or common format) with a trained run")
-    pr.add_argument("run_dir")
-    pr.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER", help="image files, or folders searched for images")
+    pr = sub.add_parser("predict", help="classify image files (any size, colour or common format) with a trained run "
+                        "(or the shipped model)")
+    pr.add_argument("inputs", nargs="+", metavar="[RUN_DIR] FILE_OR_FOLDER",
+                    help="a run folder first (else the shipped model), then image files or folders searched for them")
     pr.add_argument("--top-k", type=positive_int, default=None,
                     help="classes to list per image (default 3; with --json all 10)")
     pr.add_argument("--json", action="store_true", help='one JSON object per line: {"file", "label", '
@@ -118,14 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_predict)
 
     ex = sub.add_parser("export", help="write the ensemble (and each member) as ONNX")
-    ex.add_argument("run_dir")
+    ex.add_argument("run_dir", nargs="?", default=None, help="a run folder (default: the shipped model)")
     ex.add_argument("--onnx", default=None, metavar="OUT",
-                    help="the ensemble's file (default RUN_DIR/model.onnx); members go beside it as "
-                         "model.<member>.onnx")
+                    help="the ensemble's file (default RUN_DIR/model.onnx, or ./model.onnx for the shipped model); "
+                         "members go beside it as model.<member>.onnx")
     ex.set_defaults(func=cmd_export)
 
     sv = sub.add_parser("serve", help="the HTTP service and web page for a trained run (FastAPI on uvicorn)")
-    sv.add_argument("run_dir")
+    sv.add_argument("run_dir", nargs="?", default=None, help="a run folder (default: the shipped model)")
     sv.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only); 0.0.0.0 for all")
     sv.add_argument("--port", type=port, default=8000, help="default 8000 (0: any free port)")
     sv.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
@@ -267,8 +268,9 @@ def run_config(args) -> config.RunConfig:
 def cmd_evaluate(args) -> int:
     from . import pipeline
 
-    print(f"evaluating {args.run_dir} on its test split{' as photos' if args.photos else ''}: each member, the vote, "
-          "bootstrap intervals (a minute or two on 2 cores)", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():  # a person waiting; logs and pipes get the result (or one line of error) alone
+        print(f"evaluating {args.run_dir} on its test split{' as photos' if args.photos else ''}: each member, the "
+              "vote, bootstrap intervals (a minute or two on 2 cores)", file=sys.stderr, flush=True)
     results = pipeline.evaluate(args.run_dir, data_dir=args.data_dir, device=args.device, photos=args.photos)
     if args.json:
         print(json.dumps(results, indent=2))
@@ -302,8 +304,12 @@ def cmd_predict(args) -> int:
 
     from . import distributed, predict, runs
 
-    ensemble = runs.load(args.run_dir, device=distributed.resolve_device(args.device))
-    files = predict.find_images(args.inputs)
+    first = runs.RunFolder(args.inputs[0])
+    run_dir, inputs = (args.inputs[0], args.inputs[1:]) if first.is_complete() else (None, args.inputs)
+    if not inputs:
+        raise UserError(f"no images to classify: give files or folders after the run folder {run_dir}")
+    ensemble = runs.load(run_dir, device=distributed.resolve_device(args.device))
+    files = predict.find_images(inputs)
     top_k = args.top_k or (None if args.json else 3)
     failed = 0
     with tqdm(total=len(files), unit="img", disable=True if args.quiet or len(files) < 2 else None,
@@ -331,8 +337,8 @@ def format_prediction(rec: dict) -> str:
 def cmd_export(args) -> int:
     from . import export, runs
 
-    out = Path(args.run_dir) / "model.onnx" if args.onnx is None else args.onnx
-    for path in export.export_onnx(runs.load(args.run_dir), out):
+    default = Path("model.onnx") if args.run_dir is None else Path(args.run_dir) / "model.onnx"
+    for path in export.export_onnx(runs.load(args.run_dir), default if args.onnx is None else args.onnx):
         print(path)
     return 0
 
@@ -342,9 +348,10 @@ def cmd_serve(args) -> int:
 
     def test_images():  # for the page's random button; read on its first use, so serving never imports data.py
         from . import data
-        from .runs import RunFolder
+        from .runs import RunFolder, run_or_pretrained
 
-        return data.part(RunFolder(args.run_dir).config().data, "test", args.data_dir, progress=False)
+        return data.part(RunFolder(run_or_pretrained(args.run_dir)).config().data, "test", args.data_dir,
+                         progress=False)
 
     settings = serve.ServeConfig(host=args.host, port=args.port, max_body_bytes=int(args.max_body_mb * 2**20),
                                  max_pixels=int(args.max_megapixels * 1e6), engine=args.engine,
