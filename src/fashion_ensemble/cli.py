@@ -304,8 +304,10 @@ def cmd_predict(args) -> int:
 
     from . import distributed, predict, runs
 
-    first = runs.RunFolder(args.inputs[0])
-    run_dir, inputs = (args.inputs[0], args.inputs[1:]) if first.is_complete() else (None, args.inputs)
+    first = Path(args.inputs[0])
+    if not first.exists() and first.suffix.lower() not in predict.IMAGE_SUFFIXES:
+        raise UserError(f"{first} does not exist: it is neither a run folder nor an image file or folder")
+    run_dir, inputs = (first, args.inputs[1:]) if runs.RunFolder(first).is_complete() else (None, args.inputs)
     if not inputs:
         raise UserError(f"no images to classify: give files or folders after the run folder {run_dir}")
     ensemble = runs.load(run_dir, device=distributed.resolve_device(args.device))
