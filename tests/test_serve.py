@@ -170,3 +170,13 @@ def test_docs_work_offline(tiny_run):
         assert assets and not any(a.startswith("http") for a in assets), assets  # nothing from a CDN
         assert all(c.get(a).status_code == 200 for a in assets if a.startswith("/"))
         assert "cdn" not in c.get("/redoc").text.lower()
+
+
+def test_health_states_the_test_accuracy_the_page_shows(tiny_run):
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    with TestClient(create_app(tiny_run, ServeConfig()), base_url="http://localhost") as c:
+        h = c.get("/health").json()
+        assert h["test_accuracy"] == metrics["models"]["ensemble"]["accuracy"]
+        assert h["test_images"] == metrics["split"]["sizes"]["test"]
+        page = c.get("/").text
+        assert 'id="classes"' in page and "test images it was right" in page

@@ -72,7 +72,7 @@ def test_choose_a_file_and_see_what_the_model_saw_and_both_members(browser, serv
     photo = tmp_path / "shirt.jpg"
     photo.write_bytes(png_bytes(garment_photo(), format="JPEG"))
     browser.get(server + "/")
-    wait_for(browser, "return document.getElementById('run').textContent.includes('voting weights')")
+    wait_for(browser, "return document.getElementById('classes').textContent.includes('It knows 10 classes')")
     browser.find_element(By.ID, "file").send_keys(str(photo))
     wait_for(browser, "return !document.getElementById('result').hidden")
 
@@ -97,7 +97,7 @@ def test_random_test_image_shows_its_true_label(browser, server):
     from selenium.webdriver.common.by import By
 
     browser.get(server + "/")
-    wait_for(browser, "return document.getElementById('run').textContent.length > 0")
+    wait_for(browser, "return document.getElementById('classes').textContent.length > 0")
     browser.find_element(By.ID, "random").click()
     truth = wait_for(browser, "const t = document.getElementById('truth'); return t && t.textContent")
     assert truth in CLASSES
@@ -125,7 +125,7 @@ def test_load_test_against_the_running_service(server, real_data):
 
 def test_dropping_an_image_classifies_it(browser, server):
     browser.get(server + "/")
-    wait_for(browser, "return document.getElementById('run').textContent.length > 0")
+    wait_for(browser, "return document.getElementById('classes').textContent.length > 0")
     browser.execute_script("""
         const canvas = document.createElement('canvas'); canvas.width = 60; canvas.height = 40;
         const ctx = canvas.getContext('2d');

@@ -47,7 +47,7 @@ from . import predict, preprocess
 from .ensemble import SoftVotingEnsemble
 from .errors import UserError
 from .export import OnnxEnsemble
-from .runs import load
+from .runs import RunFolder, load, run_or_pretrained
 
 
 @dataclass(frozen=True)
@@ -221,6 +221,16 @@ class Decoder:
         self._executor.shutdown(wait=True)
 
 
+def test_scores(run_dir) -> dict:
+    """{"test_accuracy", "test_images"} of the run's ensemble from its metrics.json (None when it has none)."""
+    try:
+        metrics = RunFolder(run_dir).metrics()
+        return {"test_accuracy": metrics["models"]["ensemble"]["accuracy"],
+                "test_images": int(metrics["split"]["sizes"]["test"])}
+    except (UserError, OSError, KeyError, TypeError, ValueError):
+        return {"test_accuracy": None, "test_images": None}
+
+
 def too_large(size: int, limit: int) -> JSONResponse:
     return JSONResponse({"detail": f"the request body ({size:,}+ bytes) is larger than the limit of {limit:,} bytes"},
                         status_code=413)
@@ -231,12 +241,14 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
     """The service for one run folder (loaded once, here). `examples` gives the labelled images (model inputs,
     labels (N,)) that /random draws from, read on its first call (the CLI passes a reader of the run's own test split);
     without it /random answers 404."""
+    run_dir = run_or_pretrained(run_dir)  # None: the shipped model
     ensemble = load(run_dir, device=device)
     if config.engine == "onnx":
         ensemble = OnnxEnsemble(ensemble)
     elif config.engine != "torch":
         raise UserError(f"unknown engine {config.engine!r}; choose onnx or torch")
     batcher = Batcher(ensemble, config.max_model_batch)
+    scores = test_scores(run_dir)
     decoder = Decoder(config, predict.geometry(ensemble))
     page = resources.files("fashion_ensemble").joinpath("web/index.html").read_text()
     test_set: dict = {}
@@ -281,7 +293,7 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "run": Path(run_dir).name, "members": list(ensemble.members),
+        return {"status": "ok", "run": Path(run_dir).name, **scores, "members": list(ensemble.members),
                 "weights": ensemble.weights, "classes": ensemble.classes, "input_shape": list(ensemble.input_shape),
                 "batches": batcher.batches, "images": batcher.images}
 
