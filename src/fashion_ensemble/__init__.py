@@ -21,7 +21,7 @@ _API = {  # name → the module that owns it
     "UserError": "errors",
     "load_raw": "data", "make_split": "data",
     "Member": "ensemble", "SoftVotingEnsemble": "ensemble",
-    "RunFolder": "runs", "load": "runs",
+    "RunFolder": "runs", "load": "runs", "pretrained": "runs",
     "evaluate": "pipeline", "resume_study": "pipeline", "run_study": "pipeline",
     "run": "seeds", "run_seeds": "seeds", "summarize": "seeds",
     "OnnxEnsemble": "export", "export_onnx": "export",

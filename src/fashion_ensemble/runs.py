@@ -200,9 +200,28 @@ class RunFolder:
         return self.path
 
 
-def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> SoftVotingEnsemble:
-    """Rebuild the ensemble from a run folder alone (see `RunFolder.load`)."""
-    return RunFolder(run_dir).load(device)
+# The model that ships with the package: a run folder (weights in half precision), made by scripts/ship_model.py
+PRETRAINED = Path(__file__).parent / "pretrained"
+
+
+def run_or_pretrained(run_dir: str | os.PathLike | None) -> Path:
+    """`run_dir`, or the shipped model's folder when None."""
+    if run_dir is not None:
+        return Path(run_dir)
+    if not (PRETRAINED / CONFIG).is_file():
+        raise UserError(f"this installation has no shipped model ({PRETRAINED} is missing): train one with "
+                        "`fashion-ensemble run` and give its folder")
+    return PRETRAINED
+
+
+def load(run_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> SoftVotingEnsemble:
+    """Rebuild the ensemble from a run folder alone (see `RunFolder.load`); without one, the shipped model."""
+    return RunFolder(run_or_pretrained(run_dir)).load(device)
+
+
+def pretrained(device: str | torch.device = "cpu") -> SoftVotingEnsemble:
+    """The model that ships with the package (its card: PRETRAINED / "MODEL_CARD.md", "report.md")."""
+    return load(None, device)
 
 
 def write_json(path: Path, obj) -> None:
