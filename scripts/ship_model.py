@@ -41,7 +41,7 @@ def half(src: Path, dst: Path) -> None:
 
 def card(run: RunFolder, fp16: dict) -> str:
     m, cfg = run.metrics(), run.config()
-    env = m.get("environment", {})
+    env = run.history().get("environment") or m.get("environment", {})  # history.json (older runs: metrics)
     models = m["models"]
     rows = "\n".join(f"| {name} | {s['accuracy']:.4f} | {s['accuracy_ci95'][0]:.4f}–{s['accuracy_ci95'][1]:.4f} | "
                      f"{s['macro_f1']:.4f} | {s['ece']:.4f} |" for name, s in models.items())

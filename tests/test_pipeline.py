@@ -167,7 +167,7 @@ def test_tensorboard_logs_when_asked(tmp_path, tiny_data):
 def test_the_report_says_where_with_what_and_how_long(tiny_run):
     import torch
 
-    env = json.loads((tiny_run / "metrics.json").read_text())["environment"]
+    env = json.loads((tiny_run / "history.json").read_text())["environment"]
     assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["cpu"] and env["cpu_threads"] >= 1
     report = (tiny_run / "report.md").read_text()
     assert "## Environment" in report and f"PyTorch {torch.__version__}" in report and "- Wall time: " in report

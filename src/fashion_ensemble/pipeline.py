@@ -158,8 +158,7 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
     # Scored as saved, through the public `load`, so that `load(run).predict_proba` reproduces these exactly.
     ensemble = folder.load(opts.device)
     say(f"test: scoring {len(split.test[1]):,} images (with bootstrap intervals and McNemar's tests)")
-    metrics = {**run_facts(cfg, split, ensemble), **score(ensemble, predict(ensemble, *split.test), val),
-               "environment": environment(opts.device)}
+    metrics = {**run_facts(cfg, split, ensemble), **score(ensemble, predict(ensemble, *split.test), val)}
     folder.write_metrics(metrics)
     say("report: tables and plots")
     # Training and scoring (the report's own seconds aside); a resumed run adds its earlier processes' epochs
@@ -167,8 +166,9 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
     elapsed = time.perf_counter() - began
     trained_s = sum(v for k, v in timing.items() if k.startswith("train_"))
     timing["total_s"] = elapsed if opts.parallel else elapsed - training_here + trained_s
-    write_report(folder.report, cfg, metrics, history, timing)
-    folder.write_history(history, timing)
+    env = environment(opts.device)
+    write_report(folder.report, cfg, metrics, history, timing, env)
+    folder.write_history(history, timing, env)
     return folder.complete()
 
 

@@ -26,7 +26,8 @@ def paper_row(name: str, classes: list[str]) -> dict | None:
     return PAPER_RESULTS.get(name) if list(classes) == list(CLASSES) else None
 
 
-def write_report(path: Path, cfg, metrics: dict, history: dict, timing: dict | None = None) -> None:
+def write_report(path: Path, cfg, metrics: dict, history: dict, timing: dict | None = None,
+                 environment: dict | None = None) -> None:
     """The report at `path` (a run folder's report.md), its plots beside it."""
     plots = {
         "training_curves.png": plot_training_curves(history),
@@ -37,7 +38,7 @@ def write_report(path: Path, cfg, metrics: dict, history: dict, timing: dict | N
     for name, fig in plots.items():
         fig.savefig(path.parent / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
-    path.write_text(render_markdown(cfg, metrics, history, list(plots), timing or {}))
+    path.write_text(render_markdown(cfg, metrics, history, list(plots), timing or {}, environment))
 
 
 def write_summary(path: Path, summary: dict) -> None:
@@ -131,7 +132,8 @@ def _calibrated_voting(metrics: dict) -> str:
             f"{alt['uncalibrated_ensemble_tuned_weights']['accuracy']:.4f}.")
 
 
-def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing: dict | None = None) -> str:
+def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing: dict | None = None,
+                    environment: dict | None = None) -> str:
     models = metrics["models"]
     split = metrics["split"]
     lines = [
@@ -247,7 +249,7 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
         *(f"| {c} | " + " | ".join(str(counts[i]) for counts in split["class_counts"].values()) + " |"
           for i, c in enumerate(metrics["classes"])),
         "",
-        *environment_lines(metrics.get("environment"), timing or {}),
+        *environment_lines(environment, timing or {}),
         "## Plots",
         "",
         *(f"![{p}]({p})" for p in plots),

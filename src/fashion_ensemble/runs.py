@@ -190,8 +190,11 @@ class RunFolder:
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.partial / METRICS, metrics)
 
-    def write_history(self, members: dict, timing: dict) -> None:
-        write_json(self.partial / HISTORY, {"members": members, "timing": timing})
+    def write_history(self, members: dict, timing: dict, environment: dict | None = None) -> None:
+        """history.json: per-epoch records, timing and the environment — what may differ between two runs of the
+        same config (metrics.json, identical for an interrupted-and-resumed run, holds none of it)."""
+        write_json(self.partial / HISTORY, {"members": members, "timing": timing,
+                                            **({"environment": environment} if environment else {})})
 
     def complete(self) -> Path:
         """Drop the checkpoints and rename the partial folder to its final name; returns that."""
