@@ -112,3 +112,13 @@ def test_temperature_scaling_on_a_hand_made_case():
     c = calibration(y, proba, y, proba)
     assert c["ece"] == pytest.approx(0.8808 - 0.75, abs=1e-3) and c["ece_scaled"] < 1e-3
     assert c["log_loss_scaled"] < c["log_loss"]
+
+
+def test_top_errors_are_the_most_confident_mistakes():
+    from fashion_ensemble.metrics import top_errors
+
+    y = np.array([0, 1, 2, 0])
+    proba = np.array([[0.9, 0.1, 0.0], [0.7, 0.3, 0.0], [0.05, 0.9, 0.05], [0.4, 0.6, 0.0]])
+    errors = top_errors(y, proba, ["a", "b", "c"], k=2)
+    assert errors == [{"index": 2, "true": "c", "predicted": "b", "confidence": 0.9},
+                      {"index": 1, "true": "b", "predicted": "a", "confidence": 0.7}]

@@ -181,3 +181,11 @@ def test_the_weighting_sentence_does_not_repeat_itself():
     assert _weighting(same) == "Tuned on validation, the weights stayed equal: accuracy 0.9000."
     tuned = {**same, "tuned_weights": {"ann": 0.4, "cnn": 0.6}, "ensemble_tuned_weights": {"accuracy": 0.91}}
     assert "(ann 0.40, cnn 0.60) give 0.9100" in _weighting(tuned)
+
+
+def test_the_report_shows_the_most_confident_mistakes(tiny_run):
+    errors = json.loads((tiny_run / "metrics.json").read_text())["top_errors"]
+    assert len(errors) <= 16 and all(e["true"] != e["predicted"] for e in errors)
+    assert [e["confidence"] for e in errors] == sorted((e["confidence"] for e in errors), reverse=True)
+    assert bool(errors) == (tiny_run / "misclassified.png").is_file()
+    assert bool(errors) == ("misclassified.png" in (tiny_run / "report.md").read_text())

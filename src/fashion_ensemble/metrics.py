@@ -89,6 +89,16 @@ def bootstrap_accuracy_ci(y_true: np.ndarray, y_pred: np.ndarray, *, n_boot: int
     return float(np.quantile(accs, alpha)), float(np.quantile(accs, 1.0 - alpha))
 
 
+def top_errors(y_true: np.ndarray, proba: np.ndarray, classes, k: int = 16) -> list[dict]:
+    """The `k` most confident wrong predictions (fastai's top losses): [{"index", "true", "predicted",
+    "confidence"}], from the most confident down."""
+    pred = proba.argmax(1)
+    wrong = np.flatnonzero(pred != y_true)
+    order = wrong[np.argsort(-proba[wrong, pred[wrong]], kind="stable")][:k]
+    return [{"index": int(i), "true": classes[int(y_true[i])], "predicted": classes[int(pred[i])],
+             "confidence": float(proba[i, pred[i]])} for i in order]
+
+
 def mcnemar_exact(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> dict:
     """McNemar's exact test of two classifiers on the same images: the discordant counts and the two-sided p-value
     of a binomial test (b of b + c successes at p = 1/2). b: A right and B wrong; c: A wrong and B right."""

@@ -167,7 +167,8 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
     trained_s = sum(v for k, v in timing.items() if k.startswith("train_"))
     timing["total_s"] = elapsed if opts.parallel else elapsed - training_here + trained_s
     env = environment(opts.device)
-    write_report(folder.report, cfg, metrics, history, timing, env)
+    gallery = split.test[0][[e["index"] for e in metrics["top_errors"]]]  # their pixels, for the report's gallery
+    write_report(folder.report, cfg, metrics, history, timing, env, gallery)
     folder.write_history(history, timing, env)
     return folder.complete()
 

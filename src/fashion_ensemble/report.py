@@ -27,14 +27,17 @@ def paper_row(name: str, classes: list[str]) -> dict | None:
 
 
 def write_report(path: Path, cfg, metrics: dict, history: dict, timing: dict | None = None,
-                 environment: dict | None = None) -> None:
-    """The report at `path` (a run folder's report.md), its plots beside it."""
+                 environment: dict | None = None, gallery: np.ndarray | None = None) -> None:
+    """The report at `path` (a run folder's report.md), its plots beside it; `gallery`: the pixels of
+    metrics["top_errors"]' images, in their order."""
     plots = {
         "training_curves.png": plot_training_curves(history),
         "confusion_matrices.png": plot_confusion_matrices(metrics),
         "per_class_f1.png": plot_per_class_f1(metrics),
         "reliability.png": plot_reliability(metrics),
     }
+    if gallery is not None and len(gallery):
+        plots["misclassified.png"] = plot_misclassified(metrics["top_errors"], gallery)
     for name, fig in plots.items():
         fig.savefig(path.parent / name, dpi=110, bbox_inches="tight")
         plt.close(fig)
@@ -334,6 +337,21 @@ def plot_per_class_f1(metrics: dict):
     ax.set_ylabel("F1 (test)")
     ax.set_title("Per-class F1")
     ax.legend(loc="upper center", ncol=len(models), fontsize=8)
+    return fig
+
+
+def plot_misclassified(errors: list[dict], images: np.ndarray):
+    """The ensemble's most confident mistakes on test: each image with its true and predicted class."""
+    cols = min(8, len(errors))
+    rows = -(-len(errors) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.3 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, e, image in zip(axes.ravel(), errors, images):
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
+        ax.set_title(f"{e['true']}\n→ {e['predicted']} {e['confidence']:.0%}", fontsize=7)
+    fig.suptitle("The ensemble's most confident mistakes on test (true → predicted, confidence)", fontsize=9)
+    fig.tight_layout()
     return fig
 
 

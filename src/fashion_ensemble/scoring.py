@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .ensemble import SoftVotingEnsemble, soft_vote, tune_weights
-from .metrics import calibration, classification_metrics, mcnemar_exact
+from .metrics import calibration, classification_metrics, mcnemar_exact, top_errors
 
 SUMMARY = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss")  # of an alternative weighting
 
@@ -60,6 +60,7 @@ def score(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions | No
         "val_accuracy": {n: float((p.argmax(1) == y_va).mean()) for n, p in val_all.items()},
         "models": models,
         "significance": significance,
+        "top_errors": top_errors(y_te, ens_p, classes),  # the ensemble's most confident mistakes on test
         "calibration": {**{n: calibration(y_va, val.raw[n], y_te, test.raw[n]) for n in names},
                         "ensemble": calibration(y_va, val_all["ensemble"], y_te, ens_p)},
         "alternatives": {**alternatives(val_p, y_va, test_p, y_te, classes),  # as the members vote
