@@ -227,7 +227,7 @@ def run_bench(run_dir: str | Path | None, config: BenchConfig, images: np.ndarra
     peaks = [matmul_peak_gflops(config.peak_seconds)]
     # fp32 against the fp32 baseline; bf16 beside it only where the CPU computes it natively (emulated, it is slower)
     precisions = ["fp32", *(["bf16"] if native_bf16(torch.device("cpu")) else [])]
-    result: dict = {"threads": torch.get_num_threads(), "precisions": precisions}
+    result: dict = {"threads": torch.get_num_threads(), "precisions": precisions, "members": list(cfg.members)}
     flops: dict[str, float] = {}  # per image, for each rate below
 
     for name, mcfg in cfg.members.items():
@@ -293,16 +293,16 @@ def format_result(r: dict) -> str:
              "",
              f"{'training':<10} {'ours img/s':>11} {'baseline img/s':>15} {'speed-up':>9} {'MFU ours':>9} "
              f"{'MFU base':>9} {'MFLOP/img':>10}"]
-    for name in ("ann", "cnn"):
+    for name in r.get("members", ("ann", "cnn")):
         lines.append(f"{name:<10} {r[f'{name}_train_img_s']:>11,.0f} {r[f'{name}_baseline_train_img_s']:>15,.0f} "
                      f"{r[f'{name}_train_speedup']:>8.2f}× {r[f'{name}_train_mfu']:>9.1%} "
                      f"{r[f'{name}_baseline_train_mfu']:>9.1%} {r[f'{name}_train_mflops_per_image']:>10}")
-    for name in ("ann", "cnn"):
+    for name in r.get("members", ("ann", "cnn")):
         if f"{name}_train_img_s_bf16" in r:
             lines.append(f"{name}: bf16 (native here) {r[f'{name}_train_img_s_bf16']:,.0f} img/s, "
                          f"{r[f'{name}_bf16_speedup']:.2f}× its fp32")
     lines.append(f"precisions timed: {', '.join(r['precisions'])} (bf16 only where the CPU has it natively)")
-    for name in ("ann", "cnn"):
+    for name in r.get("members", ("ann", "cnn")):
         if f"{name}_conv_ms_per_step" in r:
             bound = r[f"{name}_conv_bound_train_img_s"]
             lines.append(f"{name}: its convolutions alone take {r[f'{name}_conv_ms_per_step']:.1f} ms of a training "
