@@ -23,7 +23,6 @@ import argparse
 import importlib
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -48,19 +47,14 @@ def missing_packages() -> list[str]:
 
 
 def environment(device) -> dict:
-    import numpy as np
+    """A run's environment facts (pipeline.environment), and the GPU's own."""
     import torch
 
     from fashion_ensemble.inference import native_bf16
+    from fashion_ensemble.pipeline import environment as run_environment
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    facts = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-             "cpu": cpu, "cpu_threads": torch.get_num_threads(), "device": str(device),
-             "native_bf16": native_bf16(device)}
+    facts = {k: v for k, v in run_environment(device).items() if k not in ("command", "gpu")}
+    facts["native_bf16"] = native_bf16(device)
     if device.type == "cuda":
         facts |= {"gpu": torch.cuda.get_device_name(device), "capability": ".".join(map(str,
                   torch.cuda.get_device_capability(device))), "cuda": torch.version.cuda,

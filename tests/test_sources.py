@@ -182,11 +182,9 @@ def test_split_folders_are_kept_and_decoding_is_cached(tmp_path):
 
 
 def test_pad_keeps_a_model_input_as_it_is(tmp_path):
-    from fashion_ensemble.imagefolder import decode
-
     image = synthetic_images(np.array([3]))[0]
     (tmp_path / "x.png").write_bytes(png_bytes(image))
-    assert np.array_equal(decode(str(tmp_path / "x.png"), "pad"), image)
+    assert np.array_equal(preprocess(str(tmp_path / "x.png"), pipeline="pad"), image)
 
 
 @pytest.mark.parametrize("damage, message", [

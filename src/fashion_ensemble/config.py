@@ -20,6 +20,7 @@ from pathlib import Path
 from .errors import UserError
 
 PROTOCOLS = ("paper", "standard")
+PIPELINES = ("preprocess", "pad")  # how an image file becomes a model input (preprocess.py): as a photo, or padded
 PRECISIONS = ("auto", "fp32", "bf16")  # training's autocast; "auto": bf16 where the hardware has it (inference.py)
 FASHION_MNIST = "fashion-mnist"  # the default data source: Fashion-MNIST's official IDX files
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a member's or profile's name: it becomes a file name
@@ -52,7 +53,7 @@ class DataConfig:
 
     def __post_init__(self):
         _check(bool(self.source.strip()), "data.source", self.source, f"{FASHION_MNIST!r} or a folder's path")
-        _check(self.pipeline in ("preprocess", "pad"), "data.pipeline", self.pipeline, "'preprocess' or 'pad'")
+        _check(self.pipeline in PIPELINES, "data.pipeline", self.pipeline, f"one of {', '.join(PIPELINES)}")
         _check(MIN_IMAGE_SIZE <= self.image_size <= MAX_IMAGE_SIZE, "data.image_size", self.image_size,
                f"{MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} pixels")
         _check(self.channels in (1, 3), "data.channels", self.channels, "1 (greyscale) or 3 (RGB)")
@@ -382,19 +383,31 @@ def override(cfg: RunConfig, assignments: typing.Iterable[str]) -> RunConfig:
     return RunConfig.from_dict(d)
 
 
+def map_members(cfg: RunConfig, fn: typing.Callable[[MemberConfig], MemberConfig], kind: str | None = None
+                ) -> RunConfig:
+    """`cfg` with `fn` applied to each member (of `kind`, when given)."""
+    return cfg.replace(members={n: fn(m) if kind in (None, m.kind) else m for n, m in cfg.members.items()})
+
+
+def with_train(m: MemberConfig, **changes) -> MemberConfig:
+    """A member with fields of its `train` config changed."""
+    return dataclasses.replace(m, train=dataclasses.replace(m.train, **changes))
+
+
+def with_augment(m: MemberConfig, **changes) -> MemberConfig:
+    """A member with fields of its augmentation changed."""
+    return with_train(m, augment=dataclasses.replace(m.train.augment, **changes))
+
+
 def with_precision(cfg: RunConfig, precision: str) -> RunConfig:
     """`cfg` with every member trained in `precision` ("auto", "fp32" or "bf16"); the CLI's --precision."""
-    members = {name: dataclasses.replace(m, train=dataclasses.replace(m.train, precision=precision))
-               for name, m in cfg.members.items()}
-    return cfg.replace(members=members)
+    return map_members(cfg, lambda m: with_train(m, precision=precision))
 
 
 def without_flips(cfg: RunConfig) -> RunConfig:
     """`cfg` with no mirror images anywhere: neither flip augmentation nor flip TTA, for classes that a mirror changes
     (digits, letters, text, left/right shoes); the CLI's --no-flips."""
-    members = {name: dataclasses.replace(m, tta_flip=False, train=dataclasses.replace(
-        m.train, augment=dataclasses.replace(m.train.augment, flip=False))) for name, m in cfg.members.items()}
-    return cfg.replace(members=members)
+    return map_members(cfg, lambda m: dataclasses.replace(with_augment(m, flip=False), tta_flip=False))
 
 
 def profile(name: str, *, protocol: str | None = None, seed: int | None = None) -> RunConfig:

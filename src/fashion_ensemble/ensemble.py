@@ -15,7 +15,7 @@ import torch
 from .classes import CLASSES
 from .config import GREY
 from .errors import UserError
-from .inference import as_batch, check_images, model_proba
+from .inference import check_images, model_inputs, model_proba
 from .probabilities import fit_temperature, temperature_scale
 
 WEIGHTINGS = ("equal", "tuned")
@@ -140,7 +140,7 @@ class SoftVotingEnsemble:
 
     def predict_proba_members(self, images) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(the ensemble's probabilities (N, classes), {member name: its probabilities (N, classes)})."""
-        x = check_images(as_batch(images, self.input_shape, self.pipeline), self.input_shape)  # checked once
+        x = model_inputs(images, self.input_shape, self.pipeline)  # checked once, before any member runs
         member_probas = {name: m._proba(x) for name, m in self.members.items()}
         proba = self.vote(member_probas)
         if not np.isfinite(proba).all():  # finite weights give finite probabilities: never emit NaN

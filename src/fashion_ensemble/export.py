@@ -23,7 +23,7 @@ from torch import nn
 
 from .ensemble import Member, SoftVotingEnsemble
 from .errors import UserError
-from .inference import array_shape, as_batch, check_images, describe_shape, to_nchw
+from .inference import array_shape, describe_shape, model_inputs, to_nchw
 from .probabilities import member_proba
 
 OPSET = 17
@@ -168,7 +168,7 @@ class OnnxEnsemble:
         self.uint8 = self.session.get_inputs()[0].type == "tensor(uint8)"  # model.uint8.onnx
 
     def predict_proba_members(self, images) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        x = to_nhwc(check_images(as_batch(images, self.input_shape, self.pipeline), self.input_shape).numpy())
+        x = to_nhwc(model_inputs(images, self.input_shape, self.pipeline).numpy())
         if self.uint8:
             x = np.round(x * 255).astype(np.uint8)
         session = self.small_session if len(x) <= SMALL_BATCH else self.session

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import PIPELINES
 from .errors import UserError
-from .preprocess import IMAGE_SUFFIXES, PIPELINES, SIZE, ImageError, image_files, preprocess
+from .preprocess import IMAGE_SUFFIXES, SIZE, ImageError, image_files, preprocess
 
 SPLITS = ("train", "val", "test")
 MIN_PER_CLASS = 3  # images of each class in each split: fewer cannot be scored (or learnt) meaningfully
@@ -94,15 +95,11 @@ def list_files(folder: Path) -> tuple[list[tuple[str, str, str]], tuple[str, ...
     return files, classes
 
 
-def decode(path: str, pipeline: str = "preprocess", size: int = SIZE, channels: int = 1) -> np.ndarray:
-    """One file → (size, size) uint8, or (size, size, 3) RGB, through the chosen pipeline (as prediction reads it)."""
-    return preprocess(path, size=size, channels=channels, pipeline=pipeline)
-
-
 def _decode_one(job: tuple[str, tuple[str, int, int]]) -> np.ndarray | str:
-    path, geometry = job
+    """One file through the pipeline prediction uses; or why it cannot be used."""
+    path, (pipeline, size, channels) = job
     try:
-        return decode(path, *geometry)
+        return preprocess(path, size=size, channels=channels, pipeline=pipeline)
     except ImageError as e:
         return str(e)
 

@@ -58,6 +58,11 @@ def as_batch(images, input_shape: tuple[int, int, int] = GREY, pipeline: str = "
                      for i, item in enumerate(items)])
 
 
+def model_inputs(images, input_shape: tuple[int, int, int] = GREY, pipeline: str = "preprocess") -> torch.Tensor:
+    """Anything `as_batch` takes → checked float32 (N, C, S, S) in [0, 1] on the CPU (`check_images`)."""
+    return check_images(as_batch(images, input_shape, pipeline), input_shape)
+
+
 def _name(item, i: int) -> str:
     return str(item) if isinstance(item, (str, os.PathLike)) else f"image {i}"
 

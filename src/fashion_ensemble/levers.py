@@ -9,20 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from .config import CNNConfig, MemberConfig, RunConfig
-
-
-def _members(cfg: RunConfig, fn: Callable[[MemberConfig], MemberConfig], kind: str | None = None) -> RunConfig:
-    """`cfg` with `fn` applied to each member (of `kind`, when given)."""
-    return cfg.replace(members={n: fn(m) if kind in (None, m.kind) else m for n, m in cfg.members.items()})
-
-
-def _train(m: MemberConfig, **changes) -> MemberConfig:
-    return dataclasses.replace(m, train=dataclasses.replace(m.train, **changes))
-
-
-def _augment(m: MemberConfig, **changes) -> MemberConfig:
-    return _train(m, augment=dataclasses.replace(m.train.augment, **changes))
+from .config import CNNConfig, MemberConfig, RunConfig, map_members, with_augment, with_train
 
 
 def _cnn(cfg: RunConfig) -> MemberConfig:
@@ -32,29 +19,29 @@ def _cnn(cfg: RunConfig) -> MemberConfig:
 def label_smoothing(cfg):
     on = any(m.train.label_smoothing > 0 for m in cfg.members.values())
     return ("without label smoothing" if on else "label smoothing 0.1",
-            _members(cfg, lambda m: _train(m, label_smoothing=0.0 if on else 0.1)))
+            map_members(cfg, lambda m: with_train(m, label_smoothing=0.0 if on else 0.1)))
 
 
 def random_erasing(cfg):
     on = _cnn(cfg).train.augment.erase_prob > 0
     return ("CNN without random erasing" if on else "CNN with random erasing (p 0.5) in its augmented epochs",
-            _members(cfg, lambda m: _augment(m, erase_prob=0.0 if on else 0.5), "cnn"))
+            map_members(cfg, lambda m: with_augment(m, erase_prob=0.0 if on else 0.5), "cnn"))
 
 
 def augment_longer(cfg):
     return ("augmentation in every epoch, not only the first five (never frozen)",
-            _members(cfg, lambda m: _augment(m, epochs=m.train.epochs)))
+            map_members(cfg, lambda m: with_augment(m, epochs=m.train.epochs)))
 
 
 def no_augmentation(cfg):
-    return "no augmentation at all", _members(cfg, lambda m: _augment(m, epochs=0))
+    return "no augmentation at all", map_members(cfg, lambda m: with_augment(m, epochs=0))
 
 
 def depthwise_bn(cfg):
     on = _cnn(cfg).model.dw_bn
     return ("CNN without BN + ReLU between depthwise and pointwise" if on else
             "CNN with BN + ReLU after each depthwise conv too (MobileNet style)",
-            _members(cfg, lambda m: dataclasses.replace(m, model=dataclasses.replace(m.model, dw_bn=not on)), "cnn"))
+            map_members(cfg, lambda m: dataclasses.replace(m, model=dataclasses.replace(m.model, dw_bn=not on)), "cnn"))
 
 
 def wider(cfg):
@@ -62,19 +49,19 @@ def wider(cfg):
         c: CNNConfig = m.model
         return dataclasses.replace(m, model=dataclasses.replace(
             c, stem=c.stem * 3 // 2, stages=tuple(tuple(w * 3 // 2 for w in s) for s in c.stages)))
-    return "CNN 1.5× wider (every stage)", _members(cfg, widen, "cnn")
+    return "CNN 1.5× wider (every stage)", map_members(cfg, widen, "cnn")
 
 
 def longer(cfg):
     return ("every member trained 1.5× the epochs",
-            _members(cfg, lambda m: _train(m, epochs=-(-m.train.epochs * 3 // 2))))
+            map_members(cfg, lambda m: with_train(m, epochs=-(-m.train.epochs * 3 // 2))))
 
 
 def ema(cfg):
     on = any(m.train.ema_decay > 0 for m in cfg.members.values())
     return ("without the weights' moving average" if on else
             "every member validated and kept as the moving average of its weights (EMA, decay 0.999)",
-            _members(cfg, lambda m: _train(m, ema_decay=0.0 if on else 0.999)))
+            map_members(cfg, lambda m: with_train(m, ema_decay=0.0 if on else 0.999)))
 
 
 def _model(m: MemberConfig, **changes) -> MemberConfig:
@@ -84,20 +71,20 @@ def _model(m: MemberConfig, **changes) -> MemberConfig:
 # The MLP anchor of "Members as strong as the best of their family" (Nøkland & Eidnes 2019: 3 × 1024, jitter and
 # flips for the whole of a long run, light dropout: 91.63%), one choice at a time, then all together.
 def ann_deeper(cfg):
-    return "ANN 3 × 1024 hidden", _members(cfg, lambda m: _model(m, hidden=(1024, 1024, 1024)), "ann")
+    return "ANN 3 × 1024 hidden", map_members(cfg, lambda m: _model(m, hidden=(1024, 1024, 1024)), "ann")
 
 
 def ann_light_dropout(cfg):
-    return "ANN dropout 0.2", _members(cfg, lambda m: _model(m, dropout=0.2), "ann")
+    return "ANN dropout 0.2", map_members(cfg, lambda m: _model(m, dropout=0.2), "ann")
 
 
 def ann_augment_every_epoch(cfg):
     return ("ANN augmented in every epoch (never frozen)",
-            _members(cfg, lambda m: _augment(m, epochs=m.train.epochs), "ann"))
+            map_members(cfg, lambda m: with_augment(m, epochs=m.train.epochs), "ann"))
 
 
 def ann_flip_tta(cfg):
-    return "ANN with flip test-time augmentation", _members(cfg, lambda m: dataclasses.replace(m, tta_flip=True),
+    return "ANN with flip test-time augmentation", map_members(cfg, lambda m: dataclasses.replace(m, tta_flip=True),
                                                             "ann")
 
 
@@ -105,10 +92,10 @@ def ann_recipe(cfg):
     def anchor(m):
         epochs = 2 * m.train.epochs
         m = _model(m, hidden=(1024, 1024, 1024), dropout=0.2)
-        m = _train(m, epochs=epochs, patience=epochs, augment=dataclasses.replace(m.train.augment, epochs=epochs))
+        m = with_train(m, epochs=epochs, patience=epochs, augment=dataclasses.replace(m.train.augment, epochs=epochs))
         return dataclasses.replace(m, tta_flip=True)
     return ("ANN as the MLP anchor: 3 × 1024, dropout 0.2, augmented every epoch, 2× the epochs, flip TTA",
-            _members(cfg, anchor, "ann"))
+            map_members(cfg, anchor, "ann"))
 
 
 def second_cnn(cfg):

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .config import PIPELINES
 from .errors import UserError
 
 SIZE = 28
@@ -50,9 +51,6 @@ class ImageError(UserError):
     def __init__(self, message: str, reason: str):
         super().__init__(message)
         self.reason = reason
-
-
-PIPELINES = ("preprocess", "pad")  # the product-photo pipeline below; or only fit the pixels in (pad_to_size)
 
 
 def preprocess(source, *, size: int = SIZE, channels: int = 1, pipeline: str = "preprocess",
@@ -242,11 +240,7 @@ def to_model_input(x: np.ndarray, size: int = SIZE) -> np.ndarray:
     background = corner_colour(x)
     if background > 0.5:  # light background: negate so that the garment is bright on black
         x, background = 1.0 - x, 1.0 - background
-    content = np.abs(x - background) > TRIM_THRESHOLD
-    rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
-    if len(rows) == 0:
-        raise ImageError("the image is blank: no pixel differs from the background by more than 5%", "blank")
-    x = x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    x = trim(x, np.abs(x - background) > TRIM_THRESHOLD)
     x = np.clip((x - background) / max(1.0 - background, 1e-6), 0, 1)  # background → 0, as in Fashion-MNIST
     return np.round(fit(x[..., None], size, np.zeros(1, np.float32))[..., 0] * 255).astype(np.uint8)
 
@@ -258,12 +252,17 @@ def to_rgb_input(image: Image.Image, size: int = SIZE) -> np.ndarray:
     rgba = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
     x = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:]) if has_alpha else rgba
     background = np.array([corner_colour(x[..., c]) for c in range(3)], dtype=np.float32)
-    content = (np.abs(x - background) > TRIM_THRESHOLD).any(axis=2)
+    x = trim(x, (np.abs(x - background) > TRIM_THRESHOLD).any(axis=2))
+    return np.round(fit(x, size, background) * 255).astype(np.uint8)
+
+
+def trim(x: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """`x` cropped to the smallest rectangle holding every `content` pixel ((H, W) mask); an image without any is
+    refused as blank."""
     rows, cols = np.flatnonzero(content.any(axis=1)), np.flatnonzero(content.any(axis=0))
     if len(rows) == 0:
         raise ImageError("the image is blank: no pixel differs from the background by more than 5%", "blank")
-    x = x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    return np.round(fit(x, size, background) * 255).astype(np.uint8)
+    return x[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 def fit(x: np.ndarray, size: int, fill: np.ndarray) -> np.ndarray:
