@@ -106,14 +106,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "224×224 RGB JPEG, dark on white, and read back through preprocess")
     ev.set_defaults(func=cmd_evaluate)
 
+    od = sub.add_parser("ood", help="add the 'I don't know' signal to a run folder made before it existed (fit on "
+                        "its own split) and print its rates on the test images")
+    od.add_argument("run_dir")
+    add_common(od)
+    od.add_argument("--flag-rate", type=fraction, default=None,
+                    help="share of validation images to flag (default 0.05): the false-alarm rate on garments")
+    od.add_argument("--json", action="store_true", help="print the rates as JSON")
+    od.set_defaults(func=cmd_ood)
+
     pr = sub.add_parser("predict", help="classify image files (any size, colour or common format) with a trained run "
                         "(or the shipped model)")
     pr.add_argument("inputs", nargs="+", metavar="[RUN_DIR] FILE_OR_FOLDER",
                     help="a run folder first (else the shipped model), then image files or folders searched for them")
     pr.add_argument("--top-k", type=positive_int, default=None,
                     help="classes to list per image (default 3; with --json all 10)")
-    pr.add_argument("--json", action="store_true", help='one JSON object per line: {"file", "label", '
-                    '"probabilities", "members"}, or {"file", "error"}')
+    pr.add_argument("--json", action="store_true", help='one JSON object per line: {"file", "label", "ood", '
+                    '"ood_score", "probabilities", "members"}, or {"file", "error"}')
     pr.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default: cpu")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
@@ -279,6 +288,27 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_ood(args) -> int:
+    from . import ood, pipeline
+
+    rates = pipeline.add_ood(args.run_dir, data_dir=args.data_dir, device=args.device,
+                             flag_rate=args.flag_rate or ood.FLAG_RATE)
+    if args.json:
+        print(json.dumps(rates, indent=2))
+    else:
+        print(f"{Path(args.run_dir) / ood.FILE}: flags {rates['flag_rate']:.0%} of validation images; on the test "
+              f"images {rates['flagged']:.1%} (of the correct predictions {rates['correct_flagged']:.1%}, of the "
+              f"wrong ones {rates['wrong_flagged']:.1%}); accuracy {rates['accuracy_kept']:.2%} on those kept")
+    return 0
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction in (0, 1), got {text}")
+    return value
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -330,10 +360,12 @@ def cmd_predict(args) -> int:
 
 
 def format_prediction(rec: dict) -> str:
-    """shoe.jpg: Sneaker 97.1% | Sandal 2.0% | Ankle boot 0.5%   [ann: Sneaker 91.0%; cnn: Sneaker 99.2%]"""
+    """shoe.jpg: Sneaker 97.1% | Sandal 2.0% | Ankle boot 0.5%   [ann: Sneaker 91.0%; cnn: Sneaker 99.2%]
+    noise.png: unlike the training images (ood score 1.000), a guess: Bag 97.4% | ...   [...]"""
     top = " | ".join(f"{c} {p:.1%}" for c, p in rec["probabilities"].items())
     members = "; ".join(f"{name}: {next(iter(p))} {next(iter(p.values())):.1%}" for name, p in rec["members"].items())
-    return f"{rec['file']}: {top}   [{members}]"
+    doubt = f"unlike the training images (ood score {rec['ood_score']:.3f}), a guess: " if rec.get("ood") else ""
+    return f"{rec['file']}: {doubt}{top}   [{members}]"
 
 
 def cmd_export(args) -> int:

@@ -15,7 +15,7 @@ import torch
 from .classes import CLASSES
 from .config import GREY
 from .errors import UserError
-from .inference import check_images, model_inputs, model_proba
+from .inference import check_images, model_features, model_inputs, model_proba
 from .probabilities import fit_temperature, temperature_scale
 
 WEIGHTINGS = ("equal", "tuned")
@@ -48,6 +48,13 @@ class Member:
         """x: checked float (N, C, S, S) on the CPU → probabilities (N, classes), float64."""
         return model_proba(self.model, x, self.device, tta_flip=self.tta_flip,
                            temperature=self.temperature if calibrated else 1.0)
+
+    def features(self, images) -> np.ndarray:
+        """What the model's classifier reads (N, D), float64, without TTA: the "I don't know" signal measures it."""
+        return self._features(check_images(images, self.input_shape))
+
+    def _features(self, x: torch.Tensor) -> np.ndarray:
+        return model_features(self.model, x, self.device)
 
     def calibrate(self, raw_proba: np.ndarray) -> np.ndarray:
         """Probabilities without the temperature (`predict_proba(..., calibrated=False)`) → with it."""
@@ -101,6 +108,8 @@ class SoftVotingEnsemble:
         self.weights = dict(zip(self.members, check_weights(weights, list(self.members)).tolist()))
         self.classes = list(classes)
         self.pipeline = pipeline  # how `preprocess` turns a file into an input: "preprocess" (photos) or "pad"
+        self.ood = None  # the "I don't know" signal (ood.Detector), fit on training and validation features by the
+        # study; None for a run folder made before it existed (`fashion-ensemble ood RUN` adds it)
 
     def fit(self, raw_probas: dict[str, np.ndarray], y_val: np.ndarray, *, calibrate: bool = False,
             weighting: str = "tuned") -> SoftVotingEnsemble:
@@ -140,12 +149,38 @@ class SoftVotingEnsemble:
 
     def predict_proba_members(self, images) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(the ensemble's probabilities (N, classes), {member name: its probabilities (N, classes)})."""
-        x = model_inputs(images, self.input_shape, self.pipeline)  # checked once, before any member runs
+        return self._predict(model_inputs(images, self.input_shape, self.pipeline))
+
+    def predict_with_ood(self, images) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+        """`predict_proba_members`'s pair and the ood scores (N,) in [0, 1] (see `ood_score`; None when this
+        ensemble has no "I don't know" signal), from one check of the images."""
+        x = model_inputs(images, self.input_shape, self.pipeline)
+        return *self._predict(x), (self._ood_scores(x) if self.ood is not None else None)
+
+    def ood_score(self, images) -> np.ndarray:
+        """How unlike the training images each input is, (N,) in [0, 1]: the share of validation images that look
+        more typical (0.5: typical; 0.999: stranger than all but one in a thousand). See ood.py."""
+        return self._ood_scores(model_inputs(images, self.input_shape, self.pipeline))
+
+    def is_ood(self, images) -> np.ndarray:
+        """True where an input looks unlike anything the model was trained on (`ood_score` above 1 - flag rate)."""
+        return self._require_ood().flags(self.ood_score(images))
+
+    def _predict(self, x: torch.Tensor) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         member_probas = {name: m._proba(x) for name, m in self.members.items()}
         proba = self.vote(member_probas)
         if not np.isfinite(proba).all():  # finite weights give finite probabilities: never emit NaN
             raise UserError("the model gave non-finite probabilities; its weights are damaged (train it again)")
         return proba, member_probas
+
+    def _ood_scores(self, x: torch.Tensor) -> np.ndarray:
+        return self._require_ood().score({name: m._features(x) for name, m in self.members.items()})
+
+    def _require_ood(self):
+        if self.ood is None:
+            raise UserError("this model has no 'I don't know' signal (its run folder was made before it existed): "
+                            "add it with `fashion-ensemble ood RUN_DIR`")
+        return self.ood
 
     def vote(self, member_probas: dict[str, np.ndarray]) -> np.ndarray:
         """The ensemble's probabilities from its members' (name → (N, 10)), as `predict_proba` combines them."""

@@ -127,19 +127,32 @@ def autocast(device: torch.device, precision: str | None = None):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-@torch.inference_mode()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int | None = None,
                    precision: str | None = None) -> torch.Tensor:
     """Logits (N, classes) in fp32 for images x (N, C, S, S) already on the model's device, computed in `precision`
     (see `autocast`)."""
+    return _batched(model, model, x, batch_size, precision)
+
+
+def predict_features(model: torch.nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """What the model's classifier reads (N, D), fp32, for images x (N, C, S, S) on the model's device."""
+    return _batched(model, model.features, x, batch_size)
+
+
+@torch.inference_mode()
+def _batched(model: torch.nn.Module, fn, x: torch.Tensor, batch_size: int | None = None,
+             precision: str | None = None) -> torch.Tensor:
     model.eval()
     device = x.device
     batch_size = batch_size or INFER_BATCH.get(device.type, 256)
     outs = []
     for i in range(0, len(x), batch_size):
         with autocast(device, precision):
-            outs.append(model(x[i : i + batch_size].contiguous(memory_format=torch.channels_last)).float())
-    return torch.cat(outs) if outs else torch.empty(0, getattr(model, "num_classes", 10), device=device)
+            outs.append(fn(x[i : i + batch_size].contiguous(memory_format=torch.channels_last)).float())
+    if outs:
+        return torch.cat(outs)
+    width = fn(torch.zeros(1, *x.shape[1:], device=device)).shape[1]  # no images: one blank image gives the width
+    return torch.empty(0, width, device=device)
 
 
 def model_proba(model: torch.nn.Module, x: torch.Tensor, device: torch.device, *, tta_flip: bool = False,
@@ -149,3 +162,8 @@ def model_proba(model: torch.nn.Module, x: torch.Tensor, device: torch.device, *
         return predict_logits(model, images.to(device)).cpu().numpy().astype(np.float64)
 
     return member_proba(logits_of, x, tta_flip=tta_flip, temperature=temperature)
+
+
+def model_features(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
+    """A model's features (N, D), float64, for checked images x (N, C, S, S) on the CPU (no TTA)."""
+    return predict_features(model, x.to(device)).cpu().numpy().astype(np.float64)

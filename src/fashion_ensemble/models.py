@@ -55,6 +55,10 @@ class ANN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.normalize(x))
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations (N, hidden[-1]): what the classifier reads (ood.py measures them)."""
+        return self.body[:-1](self.normalize(x))
+
 
 def conv_bn_relu(cin: int, cout: int, kernel: int, groups: int = 1) -> list[nn.Module]:
     return [
@@ -105,6 +109,10 @@ class DSCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.normalize(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The globally pooled last stage (N, channels): what the classifier reads (ood.py measures them)."""
+        return self.body[:-1](self.normalize(x))
 
 
 def build_model(kind: str, cfg: ANNConfig | CNNConfig, num_classes: int = NUM_CLASSES,

@@ -4,6 +4,7 @@
     resume_study(out)     go on with a stopped one from its checkpoints
     run_or_resume(...)    whichever a folder needs: kept when complete (multi-seed studies and ablations use it)
     evaluate(run)         re-score a saved run on its own test split
+    add_ood(run)          fit the "I don't know" signal of a run folder made before it existed
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import distributed
+from . import distributed, ood
 from .config import RunConfig
 from .data import Split, make_split
 from .ensemble import Member, SoftVotingEnsemble
@@ -28,7 +29,7 @@ from .errors import UserError
 from .models import build_model
 from .preprocess import as_photo, preprocess
 from .report import write_report
-from .runs import RunFolder, default_path
+from .runs import METRICS, RunFolder, default_path, write_json
 from .scoring import predict, score
 from .train import train_member
 
@@ -155,6 +156,9 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
     val = predict(trained, *split.val)  # every member once on validation: what fitting and scoring both use
     trained.fit(val.raw, val.labels, calibrate=cfg.ensemble.calibrate, weighting=cfg.ensemble.weights)
     folder.save_ensemble(trained, cfg.ensemble.weights)
+    say(f"'I don't know' signal: the members' features on {min(len(split.train[1]), ood.FIT_IMAGES):,} training "
+        f"and {len(split.val[1]):,} validation images")
+    folder.save_ood(fit_ood(trained, split))
     # Scored as saved, through the public `load`, so that `load(run).predict_proba` reproduces these exactly.
     ensemble = folder.load(opts.device)
     say(f"test: scoring {len(split.test[1]):,} images (with bootstrap intervals and McNemar's tests)")
@@ -189,6 +193,16 @@ def train_members(cfg: RunConfig, split: Split, folder: RunFolder, device: torch
         timing[f"train_{name}_s"] = max(sum(e.get("wall_s", e["seconds"]) for e in epochs),
                                         time.perf_counter() - start)
     return SoftVotingEnsemble(members, classes=split.classes), history, timing
+
+
+def fit_ood(ensemble: SoftVotingEnsemble, split: Split, flag_rate: float = ood.FLAG_RATE) -> ood.Detector:
+    """The "I don't know" signal (ood.py): the members' feature statistics on (a fixed sample of) the training
+    images, its scale and threshold on validation."""
+    x_train, y_train = split.train
+    sample = ood.fit_sample(y_train)
+    members = ensemble.members.items()
+    return ood.fit({name: m.features(x_train[sample]) for name, m in members}, y_train[sample],
+                   {name: m.features(split.val[0]) for name, m in members}, flag_rate)
 
 
 def environment(device: torch.device) -> dict:
@@ -296,3 +310,21 @@ def evaluate(run_dir: str | os.PathLike, data_dir=None, device: str = "auto", ph
     if photos:
         x_te = np.stack([preprocess(as_photo(image), size=data.image_size, channels=data.channels) for image in x_te])
     return score(ensemble, predict(ensemble, x_te, y_te))["models"]
+
+
+def add_ood(run_dir: str | os.PathLike, data_dir=None, device: str = "auto", flag_rate: float = ood.FLAG_RATE
+            ) -> dict:
+    """Fit the "I don't know" signal of a complete run folder from its own split (as a run makes it now), write its
+    ood.safetensors, and add its rates on the test split to metrics.json ("ood"). Returns those rates."""
+    folder = RunFolder(run_dir)
+    if not folder.is_complete():
+        raise UserError(f"{folder.path} is not a complete run folder (no {METRICS}): finish it with "
+                        f"`fashion-ensemble run --resume {folder.path}`")
+    ensemble = folder.load(distributed.resolve_device(device))
+    split = make_split(folder.config().data, data_dir)
+    ensemble.ood = fit_ood(ensemble, split, flag_rate)
+    folder.save_ood(ensemble.ood)
+    x_te, y_te = split.test
+    rates = score(ensemble, predict(ensemble, x_te, y_te))["ood"]
+    write_json(folder.path / METRICS, {**folder.metrics(), "ood": rates})
+    return rates

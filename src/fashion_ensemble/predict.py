@@ -1,9 +1,11 @@
 """Predictions as records, the same for the CLI's `predict --json` and the HTTP service:
 
-    {"file": "shoe.jpg", "label": "Sneaker", "probabilities": {"Sneaker": 0.97, ...},
-     "members": {"ann": {"Sneaker": 0.91, ...}, "cnn": {...}}}
+    {"file": "shoe.jpg", "label": "Sneaker", "ood": false, "ood_score": 0.41,
+     "probabilities": {"Sneaker": 0.97, ...}, "members": {"ann": {"Sneaker": 0.91, ...}, "cnn": {...}}}
 
-Probabilities are listed from the most likely class down, `top_k` of them (all 10 by default).
+Probabilities are listed from the most likely class down, `top_k` of them (all 10 by default). "ood" says whether
+the input looks unlike the training images ("I don't know": the label is a guess), "ood_score" how unlike, in [0, 1]
+(ood.py); both are null for a model without that signal (a run folder made before it, an ONNX file).
 """
 
 from __future__ import annotations
@@ -31,11 +33,17 @@ def records(ensemble, images: np.ndarray, top_k: int | None = None) -> list[dict
     `ensemble`: anything with `predict_proba_members` and `classes` (SoftVotingEnsemble, OnnxEnsemble)."""
     if len(images) == 0:
         return []
-    proba, member_probas = ensemble.predict_proba_members(images)
+    if hasattr(ensemble, "predict_with_ood"):
+        proba, member_probas, scores = ensemble.predict_with_ood(images)
+    else:
+        (proba, member_probas), scores = ensemble.predict_proba_members(images), None
+    flags = ensemble.ood.flags(scores) if scores is not None else None
     classes = ensemble.classes
     return [
         {
             "label": classes[int(proba[i].argmax())],
+            "ood": None if flags is None else bool(flags[i]),
+            "ood_score": None if scores is None else round(float(scores[i]), DECIMALS),
             "probabilities": ranked(proba[i], classes, top_k),
             "members": {name: ranked(p[i], classes, top_k) for name, p in member_probas.items()},
         }

@@ -3,6 +3,8 @@ Weights in safetensors, everything else JSON; nothing is ever unpickled.
 
     runs/<name>/config.json             RunConfig (rebuilds every model)
     runs/<name>/<member>.safetensors    weights and buffers (incl. normalisation statistics) of each member
+    runs/<name>/ood.safetensors         the "I don't know" signal: feature statistics and validation's scores (ood.py;
+                                        absent from folders made before it)
     runs/<name>/ensemble.json           format, members (kind, weights file, temperature), voting weights, weighting,
                                         classes (the outputs' names; Fashion-MNIST's when absent, as in older folders)
     runs/<name>/history.json            {"members": {name: {"best_epoch", "epochs": [...]}}, "timing": {...}}
@@ -36,6 +38,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from . import ood
 from .classes import CLASSES
 from .config import RunConfig
 from .ensemble import Member, SoftVotingEnsemble, check_temperature
@@ -131,8 +134,11 @@ class RunFolder:
             model.load_state_dict(load_weights(path, model))
             members[name] = Member(member_cfg.kind, model, device, tta_flip=member_cfg.tta_flip,
                                    temperature=info.get("temperature", 1.0))
-        return SoftVotingEnsemble(members, [spec["weights"][name] for name in members], classes,
-                                  pipeline=config.data.pipeline)
+        ensemble = SoftVotingEnsemble(members, [spec["weights"][name] for name in members], classes,
+                                      pipeline=config.data.pipeline)
+        if self.file(ood.FILE).is_file():  # folders made before the "I don't know" signal have none
+            ensemble.ood = ood.Detector.load(self.file(ood.FILE), members)
+        return ensemble
 
     @contextlib.contextmanager
     def lock(self):
@@ -186,6 +192,12 @@ class RunFolder:
             "weighting": weighting,
             "classes": ensemble.classes,
         })
+
+    def save_ood(self, detector) -> None:
+        """ood.safetensors: the "I don't know" signal's statistics (ood.py). Into the partial folder while a run
+        writes it, else into the complete folder (`fashion-ensemble ood RUN` on an older one)."""
+        folder = self.partial if self.partial.is_dir() else self.path
+        detector.save(folder / ood.FILE)
 
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.partial / METRICS, metrics)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import ood
 from .ensemble import SoftVotingEnsemble, soft_vote, tune_weights
 from .metrics import calibration, classification_metrics, mcnemar_exact, top_errors
 
@@ -18,15 +19,17 @@ SUMMARY = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss"
 
 @dataclass
 class Predictions:
-    """Each member's probabilities on one split without its temperature (name → (N, 10)), and the true labels."""
+    """Each member's probabilities on one split without its temperature (name → (N, 10)), the true labels, and the
+    ensemble's ood scores (N,) when it has the "I don't know" signal."""
     raw: dict[str, np.ndarray]
     labels: np.ndarray
+    ood: np.ndarray | None = None
 
 
 def predict(ensemble: SoftVotingEnsemble, images: np.ndarray, labels: np.ndarray) -> Predictions:
     """Run every member once on `images`: its probabilities with its flip TTA, before its temperature."""
     return Predictions({n: m.predict_proba(images, calibrated=False) for n, m in ensemble.members.items()},
-                       np.asarray(labels))
+                       np.asarray(labels), ensemble.ood_score(images) if ensemble.ood is not None else None)
 
 
 def score(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions | None = None) -> dict:
@@ -50,8 +53,9 @@ def score(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions | No
     significance = {  # ensemble (a) against each member (b), on the test images
         f"ensemble_vs_{n}": mcnemar_exact(y_te, ens_p.argmax(1), test_p[n].argmax(1)) for n in names
     }
+    flags = {} if test.ood is None else {"ood": ood.rates(test.ood, ens_p.argmax(1) == y_te, ensemble.ood.flag_rate)}
     if val is None:
-        return {"models": models, "significance": significance}
+        return {"models": models, "significance": significance, **flags}
 
     y_va = val.labels
     val_p = _calibrated(ensemble, val)
@@ -66,6 +70,7 @@ def score(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions | No
         "alternatives": {**alternatives(val_p, y_va, test_p, y_te, classes),  # as the members vote
                          **(alternatives(val.raw, y_va, test.raw, y_te, classes, "uncalibrated_")  # no temperatures
                             if any(m.temperature != 1.0 for m in ensemble.members.values()) else {})},
+        **flags,  # how the "I don't know" signal splits the test images' right and wrong predictions
     }
 
 

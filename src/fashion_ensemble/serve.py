@@ -1,8 +1,10 @@
 """The HTTP service (FastAPI on uvicorn) and its web page.
 
     GET  /               the web page (web/index.html)
-    GET  /health         {"status": "ok", "run", "members", "weights", "classes", "batches", "images"}
-    POST /predict        one image: multipart field "file", or the raw bytes as the body → a record (predict.py);
+    GET  /health         {"status": "ok", "run", "members", "weights", "classes", "input_shape", "ood_flag_rate",
+                         "batches", "images", ...}
+    POST /predict        one image: multipart field "file", or the raw bytes as the body → a record (predict.py)
+                         with "ood" and "ood_score" (does it look like the training images?);
                          ?input=true adds "input", the pixels the model saw (28×28 for Fashion-MNIST)
     POST /predict/batch  several images: multipart fields "files" (or "file") → {"results": [record or error]}
     GET  /random         a random test image: {"index", "label", "png": data URL} (when started with `examples`)
@@ -82,6 +84,8 @@ STATUS = {"empty": 400, "not_an_image": 415, "corrupt": 422, "blank": 422, "too_
 class Prediction(BaseModel):
     """The answer's shape, for the OpenAPI docs (answers are built as plain dicts: faster)."""
     label: str
+    ood: bool | None = None  # the input looks unlike the training images: the label is a guess (None: no signal)
+    ood_score: float | None = None  # how unlike, in [0, 1]: the share of validation images that look more typical
     probabilities: dict[str, float]
     members: dict[str, dict[str, float]]
     input: list | None = None  # the pixels the model saw: rows of greyscale values, or of [R, G, B]
@@ -295,6 +299,7 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
     async def health():
         return {"status": "ok", "run": Path(run_dir).name, **scores, "members": list(ensemble.members),
                 "weights": ensemble.weights, "classes": ensemble.classes, "input_shape": list(ensemble.input_shape),
+                "ood_flag_rate": ensemble.ood.flag_rate if getattr(ensemble, "ood", None) else None,
                 "batches": batcher.batches, "images": batcher.images}
 
     @app.post("/predict", responses={200: {"model": Prediction}}, openapi_extra=IMAGE_BODY)
