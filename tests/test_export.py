@@ -25,16 +25,24 @@ def test_onnx_runtime_agrees_with_pytorch_on_real_test_images(tiny_run, real_dat
     x = (images / 255.0).astype(np.float32)
     session = ort.InferenceSession(str(paths[0]))
     outs = session.run(None, {"images": x})
-    assert [o.name for o in session.get_outputs()] == ["probabilities", "ann_probabilities", "cnn_probabilities"]
+    assert [o.name for o in session.get_outputs()] == ["probabilities", "ann_probabilities", "cnn_probabilities",
+                                                       "ood_raw"]
     assert np.abs(outs[0] - proba).max() <= 1e-4
-    for out, name in zip(outs[1:], ["ann", "cnn"]):
+    for out, name in zip(outs[1:3], ["ann", "cnn"]):
         assert np.abs(out - members[name]).max() <= 1e-4
+    features = {n: m.features(images) for n, m in ensemble.members.items()}
+    np.testing.assert_allclose(outs[3], ensemble.ood.raw(features), atol=1e-3)  # the "I don't know" raw score
     for path, name in zip(paths[1:], ["ann", "cnn"]):
         alone = ort.InferenceSession(str(path)).run(None, {"images": x})[0]
         assert np.abs(alone - members[name]).max() <= 1e-4
     meta = session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["classes"]) == ensemble.classes
     assert json.loads(meta["weights"]) == pytest.approx(ensemble.weights)
+    assert json.loads(meta["ood_reference"]) == pytest.approx(ensemble.ood.reference, rel=1e-5)
+    onnx = OnnxEnsemble(paths[0])
+    noise = np.random.default_rng(0).integers(0, 256, (20, 28, 28), dtype=np.uint8)
+    for batch in (images[:50], noise):  # the same scores and flags as PyTorch's (a raw score on a tie may move one)
+        np.testing.assert_allclose(onnx.ood_score(batch), ensemble.ood_score(batch), atol=2 / len(onnx.ood.reference))
 
 
 def test_onnx_ensemble_is_a_drop_in_for_predict_proba(tiny_run, real_data):

@@ -1,6 +1,7 @@
 """`fashion-ensemble predict`: records for good files, bad files reported and skipped, exit code 1 when any failed."""
 
 import json
+import re
 import subprocess
 import sys
 import warnings
@@ -38,7 +39,8 @@ def test_records_have_the_service_shape(tiny_run):
     recs = records(ensemble, synthetic_images(np.array([1, 2])), top_k=3)
     assert len(recs) == 2
     for rec in recs:
-        assert set(rec) == {"label", "probabilities", "members"}
+        assert set(rec) == {"label", "ood", "ood_score", "probabilities", "members"}
+        assert isinstance(rec["ood"], bool) and 0 <= rec["ood_score"] <= 1
         assert rec["label"] in CLASSES and rec["label"] == next(iter(rec["probabilities"]))
         assert len(rec["probabilities"]) == 3 and list(rec["probabilities"].values()) == sorted(
             rec["probabilities"].values(), reverse=True)
@@ -78,7 +80,8 @@ def test_cli_text_top_k_and_success(tiny_run, folder):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     label = records(fe.load(tiny_run), preprocess(folder / "a.png")[None])[0]["label"]
-    assert len(lines) == 2 and lines[0].startswith(f"{folder / 'a.png'}: {label} ")
+    doubt = r"(unlike the training images \(ood score [\d.]+\), a guess: )?"  # these files are unlike the training
+    assert len(lines) == 2 and re.match(rf"{re.escape(str(folder / 'a.png'))}: {doubt}{re.escape(label)} ", lines[0])
     assert lines[0].count("%") == 2 + 2  # two classes, then the two members' picks
 
 

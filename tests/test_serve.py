@@ -50,6 +50,15 @@ def test_predict_multipart_and_raw_body_agree_with_the_python_api(client, image,
     expected = records(fe.load(tiny_run), preprocess(image)[None])[0]  # PyTorch; the service runs ONNX Runtime
     assert a.json()["label"] == expected["label"]
     assert a.json()["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-4)
+    assert a.json()["ood"] == expected["ood"] and a.json()["ood_score"] == pytest.approx(expected["ood_score"],
+                                                                                         abs=0.03)
+
+
+def test_noise_is_answered_with_i_do_not_know(client):
+    noise = png_bytes(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8))
+    rec = client.post("/predict", content=noise).json()
+    assert rec["ood"] is True and rec["ood_score"] > 0.95 and rec["label"] in CLASSES  # a label still, as a guess
+    assert client.get("/health").json()["ood_flag_rate"] == 0.05
 
 
 def test_predict_can_return_the_input_it_saw(client, image):

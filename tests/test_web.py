@@ -93,6 +93,19 @@ def test_choose_a_file_and_see_what_the_model_saw_and_both_members(browser, serv
     assert x[0].max() == 0 and x[:, 0].max() > 128 and 13 <= len(rows_lit) <= 15
 
 
+def test_an_image_unlike_any_garment_is_shown_as_a_guess(browser, server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    noise = tmp_path / "noise.png"
+    noise.write_bytes(png_bytes(np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)))
+    browser.get(server + "/")
+    browser.find_element(By.ID, "file").send_keys(str(noise))
+    wait_for(browser, "return !document.getElementById('result').hidden")
+    doubt = browser.find_element(By.ID, "doubt")
+    assert doubt.is_displayed() and doubt.text.startswith("I don't know")
+    assert browser.find_element(By.ID, "verdict").text.startswith("Best guess:")
+
+
 def test_random_test_image_shows_its_true_label(browser, server):
     from selenium.webdriver.common.by import By
 

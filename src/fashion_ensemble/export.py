@@ -3,7 +3,9 @@
 Every graph takes "images": float32 (N, 28, 28) in [0, 1], garment bright on black (Fashion-MNIST's uint8 / 255, or
 `preprocess`'s output / 255), with N free — or the run's own geometry, (N, S, S) greyscale or (N, S, S, 3) RGB, named
 in the metadata's "input_shape" (channels, height, width). The ensemble's graph returns "probabilities" (N, classes)
-and each member's "<member>_probabilities"; a member's graph returns "probabilities". Flip test-time augmentation
+and each member's "<member>_probabilities", then, when the run has the "I don't know" signal, "ood_raw" (N,): its raw
+score, which the metadata's "ood_reference" (validation's raw scores) turns into `ood_score` = the share of those
+below it (flagged above 1 - "ood_flag_rate"); a member's graph returns "probabilities". Flip test-time augmentation
 and the voting weights are inside the graphs, so ONNX Runtime gives what `predict_proba` gives. The class names, the
 weights and the input convention are in each model's metadata.
 """
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import ood
 from .ensemble import Member, SoftVotingEnsemble
 from .errors import UserError
 from .inference import array_shape, describe_shape, model_inputs, to_nchw
@@ -37,35 +40,75 @@ def to_nhwc(x: np.ndarray) -> np.ndarray:
 
 class MemberGraph(nn.Module):
     """images (N, S, S) or (N, S, S, C) → probabilities (N, classes), with the member's flip TTA and temperature
-    (probabilities.py, as the PyTorch member; the image and its mirror as one batch: half the operator launches)."""
+    (probabilities.py, as the PyTorch member; the image and its mirror as one batch: half the operator launches).
+    With `features`: (probabilities, the unflipped images' features (N, D)), from the same forward pass."""
 
-    def __init__(self, member: Member):
+    def __init__(self, member: Member, features: bool = False):
         super().__init__()
         self.model = copy.deepcopy(member.model).cpu().float().eval()  # the member itself stays put
         self.tta_flip = member.tta_flip
         self.temperature = member.temperature
+        self.features = features
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return member_proba(self.model, to_nchw(images), tta_flip=self.tta_flip, temperature=self.temperature,
-                            one_call=True)
+    def forward(self, images: torch.Tensor):
+        x = to_nchw(images)
+        if not self.features:
+            return member_proba(self.model, x, tta_flip=self.tta_flip, temperature=self.temperature, one_call=True)
+        kept = []
+
+        def logits_of(batch):
+            f = self.model.features(batch)
+            kept.append(f[: x.shape[0]])  # the images themselves come first in a TTA batch
+            return self.model.classify(f)
+
+        return member_proba(logits_of, x, tta_flip=self.tta_flip, temperature=self.temperature, one_call=True), kept[0]
+
+
+class OODGraph(nn.Module):
+    """The members' features → the "I don't know" signal's raw score (N,), as `ood.Detector.raw` computes it."""
+
+    def __init__(self, detector: ood.Detector, names: list[str]):
+        super().__init__()
+        for i, name in enumerate(names):
+            s = detector.members[name]
+            const = np.einsum("kd,de,ke->k", s.means, s.precision, s.means)
+            for key, value in {"means": s.means.T, "precision": s.precision, "const": const,
+                               "moments": [s.log_mean, s.log_std]}.items():
+                self.register_buffer(f"{key}{i}", torch.tensor(np.asarray(value), dtype=torch.float32))
+        self.count = len(names)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        total = torch.zeros(features[0].shape[0])
+        for i, f in enumerate(features):
+            means, precision, const, moments = (getattr(self, f"{k}{i}") for k in ("means", "precision", "const",
+                                                                                   "moments"))
+            g = f @ precision
+            d = (g * f).sum(1, keepdim=True) - 2 * (g @ means) + const  # (N, classes) squared distances
+            total = total + (d.min(1).values.clamp_min(1e-12).log() - moments[0]) / moments[1]
+        return total
 
 
 class EnsembleGraph(nn.Module):
     """images (N, S, S) or (N, S, S, C) → (ensemble probabilities, *each member's probabilities), each
-    (N, classes)."""
+    (N, classes), and when the ensemble has the "I don't know" signal its raw score (N,) last."""
 
     def __init__(self, ensemble: SoftVotingEnsemble, uint8: bool = False):
         super().__init__()
-        self.members = nn.ModuleList(MemberGraph(m) for m in ensemble.members.values())
+        detector = getattr(ensemble, "ood", None)
+        self.members = nn.ModuleList(MemberGraph(m, features=detector is not None) for m in ensemble.members.values())
+        self.ood = OODGraph(detector, list(ensemble.members)) if detector is not None else None
         self.register_buffer("weights", torch.tensor(list(ensemble.weights.values()), dtype=torch.float32))
         self.uint8 = uint8  # input uint8 pixels 0-255, divided by 255 inside: a 0-255 float cannot be fed by mistake
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.uint8:
             images = images.to(torch.float32) / 255.0
-        probas = [member(images) for member in self.members]
+        outs = [member(images) for member in self.members]
+        probas = [o[0] for o in outs] if self.ood is not None else outs
         ensemble = sum(w * p for w, p in zip(self.weights, probas))
-        return (ensemble, *probas)
+        if self.ood is None:
+            return (ensemble, *probas)
+        return (ensemble, *probas, self.ood([o[1] for o in outs]))
 
 
 def export_onnx(ensemble: SoftVotingEnsemble, out: str | os.PathLike) -> list[Path]:
@@ -99,6 +142,11 @@ def ensemble_onnx(ensemble: SoftVotingEnsemble, uint8: bool = False):
     names = list(ensemble.members)
     outputs = ["probabilities", *(f"{n}_probabilities" for n in names)]
     metadata = {**_metadata(ensemble, uint8), "members": json.dumps(names)}
+    detector = getattr(ensemble, "ood", None)
+    if detector is not None:  # "ood_raw" → ood_score: the share of these validation raw scores below it
+        outputs.append("ood_raw")
+        metadata |= {"ood_flag_rate": repr(detector.flag_rate),
+                     "ood_reference": json.dumps([float(f"{v:.6g}") for v in detector.reference])}
     return _to_onnx(EnsembleGraph(ensemble, uint8), ensemble.input_shape, outputs, metadata, uint8)
 
 
@@ -166,17 +214,31 @@ class OnnxEnsemble:
         self.input_shape = tuple(json.loads(meta.get("input_shape", "[1, 28, 28]")))  # files before it: 28×28 grey
         self.pipeline = meta.get("pipeline", "preprocess")
         self.uint8 = self.session.get_inputs()[0].type == "tensor(uint8)"  # model.uint8.onnx
+        self.ood = None  # the "I don't know" signal: the graph gives its raw score, this maps it (files before: none)
+        if "ood_reference" in meta:
+            self.ood = ood.Detector({}, json.loads(meta["ood_reference"]), float(meta["ood_flag_rate"]))
 
     def predict_proba_members(self, images) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.predict_with_ood(images)[:2]
+
+    def predict_with_ood(self, images) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
+        """As `SoftVotingEnsemble.predict_with_ood`: probabilities, each member's, and ood scores (or None)."""
         x = to_nhwc(model_inputs(images, self.input_shape, self.pipeline).numpy())
         if self.uint8:
             x = np.round(x * 255).astype(np.uint8)
         session = self.small_session if len(x) <= SMALL_BATCH else self.session
         outs = [o.astype(np.float64) for o in session.run(None, {"images": x})]
+        scores = self.ood.percentile(outs.pop()) if self.ood is not None else None
         outs = [o / o.sum(axis=1, keepdims=True) for o in outs]  # float32 rounding: rows sum to 1 again
         if not np.isfinite(outs[0]).all():
             raise UserError("the model gave non-finite probabilities; its weights are damaged (train it again)")
-        return outs[0], dict(zip(self.members, outs[1:]))
+        return outs[0], dict(zip(self.members, outs[1:])), scores
+
+    def ood_score(self, images) -> np.ndarray:
+        if self.ood is None:
+            raise UserError("this ONNX file has no 'I don't know' signal: export it again from a run folder that has "
+                            "one (`fashion-ensemble ood RUN_DIR`, then `fashion-ensemble export RUN_DIR`)")
+        return self.predict_with_ood(images)[2]
 
     def predict_proba(self, images) -> np.ndarray:
         return self.predict_proba_members(images)[0]

@@ -59,6 +59,10 @@ class ANN(nn.Module):
         """The last hidden layer's activations (N, hidden[-1]): what the classifier reads (ood.py measures them)."""
         return self.body[:-1](self.normalize(x))
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """features (N, D) → logits (N, classes): forward(x) == classify(features(x))."""
+        return self.body[-1](features)
+
 
 def conv_bn_relu(cin: int, cout: int, kernel: int, groups: int = 1) -> list[nn.Module]:
     return [
@@ -113,6 +117,10 @@ class DSCNN(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The globally pooled last stage (N, channels): what the classifier reads (ood.py measures them)."""
         return self.body[:-1](self.normalize(x))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """features (N, D) → logits (N, classes): forward(x) == classify(features(x))."""
+        return self.body[-1](features)
 
 
 def build_model(kind: str, cfg: ANNConfig | CNNConfig, num_classes: int = NUM_CLASSES,

@@ -74,7 +74,11 @@ class Detector:
 
     def score(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """The share of validation images whose raw score is below each input's: (N,) in [0, 1]."""
-        return np.searchsorted(self.reference, self.raw(features), side="left") / len(self.reference)
+        return self.percentile(self.raw(features))
+
+    def percentile(self, raw: np.ndarray) -> np.ndarray:
+        """Raw scores (N,) → the share of validation images below each: (N,) in [0, 1]."""
+        return np.searchsorted(self.reference, np.asarray(raw, dtype=np.float64), side="left") / len(self.reference)
 
     def flags(self, scores: np.ndarray) -> np.ndarray:
         """True where an input looks unlike the training images."""
