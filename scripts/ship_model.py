@@ -27,7 +27,7 @@ from safetensors.torch import save_file  # noqa: E402
 from fashion_ensemble.data import make_split  # noqa: E402
 from fashion_ensemble.runs import PRETRAINED, RunFolder  # noqa: E402
 
-COPIED = ("config.json", "ensemble.json", "metrics.json", "report.md", "training_curves.png",
+COPIED = ("config.json", "ensemble.json", "metrics.json", "ood.safetensors", "report.md", "training_curves.png",
           "confusion_matrices.png", "per_class_f1.png", "reliability.png")
 
 
@@ -76,9 +76,18 @@ confusion matrices, calibration and the training curves.
 (commit {env.get("commit", "?")}).
 
 **Limits**: it learnt single garments, shoes and bags photographed flat on a plain background, seen at 28×28 in
-greyscale; worn clothes, cluttered scenes or several items are outside that. It gives every input a class, even noise
-or a non-garment. Shirt, T-shirt/top, Pullover and Coat are where most of its errors are.
+greyscale; worn clothes, cluttered scenes or several items are outside that. Shirt, T-shirt/top, Pullover and Coat
+are where most of its errors are. It gives every input a class, even noise or a non-garment, but says when an input
+looks unlike its training images ("ood": true, docs/ood.md): {ood_sentence(m.get("ood"))}
 """
+
+
+def ood_sentence(rates: dict | None) -> str:
+    if not rates:
+        return "this run has no such signal (add it with `fashion-ensemble ood RUN_DIR`)."
+    return (f"its threshold flags {rates['flag_rate']:.0%} of validation images; on the test images it flagged "
+            f"{rates['correct_flagged']:.1%} of the correct predictions and {rates['wrong_flagged']:.1%} of the "
+            "wrong ones; `python scripts/ood_check.py` measures it on noise, flat images, digits and photos.")
 
 
 def main(run_dir: str) -> int:

@@ -224,6 +224,7 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
             *(f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(sim["classes"], sim["matrix"])),
             "",
         ]
+    lines += ood_lines(metrics.get("ood"))
     lines += [
         "## Training",
         "",
@@ -259,6 +260,25 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
         "",
     ]
     return "\n".join(lines)
+
+
+def ood_lines(rates: dict | None) -> list[str]:
+    """The "I don't know" signal on the test images (absent from runs made before it)."""
+    if not rates:
+        return []
+    return [
+        "## \"I don't know\": inputs unlike the training images",
+        "",
+        f"Every prediction carries `ood` (and `ood_score`): the members' features are far from every class's (ood.py); "
+        f"the threshold flags {rates['flag_rate']:.0%} of validation images. On the test images it flagged "
+        f"{rates['flagged']:.1%}: {rates['correct_flagged']:.1%} of the correct predictions (false alarms) and "
+        f"{rates['wrong_flagged']:.1%} of the wrong ones. Accuracy on the images it kept: {rates['accuracy_kept']:.4f}"
+        + (f"; on those it flagged: {rates['accuracy_flagged']:.4f}." if rates["accuracy_flagged"] is not None
+           else "."),
+        "It is meant for inputs that are not garments at all (noise, digits, other photos: docs/ood.md), not to "
+        "catch the model's mistakes among garments.",
+        "",
+    ]
 
 
 def environment_lines(env: dict | None, timing: dict) -> list[str]:
