@@ -86,7 +86,7 @@ def ood_sentence(rates: dict | None) -> str:
     if not rates:
         return "this run has no such signal (add it with `fashion-ensemble ood RUN_DIR`)."
     return (f"its threshold flags {rates['flag_rate']:.0%} of validation images; on the test images it flagged "
-            f"{rates['correct_flagged']:.1%} of the correct predictions and {rates['wrong_flagged']:.1%} of the "
+            f"{rates['correct_flagged']:.1%} of the correct predictions and {rates['wrong_flagged'] or 0:.1%} of the "
             "wrong ones; `python scripts/ood_check.py` measures it on noise, flat images, digits and photos.")
 
 

@@ -87,6 +87,7 @@ def test_a_run_has_the_signal_and_every_prediction_carries_it(tiny_run):
         assert rec["ood"] is True and 0.95 < rec["ood_score"] <= 1.0
     rates = json.loads((tiny_run / "metrics.json").read_text())["ood"]
     assert rates["flag_rate"] == ood.FLAG_RATE and 0 <= rates["flagged"] <= 1
+    assert f"On the test images it flagged {rates['flagged']:.1%}" in (tiny_run / "report.md").read_text()
 
 
 def test_an_older_folder_predicts_without_it_and_the_ood_command_adds_it(tiny_run, tmp_path):

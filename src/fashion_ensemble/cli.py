@@ -296,9 +296,12 @@ def cmd_ood(args) -> int:
     if args.json:
         print(json.dumps(rates, indent=2))
     else:
+        def share(key):  # None: no image of that kind (e.g. no wrong prediction)
+            return "n/a" if rates[key] is None else f"{rates[key]:.1%}"
+
         print(f"{Path(args.run_dir) / ood.FILE}: flags {rates['flag_rate']:.0%} of validation images; on the test "
-              f"images {rates['flagged']:.1%} (of the correct predictions {rates['correct_flagged']:.1%}, of the "
-              f"wrong ones {rates['wrong_flagged']:.1%}); accuracy {rates['accuracy_kept']:.2%} on those kept")
+              f"images {share('flagged')} (of the correct predictions {share('correct_flagged')}, of the wrong ones "
+              f"{share('wrong_flagged')}); accuracy {share('accuracy_kept')} on those kept")
     return 0
 
 

@@ -309,7 +309,7 @@ def evaluate(run_dir: str | os.PathLike, data_dir=None, device: str = "auto", ph
     x_te, y_te = make_split(data, data_dir).test
     if photos:
         x_te = np.stack([preprocess(as_photo(image), size=data.image_size, channels=data.channels) for image in x_te])
-    return score(ensemble, predict(ensemble, x_te, y_te))["models"]
+    return score(ensemble, predict(ensemble, x_te, y_te, ood_scores=False))["models"]
 
 
 def add_ood(run_dir: str | os.PathLike, data_dir=None, device: str = "auto", flag_rate: float = ood.FLAG_RATE

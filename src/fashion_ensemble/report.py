@@ -266,15 +266,18 @@ def ood_lines(rates: dict | None) -> list[str]:
     """The "I don't know" signal on the test images (absent from runs made before it)."""
     if not rates:
         return []
+
+    def share(key: str, fmt: str = ".1%") -> str:  # None: no image of that kind (e.g. no wrong prediction)
+        return "n/a" if rates[key] is None else format(rates[key], fmt)
+
     return [
         "## \"I don't know\": inputs unlike the training images",
         "",
         f"Every prediction carries `ood` (and `ood_score`): the members' features are far from every class's (ood.py); "
         f"the threshold flags {rates['flag_rate']:.0%} of validation images. On the test images it flagged "
-        f"{rates['flagged']:.1%}: {rates['correct_flagged']:.1%} of the correct predictions (false alarms) and "
-        f"{rates['wrong_flagged']:.1%} of the wrong ones. Accuracy on the images it kept: {rates['accuracy_kept']:.4f}"
-        + (f"; on those it flagged: {rates['accuracy_flagged']:.4f}." if rates["accuracy_flagged"] is not None
-           else "."),
+        f"{share('flagged')}: {share('correct_flagged')} of the correct predictions (false alarms) and "
+        f"{share('wrong_flagged')} of the wrong ones. Accuracy on the images it kept: {share('accuracy_kept', '.4f')}; "
+        f"on those it flagged: {share('accuracy_flagged', '.4f')}.",
         "It is meant for inputs that are not garments at all (noise, digits, other photos: docs/ood.md), not to "
         "catch the model's mistakes among garments.",
         "",

@@ -26,10 +26,13 @@ class Predictions:
     ood: np.ndarray | None = None
 
 
-def predict(ensemble: SoftVotingEnsemble, images: np.ndarray, labels: np.ndarray) -> Predictions:
-    """Run every member once on `images`: its probabilities with its flip TTA, before its temperature."""
+def predict(ensemble: SoftVotingEnsemble, images: np.ndarray, labels: np.ndarray, ood_scores: bool = True
+            ) -> Predictions:
+    """Run every member once on `images`: its probabilities with its flip TTA, before its temperature; and, when the
+    ensemble has it and `ood_scores` asks, the "I don't know" signal's scores."""
+    scores = ensemble.ood_score(images) if ood_scores and ensemble.ood is not None else None
     return Predictions({n: m.predict_proba(images, calibrated=False) for n, m in ensemble.members.items()},
-                       np.asarray(labels), ensemble.ood_score(images) if ensemble.ood is not None else None)
+                       np.asarray(labels), scores)
 
 
 def score(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions | None = None) -> dict:
