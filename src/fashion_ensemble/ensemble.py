@@ -140,7 +140,9 @@ class SoftVotingEnsemble:
 
         `images`: a batch of model inputs — uint8 (N, 28, 28) in Fashion-MNIST's convention (garment bright on black)
         or float in [0, 1]; the run's own (N, S, S) or (N, S, S, 3) for another geometry — or any image: a path,
-        bytes, a PIL image or a numpy image of any size, or a list of them, which go through `preprocess` first."""
+        bytes, a PIL image or a numpy image of any size, or a list of them, which go through `preprocess` first.
+
+        For many images, `fashion_ensemble.OnnxEnsemble(model)` gives the same probabilities 2-6× faster on a CPU."""
         return self.predict_proba_members(images)[0]
 
     def predict_labels(self, images) -> list[str]:
