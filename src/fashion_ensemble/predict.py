@@ -5,7 +5,7 @@
 
 Probabilities are listed from the most likely class down, `top_k` of them (all 10 by default). "ood" says whether
 the input looks unlike the training images ("I don't know": the label is a guess), "ood_score" how unlike, in [0, 1]
-(ood.py); both are null for a model without that signal (a run folder made before it, an ONNX file).
+(ood.py); both are null for a model without that signal (a run folder or ONNX file made before it).
 """
 
 from __future__ import annotations
@@ -30,13 +30,10 @@ def geometry(ensemble) -> dict:
 
 def records(ensemble, images: np.ndarray, top_k: int | None = None) -> list[dict]:
     """(N, S, S) or (N, S, S, 3) model inputs → N records: the ensemble's label and probabilities, and each member's.
-    `ensemble`: anything with `predict_proba_members` and `classes` (SoftVotingEnsemble, OnnxEnsemble)."""
+    `ensemble`: anything with `predict_with_ood`, `ood` and `classes` (SoftVotingEnsemble, OnnxEnsemble)."""
     if len(images) == 0:
         return []
-    if hasattr(ensemble, "predict_with_ood"):
-        proba, member_probas, scores = ensemble.predict_with_ood(images)
-    else:
-        (proba, member_probas), scores = ensemble.predict_proba_members(images), None
+    proba, member_probas, scores = ensemble.predict_with_ood(images)
     flags = ensemble.ood.flags(scores) if scores is not None else None
     classes = ensemble.classes
     return [
