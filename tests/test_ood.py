@@ -103,6 +103,8 @@ def test_an_older_folder_predicts_without_it_and_the_ood_command_adds_it(tiny_ru
     assert rec["ood"] is None and rec["ood_score"] is None
     with pytest.raises(UserError, match="fashion-ensemble ood"):
         ensemble.is_ood(synthetic_images(np.array([1])))
+    onnx = fe.OnnxEnsemble(ensemble)  # its export has no ood output either
+    assert onnx.ood is None and records(onnx, synthetic_images(np.array([1])))[0]["ood"] is None
 
     data_dir = tiny_run.parent / "data"
     out = subprocess.run([sys.executable, "-m", "fashion_ensemble.cli", "ood", str(old), "--data-dir", str(data_dir),
