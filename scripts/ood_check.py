@@ -3,7 +3,8 @@
 
     python scripts/ood_check.py [RUN_DIR] [--json]      (default: the shipped model)
 
-The share flagged of: the run's test images, correct and wrong predictions apart (false alarms), and of inputs that
+The share flagged of: the run's test images, correct and wrong predictions apart (false alarms), the correct ones
+among 1,000 test images turned into product photos (224×224 JPEGs, dark on white) and read back, and of inputs that
 are not garments: uniform noise (as a model input, and as a photo through `preprocess`), blocky noise, flat and
 gradient images, scikit-learn's 1,797 digits and random crops of the photos that scikit-learn (2) and, when
 installed, scikit-image (about 20) ship, each through `preprocess` as a user's file would go. Beside the signal, two
@@ -26,12 +27,13 @@ from sklearn.datasets import load_digits, load_sample_images  # noqa: E402
 
 from fashion_ensemble import runs  # noqa: E402
 from fashion_ensemble.data import make_split  # noqa: E402
-from fashion_ensemble.preprocess import ImageError, preprocess  # noqa: E402
+from fashion_ensemble.preprocess import ImageError, as_photo, preprocess  # noqa: E402
 
 SKIMAGE_PHOTOS = ("astronaut", "camera", "cat", "coffee", "coins", "horse", "moon", "page", "text", "rocket",
                   "hubble_deep_field", "immunohistochemistry", "grass", "gravel", "brick", "clock", "colorwheel",
                   "logo", "retina")
 CROPS = 15  # random square crops per photo, 30-100% of its short side
+PHOTO_ROUND_TRIPS = 1_000  # test images turned into product photos and back (the false alarms on users' photos)
 
 
 def through_preprocess(images) -> np.ndarray:
@@ -81,10 +83,11 @@ def not_garments(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def scores(ensemble, images: np.ndarray) -> dict[str, np.ndarray]:
-    proba, members, ood = ensemble.predict_with_ood(images)
+def scores(ensemble, images: np.ndarray, proba: bool = False) -> dict[str, np.ndarray]:
+    p, members, ood = ensemble.predict_with_ood(images)
     first, second = list(members.values())[:2]
-    return {"ood_score": ood, "confidence": 1 - proba.max(1), "disagreement": 0.5 * np.abs(first - second).sum(1)}
+    return {"ood_score": ood, "confidence": 1 - p.max(1), "disagreement": 0.5 * np.abs(first - second).sum(1),
+            **({"proba": p} if proba else {})}
 
 
 def main() -> int:
@@ -99,12 +102,18 @@ def main() -> int:
     val = scores(ensemble, split.val[0])
     thresholds = {k: np.quantile(v, 1 - ensemble.ood.flag_rate) for k, v in val.items()}
     thresholds["ood_score"] = 1 - ensemble.ood.flag_rate  # the signal's own rule (ood.Detector.flags)
-    test = scores(ensemble, split.test[0])
-    proba, _ = ensemble.predict_proba_members(split.test[0])
-    correct = proba.argmax(1) == split.test[1]
+    test = scores(ensemble, split.test[0], proba=True)
+    correct = test.pop("proba").argmax(1) == split.test[1]
     rows = {"test, correct": {k: float((v[correct] > thresholds[k]).mean()) for k, v in test.items()},
             "test, wrong": {k: float((v[~correct] > thresholds[k]).mean()) for k, v in test.items()}}
     sizes = {"test, correct": int(correct.sum()), "test, wrong": int((~correct).sum())}
+    # Garments as users' photos: the first 1,000 test images saved as 224×224 JPEGs, dark on white, read back.
+    photos = through_preprocess([as_photo(image) for image in split.test[0][:PHOTO_ROUND_TRIPS]])
+    photo_scores = scores(ensemble, photos, proba=True)
+    photo_correct = photo_scores.pop("proba").argmax(1) == split.test[1][:PHOTO_ROUND_TRIPS]
+    rows["test as photos, correct"] = {k: float((v[photo_correct] > thresholds[k]).mean())
+                                       for k, v in photo_scores.items()}
+    sizes["test as photos, correct"] = int(photo_correct.sum())
     for name, images in not_garments(np.random.default_rng(0)).items():
         rows[name] = {k: float((v > thresholds[k]).mean()) for k, v in scores(ensemble, images).items()}
         sizes[name] = len(images)
