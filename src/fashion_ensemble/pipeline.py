@@ -29,7 +29,7 @@ from .errors import UserError
 from .models import build_model
 from .preprocess import as_photo, preprocess
 from .report import write_report
-from .runs import METRICS, RunFolder, default_path, write_json
+from .runs import METRICS, RunFolder, default_path
 from .scoring import predict, score
 from .train import train_member
 
@@ -326,5 +326,5 @@ def add_ood(run_dir: str | os.PathLike, data_dir=None, device: str = "auto", fla
     folder.save_ood(ensemble.ood)
     x_te, y_te = split.test
     rates = score(ensemble, predict(ensemble, x_te, y_te))["ood"]
-    write_json(folder.path / METRICS, {**folder.metrics(), "ood": rates})
+    folder.add_metrics(ood=rates)
     return rates

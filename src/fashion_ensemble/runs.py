@@ -195,9 +195,17 @@ class RunFolder:
 
     def save_ood(self, detector) -> None:
         """ood.safetensors: the "I don't know" signal's statistics (ood.py). Into the partial folder while a run
-        writes it, else into the complete folder (`fashion-ensemble ood RUN` on an older one)."""
+        writes it, else into the complete folder (`fashion-ensemble ood RUN` on an older one), replaced whole."""
         folder = self.partial if self.partial.is_dir() else self.path
-        detector.save(folder / ood.FILE)
+        with _replacing(folder / ood.FILE) as tmp:
+            detector.save(tmp)
+
+    def add_metrics(self, **entries) -> None:
+        """Add top-level entries to a complete folder's metrics.json, replaced whole (an interrupted write leaves
+        the old file, and the folder complete)."""
+        metrics = {**self.metrics(), **entries}
+        with _replacing(self.path / METRICS) as tmp:
+            write_json(tmp, metrics)
 
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.partial / METRICS, metrics)
@@ -237,6 +245,17 @@ def load(run_dir: str | os.PathLike | None = None, device: str | torch.device = 
 def pretrained(device: str | torch.device = "cpu") -> SoftVotingEnsemble:
     """The model that ships with the package (its card: PRETRAINED / "MODEL_CARD.md", "report.md")."""
     return load(None, device)
+
+
+@contextlib.contextmanager
+def _replacing(path: Path):
+    """Yield a temporary path beside `path`; once written, it replaces `path` in one rename."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_json(path: Path, obj) -> None:
