@@ -163,8 +163,10 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     cfg_file = tmp_path / "config.json"
     cfg_file.write_text(json.dumps(resume_config().to_dict()))
     out = tmp_path / "run"
+    # SIGINT as a terminal sends it: a child inherits an ignored SIGINT (a suite started in the background, or
+    # by a tool that ignores it), and Python then installs no KeyboardInterrupt handler at all.
     run = cli("run", "--config", str(cfg_file), "--data-dir", str(data), "--device", "cpu", "--quiet",
-              "--out", str(out))
+              "--out", str(out), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     checkpoint = tmp_path / ".run.partial" / "checkpoints" / "ann.safetensors"
     deadline = time.monotonic() + 300
     while not checkpoint.exists():
