@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 from .errors import UserError
 
@@ -96,8 +96,8 @@ class Detector:
     def load(cls, path: str | os.PathLike, member_names) -> Detector:
         """The detector saved at `path` for these members; a file that does not fit them is refused."""
         try:
-            tensors = load_file(str(path))
-            with safe_open(str(path), "np") as f:
+            with safe_open(str(path), "np") as f:  # one read: the tensors and the metadata
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
                 meta = f.metadata() or {}
         except (SafetensorError, OSError, ValueError) as e:
             raise UserError(f"{path}: not a readable 'I don't know' file ({e}); delete it and rebuild it with "
