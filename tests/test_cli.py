@@ -121,3 +121,22 @@ def test_small_things_a_newcomer_hits(tiny_run, tmp_path):
         s.listen()
         r = cli("serve", str(tiny_run), "--port", str(s.getsockname()[1]))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "choose another with --port" in r.stderr
+
+
+def test_vote_runs_reproduces_the_runs_own_vote(tiny_run, tmp_path):
+    """scripts/vote_runs.py, given a run's own two members, fits and scores the vote as the study did."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "vote_runs.py"
+    data = str(tiny_run.parent / "data")
+    r = subprocess.run([sys.executable, str(script), f"ann={tiny_run}:ann", f"cnn={tiny_run}:cnn", "--data-dir", data,
+                        "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    result, metrics = json.loads(r.stdout), json.loads((tiny_run / "metrics.json").read_text())
+    assert result["ensemble"]["test_accuracy"] == pytest.approx(metrics["models"]["ensemble"]["accuracy"])
+    assert result["weights"] == pytest.approx(metrics["weights"])
+    assert result["members"]["cnn"]["test_accuracy"] == pytest.approx(metrics["models"]["cnn"]["accuracy"])
+    shifted = subprocess.run([sys.executable, str(script), f"a={tiny_run}:ann", f"c={tiny_run}:cnn", "--shift-tta",
+                              "c", "--data-dir", data], capture_output=True, text=True, timeout=300)
+    assert shifted.returncode == 0 and "(+ shift TTA)" in shifted.stdout and "McNemar p" in shifted.stdout
+    bad = subprocess.run([sys.executable, str(script), f"a={tiny_run}:nope", "--data-dir", data],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "has no member 'nope'" in bad.stderr
