@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,13 @@ def test_cli_applies_set_after_profile_config_and_seed(tmp_path):
         assert cfg.members["cnn"].train.epochs == 3 and cfg.seed == 5 and cfg.profile == "quick"
     args = build_parser().parse_args(["ablate", "--set", "members.ann.model.hidden=[32]"])
     assert run_config(args).members["ann"].model.hidden == (32,)  # ablate's base: quick, changed
+
+
+DOC_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "docs" / "configs").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", DOC_CONFIGS, ids=lambda p: p.name)
+def test_the_documented_configs_still_load(path):
+    """docs/results.md and docs/performance.md show `run --config docs/configs/X.json`: each must stay valid."""
+    cfg = RunConfig.from_dict(json.loads(path.read_text()))
+    assert cfg.members
