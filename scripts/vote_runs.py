@@ -57,6 +57,10 @@ def split_key(run_dir: Path):
 
 def vote(specs: list[str], shift_tta: tuple[str, ...] = (), data_dir=None) -> dict:
     parsed = [parse(s) for s in specs]
+    unknown = set(shift_tta) - {name for name, _, _ in parsed}
+    if unknown:
+        raise UserError(f"--shift-tta names no member: {', '.join(sorted(unknown))}; the members are "
+                        f"{', '.join(name for name, _, _ in parsed)}")
     keys = {split_key(run_dir) for _, run_dir, _ in parsed}
     if len(keys) > 1:
         raise UserError(f"the run folders use {len(keys)} different data splits; a vote needs one: "

@@ -140,3 +140,6 @@ def test_vote_runs_reproduces_the_runs_own_vote(tiny_run, tmp_path):
     bad = subprocess.run([sys.executable, str(script), f"a={tiny_run}:nope", "--data-dir", data],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and "has no member 'nope'" in bad.stderr
+    typo = subprocess.run([sys.executable, str(script), f"a={tiny_run}:ann", "--shift-tta", "cnn", "--data-dir", data],
+                          capture_output=True, text=True, timeout=300)
+    assert typo.returncode != 0 and "--shift-tta names no member: cnn" in typo.stderr
