@@ -28,7 +28,7 @@ from fashion_ensemble import runs  # noqa: E402
 from fashion_ensemble.data import make_split  # noqa: E402
 from fashion_ensemble.ensemble import SoftVotingEnsemble  # noqa: E402
 from fashion_ensemble.errors import UserError  # noqa: E402
-from fashion_ensemble.metrics import mcnemar_exact  # noqa: E402
+from fashion_ensemble.scoring import Predictions, predict, score  # noqa: E402
 
 SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))  # (rows, columns); the background is 0, so the vacated edge is too
 
@@ -66,31 +66,36 @@ def vote(specs: list[str], shift_tta: tuple[str, ...] = (), data_dir=None) -> di
         raise UserError(f"the run folders use {len(keys)} different data splits; a vote needs one: "
                         f"{sorted(map(str, keys))}")
     split = make_split(keys.pop(), data_dir, progress=False)
-    members, val, test = {}, {}, {}
+    members = {}
     for name, run_dir, member in parsed:
         loaded = runs.load(run_dir).members
         if member not in loaded:
             raise UserError(f"{run_dir} has no member {member!r}; it has {', '.join(loaded)}")
-        m = members[name] = loaded[member]
-        for images, out in ((split.val[0], val), (split.test[0], test)):
-            proba = m.predict_proba(images, calibrated=False)
-            if name in shift_tta:
-                proba = (proba + sum(m.predict_proba(shifted(images, *s), calibrated=False) for s in SHIFTS)) / 5
-            out[name] = proba
-    y_val, y_test = split.val[1], split.test[1]
-    ensemble = SoftVotingEnsemble(members).fit(val, y_val, calibrate=True)
-    vote_val = ensemble.vote({n: m.calibrate(val[n]) for n, m in members.items()}).argmax(1)
-    vote_test = ensemble.vote({n: m.calibrate(test[n]) for n, m in members.items()}).argmax(1)
+        members[name] = loaded[member]
+    ensemble = SoftVotingEnsemble(members)
+    val, test = (with_shift_tta(ensemble, predict(ensemble, images, labels, ood_scores=False), images, shift_tta)
+                 for images, labels in (split.val, split.test))
+    ensemble.fit(val.raw, val.labels, calibrate=True)
+    scores = score(ensemble, test, val)  # as the study scores its own vote
     return {
-        "members": {n: {"val_accuracy": float(np.mean(val[n].argmax(1) == y_val)),
-                        "test_accuracy": float(np.mean(test[n].argmax(1) == y_test)),
+        "members": {n: {"val_accuracy": scores["val_accuracy"][n], "test_accuracy": scores["models"][n]["accuracy"],
                         "shift_tta": n in shift_tta} for n in members},
         "weights": ensemble.weights,
         "temperatures": {n: m.temperature for n, m in members.items()},
-        "ensemble": {"val_accuracy": float(np.mean(vote_val == y_val)),
-                     "test_accuracy": float(np.mean(vote_test == y_test))},
-        "mcnemar_vs": {n: mcnemar_exact(y_test, vote_test, test[n].argmax(1)) for n in members},
+        "ensemble": {"val_accuracy": scores["val_accuracy"]["ensemble"],
+                     "test_accuracy": scores["models"]["ensemble"]["accuracy"]},
+        "mcnemar_vs": {n: scores["significance"][f"ensemble_vs_{n}"] for n in members},
     }
+
+
+def with_shift_tta(ensemble: SoftVotingEnsemble, p: Predictions, images: np.ndarray, names) -> Predictions:
+    """`p` with the named members' probabilities also averaged over `images` shifted by one pixel (SHIFTS)."""
+    raw = dict(p.raw)
+    for n in names:
+        member = ensemble.members[n]
+        moved = sum(member.predict_proba(shifted(images, *s), calibrated=False) for s in SHIFTS)
+        raw[n] = (raw[n] + moved) / (1 + len(SHIFTS))
+    return Predictions(raw, p.labels, p.ood)
 
 
 def main() -> None:
