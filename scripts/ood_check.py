@@ -83,11 +83,11 @@ def not_garments(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def scores(ensemble, images: np.ndarray, proba: bool = False) -> dict[str, np.ndarray]:
+def scores(ensemble, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The ensemble's probabilities (N, 10) and each candidate score (name → (N,))."""
     p, members, ood = ensemble.predict_with_ood(images)
     first, second = list(members.values())[:2]
-    return {"ood_score": ood, "confidence": 1 - p.max(1), "disagreement": 0.5 * np.abs(first - second).sum(1),
-            **({"proba": p} if proba else {})}
+    return p, {"ood_score": ood, "confidence": 1 - p.max(1), "disagreement": 0.5 * np.abs(first - second).sum(1)}
 
 
 def main() -> int:
@@ -99,23 +99,23 @@ def main() -> int:
     if ensemble.ood is None:
         sys.exit(f"{args.run_dir}: no 'I don't know' signal; add it with `fashion-ensemble ood {args.run_dir}`")
     split = make_split(runs.RunFolder(runs.run_or_pretrained(args.run_dir)).config().data)
-    val = scores(ensemble, split.val[0])
+    _, val = scores(ensemble, split.val[0])
     thresholds = {k: np.quantile(v, 1 - ensemble.ood.flag_rate) for k, v in val.items()}
     thresholds["ood_score"] = 1 - ensemble.ood.flag_rate  # the signal's own rule (ood.Detector.flags)
-    test = scores(ensemble, split.test[0], proba=True)
-    correct = test.pop("proba").argmax(1) == split.test[1]
+    proba, test = scores(ensemble, split.test[0])
+    correct = proba.argmax(1) == split.test[1]
     rows = {"test, correct": {k: float((v[correct] > thresholds[k]).mean()) for k, v in test.items()},
             "test, wrong": {k: float((v[~correct] > thresholds[k]).mean()) for k, v in test.items()}}
     sizes = {"test, correct": int(correct.sum()), "test, wrong": int((~correct).sum())}
     # Garments as users' photos: the first 1,000 test images saved as 224×224 JPEGs, dark on white, read back.
     photos = through_preprocess([as_photo(image) for image in split.test[0][:PHOTO_ROUND_TRIPS]])
-    photo_scores = scores(ensemble, photos, proba=True)
-    photo_correct = photo_scores.pop("proba").argmax(1) == split.test[1][:PHOTO_ROUND_TRIPS]
+    proba, photo_scores = scores(ensemble, photos)
+    photo_correct = proba.argmax(1) == split.test[1][:PHOTO_ROUND_TRIPS]
     rows["test as photos, correct"] = {k: float((v[photo_correct] > thresholds[k]).mean())
                                        for k, v in photo_scores.items()}
     sizes["test as photos, correct"] = int(photo_correct.sum())
     for name, images in not_garments(np.random.default_rng(0)).items():
-        rows[name] = {k: float((v > thresholds[k]).mean()) for k, v in scores(ensemble, images).items()}
+        rows[name] = {k: float((v > thresholds[k]).mean()) for k, v in scores(ensemble, images)[1].items()}
         sizes[name] = len(images)
     if args.json:
         print(json.dumps({"flag_rate": ensemble.ood.flag_rate, "images": sizes, "flagged": rows}, indent=2))
