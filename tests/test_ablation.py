@@ -21,6 +21,9 @@ def test_every_lever_changes_exactly_what_it_says():
     assert changed["depthwise_bn"][1].members["cnn"].model.dw_bn is True
     assert changed["wider_cnn"][1].members["cnn"].model.stages == ((12,), (24,))
     assert changed["longer"][1].members["cnn"].train.epochs == 3
+    assert changed["cnn_residual"][1].members["cnn"].model.residual is True
+    deeper = changed["deeper_cnn"][1].members["cnn"].model
+    assert (deeper.stages, deeper.residual) == (((8,), (16, 16)), True)
     assert changed["augment_every_epoch"][1].members["cnn"].train.augment.epochs == 2
     assert changed["no_augmentation"][1].members["ann"].train.augment.epochs == 0
     assert list(changed["second_cnn"][1].members) == ["ann", "cnn", "cnn2"]

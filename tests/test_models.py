@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fashion_ensemble.config import ANNConfig, CNNConfig
-from fashion_ensemble.models import Dropout, DSBlock, Normalize, build_model
+from fashion_ensemble.models import Dropout, DSBlock, Normalize, Residual, build_model
 
 
 @pytest.mark.parametrize(
@@ -14,6 +14,7 @@ from fashion_ensemble.models import Dropout, DSBlock, Normalize, build_model
         ("cnn", CNNConfig(stem=8, stages=((8,), (16, 16)))),
         ("cnn", CNNConfig(stem=8, stages=((8,), (16, 16)), dw_bn=False)),
         ("cnn", CNNConfig(stem=8, stages=((8,), (16, 16), (16,)), dw_bn=False, pool_first=True)),
+        ("cnn", CNNConfig(stem=8, stages=((8, 8), (16, 16), (16, 16)), dw_bn=False, pool_first=True, residual=True)),
     ],
 )
 def test_logits_shape_and_every_parameter_gets_a_gradient(kind, cfg):
@@ -87,3 +88,19 @@ def test_dropout_drops_p_and_rescales_in_training_only():
     assert torch.equal(x.grad, y.detach())  # the gradient passes through the same mask and scale
     assert torch.equal(drop.eval()(x), x)
     assert torch.equal(Dropout(0.0).train()(x), x)
+
+
+def test_residual_wraps_only_the_blocks_that_keep_their_shape():
+    # stem 8 → (8, 8) pooled → (16, 16): the first 8 → 8 block keeps its shape; the second is pooled inside
+    # (pool_first); 8 → 16 widens; the last 16 → 16 keeps it.
+    cfg = CNNConfig(stem=8, stages=((8, 8), (16, 16)), dw_bn=False, pool_first=True, residual=True)
+    model = build_model("cnn", cfg)
+    wrapped = [m for m in model.body if isinstance(m, Residual)]
+    assert len(wrapped) == 2
+    torch.manual_seed(0)
+    x = torch.randn(3, 8, 14, 14)
+    block = wrapped[0].eval()
+    assert torch.allclose(block(x), torch.relu(x + block.block(x)))  # ReLU after the sum, not inside the branch
+    assert not isinstance(block.block[-1], torch.nn.ReLU)
+    plain = build_model("cnn", dataclasses.replace(cfg, residual=False))
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in plain.parameters())

@@ -136,6 +136,8 @@ class CNNConfig:
     # pointwise (Keras SeparableConv2D, Xception): fewer memory-bound passes, faster steps
     pool_first: bool = False  # a stage's last block max-pooled before its BN + ReLU, which then run on a quarter of
     # the pixels: the same function when BN's scale is positive, but its statistics are the pooled maps'
+    residual: bool = False  # x + block(x) where a block keeps its width and resolution (ResNet's identity shortcut),
+    # the ReLU after the sum; no weights added
 
     def __post_init__(self):
         widths = [self.stem, *(w for stage in self.stages for w in stage)]

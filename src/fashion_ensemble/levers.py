@@ -52,6 +52,21 @@ def wider(cfg):
     return "CNN 1.5× wider (every stage)", map_members(cfg, widen, "cnn")
 
 
+def residual(cfg):
+    on = _cnn(cfg).model.residual
+    return ("CNN without identity shortcuts" if on else
+            "CNN with identity shortcuts around the blocks that keep their width (ResNet style)",
+            map_members(cfg, lambda m: _model(m, residual=not on), "cnn"))
+
+
+def deeper_cnn(cfg):
+    def deepen(m):
+        stages = m.model.stages
+        return _model(m, stages=(*stages[:1], *((*s, s[-1]) for s in stages[1:])), residual=True)
+    return ("CNN one block deeper in every stage after the first, with identity shortcuts",
+            map_members(cfg, deepen, "cnn"))
+
+
 def longer(cfg):
     return ("every member trained 1.5× the epochs",
             map_members(cfg, lambda m: with_train(m, epochs=-(-m.train.epochs * 3 // 2))))
@@ -111,6 +126,8 @@ TRAINING_LEVERS: dict[str, Callable[[RunConfig], tuple[str, RunConfig]]] = {
     "no_augmentation": no_augmentation,
     "depthwise_bn": depthwise_bn,
     "wider_cnn": wider,
+    "cnn_residual": residual,
+    "deeper_cnn": deeper_cnn,
     "longer": longer,
     "ema": ema,
     "second_cnn": second_cnn,

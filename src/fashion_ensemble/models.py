@@ -36,7 +36,26 @@ class Dropout(nn.Dropout):
         return x * keep
 
 
-class ANN(nn.Module):
+class Classifier(nn.Module):
+    """What both members share: `normalize`, then `body`, a Sequential whose last layer is the linear classifier."""
+
+    normalize: Normalize
+    body: nn.Sequential
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.normalize(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """What the classifier reads, (N, D): the ANN's last hidden layer, the CNN's globally pooled last stage
+        (ood.py measures them)."""
+        return self.body[:-1](self.normalize(x))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """features (N, D) → logits (N, classes): forward(x) == classify(features(x))."""
+        return self.body[-1](features)
+
+
+class ANN(Classifier):
     """Flatten → [Linear → BatchNorm → ReLU → Dropout] per hidden width → Linear."""
 
     def __init__(self, cfg: ANNConfig, num_classes: int = NUM_CLASSES, input_shape: tuple[int, int, int] = GREY):
@@ -51,17 +70,6 @@ class ANN(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, num_classes))
         self.body = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.normalize(x))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The last hidden layer's activations (N, hidden[-1]): what the classifier reads (ood.py measures them)."""
-        return self.body[:-1](self.normalize(x))
-
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
-        """features (N, D) → logits (N, classes): forward(x) == classify(features(x))."""
-        return self.body[-1](features)
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int, groups: int = 1) -> list[nn.Module]:
@@ -85,10 +93,22 @@ class DSBlock(nn.Sequential):
         super().__init__(*depthwise, *pointwise)
 
 
-class DSCNN(nn.Module):
+class Residual(nn.Module):
+    """ReLU(x + block(x)) for a block that ends in BN + ReLU and keeps x's shape: the block's last ReLU moved after
+    the sum, as in ResNet."""
+
+    def __init__(self, block: nn.Sequential):
+        super().__init__()
+        self.block = nn.Sequential(*list(block)[:-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.block(x))
+
+
+class DSCNN(Classifier):
     """3×3 stem (on C input channels) → stages of DS blocks with 2×2 max-pool between (28→14→7) → global average
     pool → dropout → Linear. With `pool_first`, a stage's last block is pooled before its BN and ReLU (conv → pool →
-    BN → ReLU)."""
+    BN → ReLU). With `residual`, each block that keeps its input's width and is not pooled inside is `Residual`."""
 
     def __init__(self, cfg: CNNConfig, num_classes: int = NUM_CLASSES, input_shape: tuple[int, int, int] = GREY):
         super().__init__()
@@ -104,23 +124,13 @@ class DSCNN(nn.Module):
                     layers += [DSBlock(width, cout, cfg.dw_bn, out_bn=False), nn.MaxPool2d(2),
                                nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
                 else:
-                    layers.append(DSBlock(width, cout, cfg.dw_bn))
+                    block = DSBlock(width, cout, cfg.dw_bn)
+                    layers.append(Residual(block) if cfg.residual and cout == width else block)
                     if pool_here:
                         layers.append(nn.MaxPool2d(2))
                 width = cout
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), Dropout(cfg.dropout), nn.Linear(width, num_classes)]
         self.body = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.normalize(x))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The globally pooled last stage (N, channels): what the classifier reads (ood.py measures them)."""
-        return self.body[:-1](self.normalize(x))
-
-    def classify(self, features: torch.Tensor) -> torch.Tensor:
-        """features (N, D) → logits (N, classes): forward(x) == classify(features(x))."""
-        return self.body[-1](features)
 
 
 def build_model(kind: str, cfg: ANNConfig | CNNConfig, num_classes: int = NUM_CLASSES,
