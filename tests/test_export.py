@@ -7,11 +7,15 @@ import sys
 import numpy as np
 import onnxruntime as ort
 import pytest
+import torch
 
 import fashion_ensemble as fe
+from fashion_ensemble.config import CNNConfig
 from fashion_ensemble.data import load_raw
+from fashion_ensemble.ensemble import Member, SoftVotingEnsemble
 from fashion_ensemble.errors import UserError
 from fashion_ensemble.export import OnnxEnsemble, export_onnx
+from fashion_ensemble.models import build_model
 
 
 def test_onnx_runtime_agrees_with_pytorch_on_real_test_images(tiny_run, real_data, tmp_path):
@@ -104,3 +108,19 @@ def test_the_uint8_model_cannot_be_fed_0_255_floats(tiny_run, tmp_path):
     with pytest.raises(Exception, match="(?i)type"):  # a float array is refused by ONNX Runtime, not misread
         session.run(None, {"images": images.astype(np.float32)})
     assert np.allclose(OnnxEnsemble(paths[-1]).predict_proba(images), expected, atol=1e-4)
+
+
+def test_a_cnn_with_identity_shortcuts_exports_exactly():
+    # No profile uses `residual` yet, so the trained fixtures do not cover its graph: an untrained one, with BatchNorm
+    # statistics that are not the identity, must give ONNX Runtime what it gives PyTorch.
+    torch.manual_seed(0)
+    model = build_model("cnn", CNNConfig(stem=8, stages=((8, 8), (16, 16)), dw_bn=False, pool_first=True,
+                                         residual=True))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2)
+    ensemble = SoftVotingEnsemble({"cnn": Member("cnn", model, tta_flip=True)})
+    images = np.random.default_rng(0).integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    onnx_proba = OnnxEnsemble(ensemble).predict_proba(images)
+    np.testing.assert_allclose(onnx_proba, ensemble.predict_proba(images), atol=1e-5)
