@@ -16,6 +16,10 @@ def _cnn(cfg: RunConfig) -> MemberConfig:
     return next(m for m in cfg.members.values() if m.kind == "cnn")
 
 
+def _model(m: MemberConfig, **changes) -> MemberConfig:
+    return dataclasses.replace(m, model=dataclasses.replace(m.model, **changes))
+
+
 def label_smoothing(cfg):
     on = any(m.train.label_smoothing > 0 for m in cfg.members.values())
     return ("without label smoothing" if on else "label smoothing 0.1",
@@ -41,14 +45,13 @@ def depthwise_bn(cfg):
     on = _cnn(cfg).model.dw_bn
     return ("CNN without BN + ReLU between depthwise and pointwise" if on else
             "CNN with BN + ReLU after each depthwise conv too (MobileNet style)",
-            map_members(cfg, lambda m: dataclasses.replace(m, model=dataclasses.replace(m.model, dw_bn=not on)), "cnn"))
+            map_members(cfg, lambda m: _model(m, dw_bn=not on), "cnn"))
 
 
 def wider(cfg):
     def widen(m):
         c: CNNConfig = m.model
-        return dataclasses.replace(m, model=dataclasses.replace(
-            c, stem=c.stem * 3 // 2, stages=tuple(tuple(w * 3 // 2 for w in s) for s in c.stages)))
+        return _model(m, stem=c.stem * 3 // 2, stages=tuple(tuple(w * 3 // 2 for w in s) for s in c.stages))
     return "CNN 1.5× wider (every stage)", map_members(cfg, widen, "cnn")
 
 
@@ -77,10 +80,6 @@ def ema(cfg):
     return ("without the weights' moving average" if on else
             "every member validated and kept as the moving average of its weights (EMA, decay 0.999)",
             map_members(cfg, lambda m: with_train(m, ema_decay=0.0 if on else 0.999)))
-
-
-def _model(m: MemberConfig, **changes) -> MemberConfig:
-    return dataclasses.replace(m, model=dataclasses.replace(m.model, **changes))
 
 
 # The MLP anchor of "Members as strong as the best of their family" (Nøkland & Eidnes 2019: 3 × 1024, jitter and
