@@ -83,23 +83,24 @@ def conv_bn_relu(cin: int, cout: int, kernel: int, groups: int = 1) -> list[nn.M
 class DSBlock(nn.Sequential):
     """Depthwise 3×3 (one filter per channel: spatial) → pointwise 1×1 (mixes channels), each with BN and ReLU, or
     with `dw_bn=False` BN and ReLU after the pointwise conv only (Keras SeparableConv2D); `out_bn=False` leaves them
-    off the end too, for the caller to apply after pooling. About 9·cin + cin·cout weights against 9·cin·cout for a
-    plain 3×3 conv."""
+    off the end too, for the caller to apply after pooling, and `out_relu=False` leaves off only the last ReLU, for
+    the caller to apply after a sum. About 9·cin + cin·cout weights against 9·cin·cout for a plain 3×3 conv."""
 
-    def __init__(self, cin: int, cout: int, dw_bn: bool = True, out_bn: bool = True):
+    def __init__(self, cin: int, cout: int, dw_bn: bool = True, out_bn: bool = True, out_relu: bool = True):
         depthwise = conv_bn_relu(cin, cin, 3, groups=cin) if dw_bn else [
             nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False)]
-        pointwise = conv_bn_relu(cin, cout, 1) if out_bn else [nn.Conv2d(cin, cout, 1, bias=False)]
+        pointwise = [nn.Conv2d(cin, cout, 1, bias=False)]
+        if out_bn:
+            pointwise += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)] if out_relu else [nn.BatchNorm2d(cout)]
         super().__init__(*depthwise, *pointwise)
 
 
 class Residual(nn.Module):
-    """ReLU(x + block(x)) for a block that ends in BN + ReLU and keeps x's shape: the block's last ReLU moved after
-    the sum, as in ResNet."""
+    """ReLU(x + block(x)) for a block that keeps x's shape and ends without a ReLU (ResNet: the ReLU after the sum)."""
 
-    def __init__(self, block: nn.Sequential):
+    def __init__(self, block: nn.Module):
         super().__init__()
-        self.block = nn.Sequential(*list(block)[:-1])
+        self.block = block
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.relu(x + self.block(x))
@@ -124,8 +125,10 @@ class DSCNN(Classifier):
                     layers += [DSBlock(width, cout, cfg.dw_bn, out_bn=False), nn.MaxPool2d(2),
                                nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
                 else:
-                    block = DSBlock(width, cout, cfg.dw_bn)
-                    layers.append(Residual(block) if cfg.residual and cout == width else block)
+                    if cfg.residual and cout == width:
+                        layers.append(Residual(DSBlock(width, cout, cfg.dw_bn, out_relu=False)))
+                    else:
+                        layers.append(DSBlock(width, cout, cfg.dw_bn))
                     if pool_here:
                         layers.append(nn.MaxPool2d(2))
                 width = cout
