@@ -143,3 +143,13 @@ def test_vote_runs_reproduces_the_runs_own_vote(tiny_run, tmp_path):
     typo = subprocess.run([sys.executable, str(script), f"a={tiny_run}:ann", "--shift-tta", "cnn", "--data-dir", data],
                           capture_output=True, text=True, timeout=300)
     assert typo.returncode != 0 and "--shift-tta names no member: cnn" in typo.stderr
+
+
+def test_train_speed_ratio_times_both_recipes_alternately():
+    """scripts/train_speed_ratio.py: one epoch of each recipe per round, and the ratio of their mean images/s."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import train_speed_ratio
+
+    r = train_speed_ratio.main(["quick", "quick", "--member", "ann", "--images", "256", "--rounds", "2", "--json"])
+    assert len(r["a_images_per_s"]) == len(r["b_images_per_s"]) == 2
+    assert r["ratio"] == pytest.approx(np.mean(r["a_images_per_s"]) / np.mean(r["b_images_per_s"]), abs=1e-3)
