@@ -39,17 +39,21 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
     members = [recipe(source).members[args.member] for source in (args.a, args.b)]
     rng = np.random.default_rng(0)
     images = rng.random((args.images, 28, 28), dtype=np.float32)
     labels = rng.integers(0, 10, args.images)
     img_s: list[list[float]] = [[], []]  # A's epochs, B's
-    for m in members:  # a first, untimed round: the first epoch in a process is slower (warm-up)
-        ours_train_images_per_s(m, images[:256], labels[:256])
-    for _ in range(args.rounds):
-        for i, m in enumerate(members):
-            img_s[i].append(round(ours_train_images_per_s(m, images, labels), 1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        for m in members:  # a first, untimed round: the first epoch in a process is slower (warm-up)
+            ours_train_images_per_s(m, images[:256], labels[:256])
+        for _ in range(args.rounds):
+            for i, m in enumerate(members):
+                img_s[i].append(round(ours_train_images_per_s(m, images, labels), 1))
+    finally:
+        torch.set_num_threads(threads)  # main() is also called in-process (tests)
     result = {"a": args.a, "b": args.b, "a_images_per_s": img_s[0], "b_images_per_s": img_s[1],
               "ratio": round(float(np.mean(img_s[0]) / np.mean(img_s[1])), 3)}
     print(json.dumps(result) if args.json else
