@@ -23,11 +23,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from fashion_ensemble.bench import ours_train_images_per_s  # noqa: E402
-from fashion_ensemble.config import PROFILES, RunConfig, profile  # noqa: E402
+from fashion_ensemble.config import PROFILES, RunConfig, profile, read_config_file  # noqa: E402
 
 
 def recipe(source: str) -> RunConfig:
-    return profile(source) if source in PROFILES else RunConfig.from_dict(json.loads(Path(source).read_text()))
+    return profile(source) if source in PROFILES else read_config_file(source)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -39,7 +39,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    members = [recipe(source).members[args.member] for source in (args.a, args.b)]
+    configs = [recipe(source) for source in (args.a, args.b)]
+    for source, cfg in zip((args.a, args.b), configs):
+        if args.member not in cfg.members:
+            p.error(f"{source} has no member {args.member!r}; it has: {', '.join(cfg.members)}")
+    members = [cfg.members[args.member] for cfg in configs]
     rng = np.random.default_rng(0)
     images = rng.random((args.images, 28, 28), dtype=np.float32)
     labels = rng.integers(0, 10, args.images)

@@ -145,9 +145,9 @@ def test_vote_runs_reproduces_the_runs_own_vote(tiny_run, tmp_path):
     assert typo.returncode != 0 and "--shift-tta names no member: cnn" in typo.stderr
 
 
-def test_train_speed_ratio_times_both_recipes_alternately():
+def test_train_speed_ratio_times_both_recipes_alternately(monkeypatch):
     """scripts/train_speed_ratio.py: one epoch of each recipe per round, and the ratio of their mean images/s."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
     import train_speed_ratio
 
     r = train_speed_ratio.main(["quick", "quick", "--member", "ann", "--images", "256", "--rounds", "2", "--json"])

@@ -91,7 +91,9 @@ class DSBlock(nn.Sequential):
             nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False)]
         pointwise = [nn.Conv2d(cin, cout, 1, bias=False)]
         if out_bn:
-            pointwise += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)] if out_relu else [nn.BatchNorm2d(cout)]
+            pointwise.append(nn.BatchNorm2d(cout))
+        if out_bn and out_relu:
+            pointwise.append(nn.ReLU(inplace=True))
         super().__init__(*depthwise, *pointwise)
 
 
