@@ -8,7 +8,8 @@ member) voted with another run's. The folders must share one data split (protoco
 subset, source). As `run` does: each member's temperature fit on validation, voting weights tuned on validation
 accuracy, then scored on test, with McNemar's exact test of the vote against each member. `--shift-tta NAME` also
 averages that member's probabilities over its inputs shifted one pixel up, down, left and right (on top of its own
-flip TTA), to measure what that would add.
+flip TTA), to measure what that would add. `--ceiling` (two members) also scores every weighting on a 0.05 grid
+on test: the best any weighting of these two members could do, chosen on test, so a ceiling and not a result.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import numpy as np  # noqa: E402
 
 from fashion_ensemble import runs  # noqa: E402
 from fashion_ensemble.data import make_split  # noqa: E402
-from fashion_ensemble.ensemble import SoftVotingEnsemble  # noqa: E402
+from fashion_ensemble.ensemble import SoftVotingEnsemble, soft_vote  # noqa: E402
 from fashion_ensemble.errors import UserError  # noqa: E402
+from fashion_ensemble.metrics import mcnemar_exact  # noqa: E402
 from fashion_ensemble.scoring import Predictions, predict, score  # noqa: E402
 
 SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))  # (rows, columns); the background is 0, so the vacated edge is too
@@ -55,8 +57,10 @@ def split_key(run_dir: Path):
     return dataclasses.replace(data, verify_checksums=False)
 
 
-def vote(specs: list[str], shift_tta: tuple[str, ...] = (), data_dir=None) -> dict:
+def vote(specs: list[str], shift_tta: tuple[str, ...] = (), data_dir=None, ceiling: bool = False) -> dict:
     parsed = [parse(s) for s in specs]
+    if ceiling and len(parsed) != 2:
+        raise UserError(f"--ceiling sweeps the weighting of two members, got {len(parsed)}")
     unknown = set(shift_tta) - {name for name, _, _ in parsed}
     if unknown:
         raise UserError(f"--shift-tta names no member: {', '.join(sorted(unknown))}; the members are "
@@ -77,7 +81,7 @@ def vote(specs: list[str], shift_tta: tuple[str, ...] = (), data_dir=None) -> di
                  for images, labels in (split.val, split.test))
     ensemble.fit(val.raw, val.labels, calibrate=True)
     scores = score(ensemble, test, val)  # as the study scores its own vote
-    return {
+    result = {
         "members": {n: {"val_accuracy": scores["val_accuracy"][n], "test_accuracy": scores["models"][n]["accuracy"],
                         "shift_tta": n in shift_tta} for n in members},
         "weights": ensemble.weights,
@@ -86,6 +90,23 @@ def vote(specs: list[str], shift_tta: tuple[str, ...] = (), data_dir=None) -> di
                      "test_accuracy": scores["models"]["ensemble"]["accuracy"]},
         "mcnemar_vs": {n: scores["significance"][f"ensemble_vs_{n}"] for n in members},
     }
+    if ceiling:
+        result["ceiling"] = weight_sweep(ensemble, test)
+    return result
+
+
+def weight_sweep(ensemble: SoftVotingEnsemble, test: Predictions, step: float = 0.05) -> list[dict]:
+    """Test accuracy and McNemar's test against the member better on test, for the first member's weight w in
+    0, step, ..., 1 (the second's 1 - w), with the fitted temperatures: one row per w."""
+    names = list(ensemble.members)
+    probas = [ensemble.members[n].calibrate(test.raw[n]) for n in names]
+    best = max(range(2), key=lambda i: (probas[i].argmax(1) == test.labels).mean())
+    rows = []
+    for w in np.linspace(0.0, 1.0, round(1 / step) + 1):
+        pred = soft_vote(probas, [w, 1.0 - w]).argmax(1)
+        rows.append({"weight_" + names[0]: round(float(w), 4), "test_accuracy": float((pred == test.labels).mean()),
+                     "vs": names[best], **mcnemar_exact(test.labels, pred, probas[best].argmax(1))})
+    return rows
 
 
 def with_shift_tta(ensemble: SoftVotingEnsemble, p: Predictions, images: np.ndarray, names) -> Predictions:
@@ -104,10 +125,12 @@ def main() -> None:
     ap.add_argument("--shift-tta", action="append", default=[], metavar="NAME",
                     help="also average this member over its inputs shifted by one pixel (repeatable)")
     ap.add_argument("--data-dir", help="the data set's folder, if not where `run` found it")
+    ap.add_argument("--ceiling", action="store_true",
+                    help="two members: also score every weighting on test (chosen on test: a ceiling, not a result)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     try:
-        result = vote(args.members, tuple(args.shift_tta), args.data_dir)
+        result = vote(args.members, tuple(args.shift_tta), args.data_dir, args.ceiling)
     except UserError as e:
         sys.exit(f"vote_runs: {e}")
     if args.json:
@@ -122,6 +145,13 @@ def main() -> None:
     for name, r in result["mcnemar_vs"].items():
         print(f"vote vs {name}: {r['a_right_b_wrong']} images won, {r['a_wrong_b_right']} lost, "
               f"McNemar p = {r['p_value']:.3g}")
+    if "ceiling" in result:
+        rows = result["ceiling"]
+        key = next(iter(rows[0]))
+        print(f"\nevery weighting scored on test (chosen on test: a ceiling, not a result), vs {rows[0]['vs']}:")
+        for r in rows:
+            print(f"  {key} {r[key]:.2f}  test {r['test_accuracy']:.4f}  won {r['a_right_b_wrong']:4d}  "
+                  f"lost {r['a_wrong_b_right']:4d}  p = {r['p_value']:.3g}")
 
 
 if __name__ == "__main__":

@@ -128,12 +128,19 @@ def test_vote_runs_reproduces_the_runs_own_vote(tiny_run, tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "vote_runs.py"
     data = str(tiny_run.parent / "data")
     r = subprocess.run([sys.executable, str(script), f"ann={tiny_run}:ann", f"cnn={tiny_run}:cnn", "--data-dir", data,
-                        "--json"], capture_output=True, text=True, timeout=300)
+                        "--ceiling", "--json"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     result, metrics = json.loads(r.stdout), json.loads((tiny_run / "metrics.json").read_text())
     assert result["ensemble"]["test_accuracy"] == pytest.approx(metrics["models"]["ensemble"]["accuracy"])
     assert result["weights"] == pytest.approx(metrics["weights"])
     assert result["members"]["cnn"]["test_accuracy"] == pytest.approx(metrics["models"]["cnn"]["accuracy"])
+    # --ceiling: weight 0 is the CNN alone, 1 the ANN alone, and the fitted weight (on the same grid) the vote itself
+    sweep = {round(row["weight_ann"], 2): row for row in result["ceiling"]}
+    assert len(sweep) == 21
+    assert sweep[0.0]["test_accuracy"] == pytest.approx(metrics["models"]["cnn"]["accuracy"])
+    assert sweep[1.0]["test_accuracy"] == pytest.approx(metrics["models"]["ann"]["accuracy"])
+    assert sweep[round(result["weights"]["ann"], 2)]["test_accuracy"] == pytest.approx(
+        result["ensemble"]["test_accuracy"])
     shifted = subprocess.run([sys.executable, str(script), f"a={tiny_run}:ann", f"c={tiny_run}:cnn", "--shift-tta",
                               "c", "--data-dir", data], capture_output=True, text=True, timeout=300)
     assert shifted.returncode == 0 and "(+ shift TTA)" in shifted.stdout and "McNemar p" in shifted.stdout
