@@ -44,6 +44,8 @@ def test_training_keeps_the_validated_average():
     averaged, history = fit(0.9)
     # The returned weights are the average's, not the last step's: they differ from the run without it ...
     assert not torch.equal(plain.body[1].weight, averaged.body[1].weight)
-    # ... and they are the ones validation chose: their validation loss is the history's best.
-    val_loss = F.cross_entropy(predict_logits(averaged, to_tensor(val[0])), torch.from_numpy(val[1])).item()
+    # ... and they are the ones validation chose: their validation loss is the history's best, computed in the
+    # precision training validated in (bf16 where `auto` finds it native).
+    logits = predict_logits(averaged, to_tensor(val[0]), precision=history[-1]["precision"])
+    val_loss = F.cross_entropy(logits, torch.from_numpy(val[1])).item()
     assert val_loss == pytest.approx(min(e["val_loss"] for e in history), abs=1e-6)
