@@ -242,7 +242,11 @@ def to_model_input(x: np.ndarray, size: int = SIZE) -> np.ndarray:
         x, background = 1.0 - x, 1.0 - background
     x = trim(x, np.abs(x - background) > TRIM_THRESHOLD)
     x = np.clip((x - background) / max(1.0 - background, 1e-6), 0, 1)  # background → 0, as in Fashion-MNIST
-    return np.round(fit(x[..., None], size, np.zeros(1, np.float32))[..., 0] * 255).astype(np.uint8)
+    out = np.round(fit(x[..., None], size, np.zeros(1, np.float32))[..., 0] * 255).astype(np.uint8)
+    if not out.any():  # every content pixel was darker than the background after negation: nothing left to see
+        raise ImageError("the image is blank: nothing is brighter than its background once a light background is "
+                         "negated (a garment lighter than a light background, or darker than a dark one)", "blank")
+    return out
 
 
 def to_rgb_input(image: Image.Image, size: int = SIZE) -> np.ndarray:
