@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Soft-vote members taken from separate run folders, as the study votes its own (docs/results.md).
 
-    python scripts/vote_runs.py NAME=RUN_DIR:MEMBER NAME=RUN_DIR:MEMBER ... [--shift-tta NAME] [--data-dir D] [--json]
+    python scripts/vote_runs.py NAME=RUN_DIR:MEMBER NAME=RUN_DIR:MEMBER ... [--weighting W] [--shift-tta NAME]
+        [--data-dir D] [--json]
 
 e.g. `ann=runs/anchor/seed0:ann cnn=runs/default/seed0:cnn`: a member trained alone (`run --config` with one
 member) voted with another run's. The folders must share one data split (protocol, split seed, validation share,
 subset, source). As `run` does: each member's temperature fit on validation, voting weights tuned on validation
-accuracy, then scored on test, with McNemar's exact test of the vote against each member. `--shift-tta NAME` also
+accuracy (`--weighting log_loss`: on validation log-loss; `equal`: none), then scored on test, with McNemar's exact
+test of the vote against each member. `--shift-tta NAME` also
 averages that member's probabilities over its inputs shifted one pixel up, down, left and right (on top of its own
 flip TTA), to measure what that would add. `--ceiling` (two members) also scores every weighting on a 0.05 grid
 on test: the best any weighting of these two members could do, chosen on test, so a ceiling and not a result.
@@ -26,6 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import numpy as np  # noqa: E402
 
 from fashion_ensemble import runs  # noqa: E402
+from fashion_ensemble.config import WEIGHTINGS  # noqa: E402
 from fashion_ensemble.data import make_split  # noqa: E402
 from fashion_ensemble.ensemble import SoftVotingEnsemble, soft_vote  # noqa: E402
 from fashion_ensemble.errors import UserError  # noqa: E402
@@ -57,7 +60,8 @@ def split_key(run_dir: Path):
     return dataclasses.replace(data, verify_checksums=False)
 
 
-def vote(specs: list[str], shift_tta: tuple[str, ...] = (), data_dir=None, ceiling: bool = False) -> dict:
+def vote(specs: list[str], shift_tta: tuple[str, ...] = (), data_dir=None, ceiling: bool = False,
+         weighting: str = "tuned") -> dict:
     parsed = [parse(s) for s in specs]
     if ceiling and len(parsed) != 2:
         raise UserError(f"--ceiling sweeps the weighting of two members, got {len(parsed)}")
@@ -79,7 +83,7 @@ def vote(specs: list[str], shift_tta: tuple[str, ...] = (), data_dir=None, ceili
     ensemble = SoftVotingEnsemble(members)
     val, test = (with_shift_tta(ensemble, predict(ensemble, images, labels, ood_scores=False), images, shift_tta)
                  for images, labels in (split.val, split.test))
-    ensemble.fit(val.raw, val.labels, calibrate=True)
+    ensemble.fit(val.raw, val.labels, calibrate=True, weighting=weighting)
     scores = score(ensemble, test, val)  # as the study scores its own vote
     result = {
         "members": {n: {"val_accuracy": scores["val_accuracy"][n], "test_accuracy": scores["models"][n]["accuracy"],
@@ -124,13 +128,15 @@ def main() -> None:
     ap.add_argument("members", nargs="+", help="NAME=RUN_DIR:MEMBER, two or more")
     ap.add_argument("--shift-tta", action="append", default=[], metavar="NAME",
                     help="also average this member over its inputs shifted by one pixel (repeatable)")
+    ap.add_argument("--weighting", choices=WEIGHTINGS, default="tuned",
+                    help="voting weights: tuned on validation accuracy (as the profiles), on log-loss, or equal")
     ap.add_argument("--data-dir", help="the data set's folder, if not where `run` found it")
     ap.add_argument("--ceiling", action="store_true",
                     help="two members: also score every weighting on test (chosen on test: a ceiling, not a result)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     args = ap.parse_args()
     try:
-        result = vote(args.members, tuple(args.shift_tta), args.data_dir, args.ceiling)
+        result = vote(args.members, tuple(args.shift_tta), args.data_dir, args.ceiling, args.weighting)
     except UserError as e:
         sys.exit(f"vote_runs: {e}")
     if args.json:

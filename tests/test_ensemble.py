@@ -44,6 +44,32 @@ def test_tune_weights_keeps_equal_weights_on_a_tie():
     np.testing.assert_allclose(tune_weights([p, p], np.arange(10)), [0.5, 0.5])
 
 
+def test_log_loss_weights_are_the_grid_point_of_least_validation_log_loss():
+    # oracle: every weight of the first member on the 0.05 grid, scored by hand; a case where accuracy picks otherwise
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 10, 400)
+    onehot = np.eye(10)[y]
+    a = 0.5 * onehot + 0.5 * rng.dirichlet(np.ones(10), 400)  # right, unsure, on the first 360 images
+    a[360:] = rng.dirichlet(np.ones(10), 40)  # noise on the rest
+    b = 0.3 * onehot + 0.7 * rng.dirichlet(np.ones(10), 400)  # weak on the first 360
+    b[360:] = 0.9 * onehot[360:] + 0.01  # right and sure on the rest
+    grid = np.linspace(0, 1, 21)
+    nll = [-np.log(soft_vote([a, b], [w, 1 - w])[np.arange(400), y]).mean() for w in grid]
+    w = tune_weights([a, b], y, criterion="log_loss")
+    assert w[0] == pytest.approx(grid[int(np.argmin(nll))]) and 0 < w[0] < 1
+    assert w.sum() == pytest.approx(1.0)
+    assert tune_weights([a, b], y)[0] != pytest.approx(w[0])  # the criterion matters here
+    with pytest.raises(UserError, match="'accuracy' or 'log_loss'"):
+        tune_weights([a, b], y, criterion="f1")
+
+
+def test_an_unknown_weighting_is_refused_by_the_config_before_any_training():
+    from fashion_ensemble.config import EnsembleConfig
+    assert EnsembleConfig(weights="log_loss").weights == "log_loss"
+    with pytest.raises(UserError, match="ensemble.weights must be one of equal, tuned, log_loss, got 'tunde'"):
+        EnsembleConfig(weights="tunde")
+
+
 @pytest.mark.parametrize(
     "images, message",
     [

@@ -83,7 +83,7 @@ def inference_variants(run_dir: Path, data_dir=None) -> dict[str, tuple[str, dic
     split = make_split(cfg.data, data_dir)
     predictions: dict[bool, tuple] = {}  # TTA on/off → every member's (val, test) predictions, run once each
 
-    def combine(tta: bool | None, calibrate: bool, tuned: bool) -> dict:
+    def combine(tta: bool | None, calibrate: bool, weighting: str) -> dict:
         """tta None: each member's own setting."""
         members = {n: Member(m.kind, m.model, m.device, tta_flip=m.tta_flip if tta is None else tta)
                    for n, m in trained.members.items()}
@@ -91,20 +91,21 @@ def inference_variants(run_dir: Path, data_dir=None) -> dict[str, tuple[str, dic
         if tta not in predictions:
             predictions[tta] = predict(ensemble, *split.val), predict(ensemble, *split.test)
         val, test = predictions[tta]
-        ensemble.fit(val.raw, val.labels, calibrate=calibrate, weighting="tuned" if tuned else "equal")
+        ensemble.fit(val.raw, val.labels, calibrate=calibrate, weighting=weighting)
         return {**_row(score(ensemble, test, val)), "minutes": None, "run": f"{folder.path.name} (re-combined)"}
 
     calibrated = any(m.temperature != 1.0 for m in trained.members.values())
-    tuned = cfg.ensemble.weights == "tuned"
+    weighting = cfg.ensemble.weights
+    tuned = weighting != "equal"
     any_tta = any(m.tta_flip for m in trained.members.values())
     return {
         "tta_flip": ("no flip test-time augmentation" if any_tta else "flip test-time augmentation for every member",
-                     combine(not any_tta, calibrated, tuned)),
+                     combine(not any_tta, calibrated, weighting)),
         "calibrated_voting": ("members not temperature-scaled before voting" if calibrated else
                               "members temperature-scaled on validation before voting",
-                              combine(None, not calibrated, tuned)),
+                              combine(None, not calibrated, weighting)),
         "tuned_weights": ("equal voting weights" if tuned else "voting weights tuned on validation",
-                          combine(None, calibrated, not tuned)),
+                          combine(None, calibrated, "equal" if tuned else "tuned")),
     }
 
 

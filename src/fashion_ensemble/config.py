@@ -169,11 +169,19 @@ class MemberConfig:
         _check(self.kind in ("ann", "cnn"), "member kind", self.kind, "'ann' or 'cnn'")
 
 
+# Voting weights: the plain average; a grid search of validation accuracy; the same grid on validation log-loss.
+WEIGHTINGS = ("equal", "tuned", "log_loss")
+
+
 @dataclass(frozen=True)
 class EnsembleConfig:
-    weights: str = "tuned"  # "equal": the paper's plain average; "tuned": grid-searched on validation
+    weights: str = "tuned"  # "equal": the paper's plain average; "tuned": grid-searched on validation accuracy;
+    # "log_loss": grid-searched on validation log-loss (steadier; docs/results.md, not yet a profile's)
     calibrate: bool = False  # temperature-scale each member on validation before voting, so that neither member's
     # over- or under-confidence decides the average (the label-smoothed CNN is under-confident: T ≈ 0.6)
+
+    def __post_init__(self):  # here, not after the training that `fit` comes after
+        _check(self.weights in WEIGHTINGS, "ensemble.weights", self.weights, f"one of {', '.join(WEIGHTINGS)}")
 
 
 @dataclass(frozen=True)
