@@ -178,9 +178,11 @@ def test_the_weighting_sentence_does_not_repeat_itself():
 
     same = {"tuned_weights": {"ann": 0.5, "cnn": 0.5}, "ensemble_equal_weights": {"accuracy": 0.9},
             "ensemble_tuned_weights": {"accuracy": 0.9}}
-    assert _weighting(same) == "Tuned on validation, the weights stayed equal: accuracy 0.9000."
+    assert _weighting(same) == "Tuned on validation accuracy, the weights stayed equal: accuracy 0.9000."
     tuned = {**same, "tuned_weights": {"ann": 0.4, "cnn": 0.6}, "ensemble_tuned_weights": {"accuracy": 0.91}}
-    assert "(ann 0.40, cnn 0.60) give 0.9100" in _weighting(tuned)
+    assert "(ann 0.40, cnn 0.60) give 0.9100" in _weighting(tuned) and "log-loss" not in _weighting(tuned)
+    both = {**tuned, "log_loss_weights": {"ann": 0.15, "cnn": 0.85}, "ensemble_log_loss_weights": {"accuracy": 0.92}}
+    assert _weighting(both).endswith("Weights fit on validation log-loss (ann 0.15, cnn 0.85) give 0.9200.")
 
 
 def test_the_report_shows_the_most_confident_mistakes(tiny_run):

@@ -14,6 +14,7 @@ from fashion_ensemble import distributed
 from fashion_ensemble.checkpoint import TrainState
 from fashion_ensemble.config import resolve
 from fashion_ensemble.data import make_split
+from fashion_ensemble.ensemble import tune_weights
 from fashion_ensemble.errors import UserError
 from fashion_ensemble.pipeline import run_facts, train_members
 from fashion_ensemble.probabilities import member_proba, softmax, temperature_scale
@@ -45,6 +46,10 @@ def test_fit_owns_temperatures_and_weights(steps):
     ensemble.fit(val.raw, val.labels, calibrate=False, weighting="equal")  # fit again: undone, not stacked
     assert all(m.temperature == 1.0 for m in ensemble.members.values())
     assert ensemble.weights == {"ann": 0.5, "cnn": 0.5}
+    ensemble.fit(val.raw, val.labels, calibrate=True, weighting="log_loss")
+    expected = tune_weights([m.calibrate(val.raw[n]) for n, m in ensemble.members.items()], val.labels,
+                            criterion="log_loss")
+    assert list(ensemble.weights.values()) == pytest.approx(expected.tolist())
     with pytest.raises(UserError, match="unknown weighting 'best'"):
         ensemble.fit(val.raw, val.labels, weighting="best")
 

@@ -114,14 +114,21 @@ def seeds_verdict(member: str, s: dict) -> str:
 
 
 def _weighting(alt: dict) -> str:
-    """Equal against tuned weights, in one sentence (one clause when tuning kept them equal)."""
+    """Equal against tuned weights, in one sentence (one clause when tuning kept them equal), then the weights fit
+    on validation log-loss where the run folder has them (runs made before that rule existed do not)."""
     tuned = alt["tuned_weights"]
     if np.allclose(list(tuned.values()), 1 / len(tuned)):
-        return (f"Tuned on validation, the weights stayed equal: accuracy "
+        text = (f"Tuned on validation accuracy, the weights stayed equal: accuracy "
                 f"{alt['ensemble_equal_weights']['accuracy']:.4f}.")
-    return (f"Equal weights give accuracy {alt['ensemble_equal_weights']['accuracy']:.4f}; weights tuned on "
-            f"validation ({', '.join(f'{n} {w:.2f}' for n, w in tuned.items())}) give "
-            f"{alt['ensemble_tuned_weights']['accuracy']:.4f}.")
+    else:
+        text = (f"Equal weights give accuracy {alt['ensemble_equal_weights']['accuracy']:.4f}; weights tuned on "
+                f"validation accuracy ({', '.join(f'{n} {w:.2f}' for n, w in tuned.items())}) give "
+                f"{alt['ensemble_tuned_weights']['accuracy']:.4f}.")
+    if "log_loss_weights" in alt:
+        by_log_loss = ", ".join(f"{n} {w:.2f}" for n, w in alt["log_loss_weights"].items())
+        text += (f" Weights fit on validation log-loss ({by_log_loss}) give "
+                 f"{alt['ensemble_log_loss_weights']['accuracy']:.4f}.")
+    return text
 
 
 def _calibrated_voting(metrics: dict) -> str:

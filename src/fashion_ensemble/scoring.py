@@ -78,15 +78,19 @@ def score(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions | No
 
 
 def alternatives(val_p: dict, y_val: np.ndarray, test_p: dict, y_test: np.ndarray, classes, prefix: str = "") -> dict:
-    """Test scores of equal and validation-tuned voting weights over members' probabilities (name → (N, 10)),
-    whichever the ensemble uses."""
+    """Test scores of equal voting weights and of weights tuned on validation accuracy and on validation log-loss,
+    over members' probabilities (name → (N, 10)), whichever the ensemble uses."""
     names = list(val_p)
     equal = np.full(len(names), 1.0 / len(names))
     tuned = tune_weights([val_p[n] for n in names], y_val)
+    by_log_loss = tune_weights([val_p[n] for n in names], y_val, criterion="log_loss")
+    test_probas = [test_p[n] for n in names]
     return {
-        f"{prefix}ensemble_equal_weights": _summary(y_test, soft_vote([test_p[n] for n in names], equal), classes),
-        f"{prefix}ensemble_tuned_weights": _summary(y_test, soft_vote([test_p[n] for n in names], tuned), classes),
+        f"{prefix}ensemble_equal_weights": _summary(y_test, soft_vote(test_probas, equal), classes),
+        f"{prefix}ensemble_tuned_weights": _summary(y_test, soft_vote(test_probas, tuned), classes),
         f"{prefix}tuned_weights": dict(zip(names, tuned.tolist())),
+        f"{prefix}ensemble_log_loss_weights": _summary(y_test, soft_vote(test_probas, by_log_loss), classes),
+        f"{prefix}log_loss_weights": dict(zip(names, by_log_loss.tolist())),
     }
 
 
