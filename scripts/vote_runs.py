@@ -9,8 +9,9 @@ member) voted with another run's. The folders must share one data split (protoco
 subset, source). As `run` does: each member's temperature fit on validation, voting weights tuned on validation
 accuracy (`--weighting log_loss`: on validation log-loss; `equal`: none), then scored on test, with McNemar's exact
 test of the vote against each member. `--shift-tta NAME` also averages that member's probabilities over its inputs
-shifted one pixel up, down, left and right (on top of its own flip TTA), to measure what that would add. `--ceiling` (two members) also scores every weighting on a 0.05 grid
-on test: the best any weighting of these two members could do, chosen on test, so a ceiling and not a result.
+shifted one pixel up, down, left and right (on top of its own flip TTA), to measure what that would add.
+`--ceiling` (two members) also scores every weighting on a 0.05 grid on test: the best any weighting of these two
+members could do, chosen on test, so a ceiling and not a result.
 """
 
 from __future__ import annotations
