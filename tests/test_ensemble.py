@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fashion_ensemble.config import ANNConfig
+from fashion_ensemble.config import ANNConfig, EnsembleConfig
 from fashion_ensemble.ensemble import Member, SoftVotingEnsemble, check_weights, soft_vote, tune_weights
 from fashion_ensemble.errors import UserError
 from fashion_ensemble.inference import check_images, predict_logits
@@ -64,7 +64,6 @@ def test_log_loss_weights_are_the_grid_point_of_least_validation_log_loss():
 
 
 def test_an_unknown_weighting_is_refused_by_the_config_before_any_training():
-    from fashion_ensemble.config import EnsembleConfig
     assert EnsembleConfig(weights="log_loss").weights == "log_loss"
     with pytest.raises(UserError, match="ensemble.weights must be one of equal, tuned, log_loss, got 'tunde'"):
         EnsembleConfig(weights="tunde")
