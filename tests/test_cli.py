@@ -123,6 +123,21 @@ def test_small_things_a_newcomer_hits(tiny_run, tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "choose another with --port" in r.stderr
 
 
+def test_revote_prints_the_new_vote_and_its_tests(tiny_run, tmp_path):
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    r = cli("revote", str(run), "--weighting", "equal", "--no-calibrate", "--data-dir", str(tiny_run.parent / "data"),
+            "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["weights"] == {"ann": 0.5, "cnn": 0.5} and metrics["weighting"] == "equal"
+    assert f"{run}: equal weights ann 0.50 / cnn 0.50; ensemble test accuracy " \
+           f"{metrics['models']['ensemble']['accuracy']:.4f} (vs ann " in r.stdout
+    r = cli("revote", str(tmp_path / "none"))
+    assert r.returncode == 2 and "not a complete run folder" in r.stderr
+
+
 def test_vote_runs_reproduces_the_runs_own_vote(tiny_run, tmp_path):
     """scripts/vote_runs.py, given a run's own two members, fits and scores the vote as the study did."""
     script = Path(__file__).resolve().parents[1] / "scripts" / "vote_runs.py"

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 import fashion_ensemble as fe
+from fashion_ensemble.config import EnsembleConfig
 from fashion_ensemble.errors import UserError
 from helpers import smoke_config as tiny_config
 from helpers import write_dataset
@@ -119,6 +120,49 @@ def copy_run(src, dst):
 
     shutil.copytree(src, dst)
     return dst
+
+
+def flat(tree, path="") -> dict:
+    """A JSON tree as {"a/b/0": leaf}."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else None
+    if items is None:
+        return {path: tree}
+    return {k: v for key, sub in items for k, v in flat(sub, f"{path}/{key}").items()}
+
+
+def test_revote_writes_what_a_run_with_that_weighting_writes(run, tmp_path):
+    out, data_dir = run
+    copy = copy_run(out, tmp_path / "copy")
+    assert fe.revote(copy, weighting="log_loss", calibrate=False, data_dir=data_dir, device="cpu") == [copy]
+    cfg = tiny_config()
+    fresh = fe.run_study(cfg.replace(ensemble=EnsembleConfig(weights="log_loss", calibrate=False)), tmp_path / "fresh",
+                         data_dir=data_dir, device="cpu", progress=False)
+    for name in ("config.json", "ensemble.json"):
+        assert (copy / name).read_text() == (fresh / name).read_text(), name
+    metrics = json.loads((copy / "metrics.json").read_text())
+    # The same up to rounding: the fresh run fits on its members as trained, the revote on them as loaded (a
+    # temperature at the edge of its search moves in the ninth digit).
+    ours, theirs = flat(metrics), flat(json.loads((fresh / "metrics.json").read_text()))
+    assert ours.keys() == theirs.keys()
+    assert all(v == (pytest.approx(theirs[k], rel=1e-6) if type(v) is float else theirs[k]) for k, v in ours.items())
+    assert metrics["weighting"] == "log_loss" and set(metrics["temperatures"].values()) == {1.0}
+    assert metrics["weights"] == metrics["alternatives"]["log_loss_weights"]
+    assert json.loads((out / "metrics.json").read_text())["weighting"] == "tuned"  # the original is untouched
+    assert (copy / "ann.safetensors").read_bytes() == (out / "ann.safetensors").read_bytes()
+    history = json.loads((copy / "history.json").read_text())
+    assert history["revoted"][0]["from"] == {"weights": "tuned", "calibrate": True}
+    assert history["members"] == json.loads((out / "history.json").read_text())["members"]
+    assert "Ensemble weighting: **log_loss**" in (copy / "report.md").read_text()
+    assert fe.evaluate(copy, data_dir=data_dir, device="cpu")["ensemble"]["accuracy"] == \
+        metrics["models"]["ensemble"]["accuracy"]  # `load` reproduces the new vote
+
+
+def test_revote_refuses_what_it_cannot_vote(run, tmp_path):
+    out, data_dir = run
+    with pytest.raises(UserError, match="ensemble.weights must be one of"):
+        fe.revote(out, weighting="median", data_dir=data_dir, device="cpu")
+    with pytest.raises(UserError, match="not a complete run folder"):
+        fe.revote(tmp_path / "never", data_dir=data_dir, device="cpu")
 
 
 def test_load_errors_name_the_problem(run, tmp_path):

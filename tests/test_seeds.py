@@ -31,6 +31,12 @@ def test_two_seeds_summary_and_restart(tmp_path):
     fe.run_seeds(resume_config(), [0, 1], out, data_dir=data, device="cpu", progress=False)  # both done: skipped
     assert (out / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
 
+    assert fe.revote(out, weighting="equal", data_dir=data, device="cpu") == [out / "seed0", out / "seed1"]
+    summary = json.loads((out / "summary.json").read_text())  # written again from the revoted seeds
+    assert summary["weights"] == [{"ann": 0.5, "cnn": 0.5}] * 2
+    assert summary["models"]["ensemble"]["accuracy"]["values"] == \
+        [json.loads((out / f"seed{s}" / "metrics.json").read_text())["models"]["ensemble"]["accuracy"] for s in (0, 1)]
+
 
 def test_seeds_must_differ(tmp_path):
     with pytest.raises(UserError, match="two or more different seeds"):

@@ -23,7 +23,7 @@ _API = {  # name → the module that owns it
     "Member": "ensemble", "SoftVotingEnsemble": "ensemble",
     "RunFolder": "runs", "load": "runs", "pretrained": "runs",
     "evaluate": "pipeline", "resume_study": "pipeline", "run_study": "pipeline",
-    "run": "seeds", "run_seeds": "seeds", "summarize": "seeds",
+    "run": "seeds", "run_seeds": "seeds", "summarize": "seeds", "revote": "seeds",
     "OnnxEnsemble": "export", "export_onnx": "export",
 }
 __all__ = sorted(_API)

@@ -106,6 +106,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "224×224 RGB JPEG, dark on white, and read back through preprocess")
     ev.set_defaults(func=cmd_evaluate)
 
+    rv = sub.add_parser("revote", help="fit a finished run's vote again (another weighting), without training: "
+                        "its ensemble.json, metrics and report rewritten")
+    rv.add_argument("run_dir", help="a run folder, or a multi-seed study folder (every seed, then its summary)")
+    rv.add_argument("--weighting", choices=config.WEIGHTINGS, default=None,
+                    help="equal: the plain average; tuned: weights searched on validation accuracy; log_loss: on "
+                         "validation log-loss (default: the run's own)")
+    rv.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
+                    help="temperature-scale each member on validation before voting (default: as the run did)")
+    add_common(rv)
+    rv.add_argument("--json", action="store_true", help="print each run's ensemble scores and tests as JSON")
+    rv.set_defaults(func=cmd_revote)
+
     od = sub.add_parser("ood", help="add the 'I don't know' signal to a run folder made before it existed (fit on "
                         "its own split) and print its rates on the test images")
     od.add_argument("run_dir")
@@ -285,6 +297,28 @@ def cmd_evaluate(args) -> int:
         print(json.dumps(results, indent=2))
     else:
         print(format_table(results))
+    return 0
+
+
+def cmd_revote(args) -> int:
+    from . import seeds
+    from .runs import RunFolder
+
+    revoted = seeds.revote(args.run_dir, weighting=args.weighting, calibrate=args.calibrate,
+                           data_dir=args.data_dir, device=args.device)
+    results = {}
+    for run_dir in revoted:
+        m = RunFolder(run_dir).metrics()
+        results[str(run_dir)] = {"weighting": m["weighting"], "weights": m["weights"],
+                                 "ensemble": m["models"]["ensemble"]["accuracy"], "significance": m["significance"]}
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for run_dir, r in results.items():
+        weights = " / ".join(f"{name} {w:.2f}" for name, w in r["weights"].items())
+        tests = "; ".join(f"vs {key.removeprefix('ensemble_vs_')} {t['a_right_b_wrong']} won, {t['a_wrong_b_right']} "
+                          f"lost, p = {t['p_value']:.2g}" for key, t in r["significance"].items())
+        print(f"{run_dir}: {r['weighting']} weights {weights}; ensemble test accuracy {r['ensemble']:.4f} ({tests})")
     return 0
 
 

@@ -4,6 +4,7 @@
     resume_study(out)     go on with a stopped one from its checkpoints
     run_or_resume(...)    whichever a folder needs: kept when complete (multi-seed studies and ablations use it)
     evaluate(run)         re-score a saved run on its own test split
+    revote(run, ...)      fit a saved run's vote again (another weighting), no training
     add_ood(run)          fit the "I don't know" signal of a run folder made before it existed
 """
 
@@ -15,7 +16,7 @@ import os
 import sys
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from .errors import UserError
 from .models import build_model
 from .preprocess import as_photo, preprocess
 from .report import write_report
-from .runs import METRICS, RunFolder, default_path
+from .runs import CONFIG, ENSEMBLE, HISTORY, METRICS, RunFolder, default_path, ensemble_spec
 from .scoring import predict, score
 from .train import train_member
 
@@ -162,7 +163,7 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
     # Scored as saved, through the public `load`, so that `load(run).predict_proba` reproduces these exactly.
     ensemble = folder.load(opts.device)
     say(f"test: scoring {len(split.test[1]):,} images (with bootstrap intervals and McNemar's tests)")
-    metrics = {**run_facts(cfg, split, ensemble), **score(ensemble, predict(ensemble, *split.test), val)}
+    metrics = study_metrics(cfg, split, ensemble, val)
     folder.write_metrics(metrics)
     say("report: tables and plots")
     # Training and scoring (the report's own seconds aside); a resumed run adds its earlier processes' epochs
@@ -171,10 +172,21 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
     trained_s = sum(v for k, v in timing.items() if k.startswith("train_"))
     timing["total_s"] = elapsed if opts.parallel else elapsed - training_here + trained_s
     env = environment(opts.device)
-    gallery = split.test[0][[e["index"] for e in metrics["top_errors"]]]  # their pixels, for the report's gallery
-    write_report(folder.report, cfg, metrics, history, timing, env, gallery)
+    _write_report(folder, cfg, split, metrics, history, timing, env)
     folder.write_history(history, timing, env)
     return folder.complete()
+
+
+def study_metrics(cfg: RunConfig, split: Split, ensemble: SoftVotingEnsemble, val) -> dict:
+    """metrics.json of a fitted ensemble: the run's facts, then its scores on the test split (`val`: its members'
+    predictions on validation, as `fit` used them)."""
+    return {**run_facts(cfg, split, ensemble), **score(ensemble, predict(ensemble, *split.test), val)}
+
+
+def _write_report(folder: RunFolder, cfg: RunConfig, split: Split, metrics: dict, history: dict, timing: dict,
+                  env: dict | None) -> None:
+    gallery = split.test[0][[e["index"] for e in metrics["top_errors"]]]  # their pixels, for the report's gallery
+    write_report(folder.report, cfg, metrics, history, timing, env, gallery)
 
 
 def train_members(cfg: RunConfig, split: Split, folder: RunFolder, device: torch.device, *, progress: bool = True,
@@ -310,6 +322,40 @@ def evaluate(run_dir: str | os.PathLike, data_dir=None, device: str = "auto", ph
     if photos:
         x_te = np.stack([preprocess(as_photo(image), size=data.image_size, channels=data.channels) for image in x_te])
     return score(ensemble, predict(ensemble, x_te, y_te, ood_scores=False))["models"]
+
+
+def revote(run_dir: str | os.PathLike, *, weighting: str | None = None, calibrate: bool | None = None, data_dir=None,
+           device: str = "auto", progress: bool = False) -> dict:
+    """Fit a complete run's vote again from its saved members, without training: another `weighting` (config.py's
+    WEIGHTINGS) or `calibrate` (None: the run's own). ensemble.json, config.json's "ensemble", metrics.json and the
+    report become what a run with that config writes (the members are the same); the weights files, the per-epoch
+    history and the "I don't know" signal stay, and history.json records the change under "revoted". Returns the
+    new metrics."""
+    folder = RunFolder(run_dir)
+    if not folder.is_complete():
+        raise UserError(f"{folder.path} is not a complete run folder (no {METRICS}); only a finished run has a vote "
+                        "to fit again")
+    old = folder.config()
+    changes = {k: v for k, v in (("weights", weighting), ("calibrate", calibrate)) if v is not None}
+    cfg = old.replace(ensemble=replace(old.ensemble, **changes))  # an unknown weighting is refused here
+    device = distributed.resolve_device(device)
+    with folder.lock():
+        ensemble = folder.load(device)
+        split = make_split(cfg.data, data_dir, progress=progress)
+        val = predict(ensemble, *split.val)
+        ensemble.fit(val.raw, val.labels, calibrate=cfg.ensemble.calibrate, weighting=cfg.ensemble.weights)
+        # The new vote first, then everything that describes it; an interrupted revote is mended by running it again.
+        folder.replace(ENSEMBLE, ensemble_spec(ensemble, cfg.ensemble.weights))
+        ensemble = folder.load(device)  # scored as saved, as a run is
+        metrics = {**folder.metrics(), **study_metrics(cfg, split, ensemble, val)}
+        history = folder.history()
+        _write_report(folder, cfg, split, metrics, history["members"], history["timing"], history.get("environment"))
+        folder.replace(CONFIG, cfg.to_dict())
+        folder.replace(METRICS, metrics)
+        folder.replace(HISTORY, {**history, "revoted": [
+            *history.get("revoted", []),
+            {"from": asdict(old.ensemble), "to": asdict(cfg.ensemble), "command": " ".join(sys.argv)}]})
+    return metrics
 
 
 def add_ood(run_dir: str | os.PathLike, data_dir=None, device: str = "auto", flag_rate: float = ood.FLAG_RATE

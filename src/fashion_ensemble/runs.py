@@ -184,14 +184,7 @@ class RunFolder:
         """Each member's weights and ensemble.json (kinds, files, temperatures, voting weights)."""
         for name, member in ensemble.members.items():
             save_weights(self.partial / f"{name}.safetensors", member.model, member.kind)
-        write_json(self.partial / ENSEMBLE, {
-            "format": FORMAT,
-            "members": {name: {"kind": m.kind, "weights_file": f"{name}.safetensors", "temperature": m.temperature}
-                        for name, m in ensemble.members.items()},
-            "weights": ensemble.weights,
-            "weighting": weighting,
-            "classes": ensemble.classes,
-        })
+        write_json(self.partial / ENSEMBLE, ensemble_spec(ensemble, weighting))
 
     def save_ood(self, detector) -> None:
         """ood.safetensors: the "I don't know" signal's statistics (ood.py). Into the partial folder while a run
@@ -201,11 +194,14 @@ class RunFolder:
             detector.save(tmp)
 
     def add_metrics(self, **entries) -> None:
-        """Add top-level entries to a complete folder's metrics.json, replaced whole (an interrupted write leaves
-        the old file, and the folder complete)."""
-        metrics = {**self.metrics(), **entries}
-        with _replacing(self.path / METRICS) as tmp:
-            write_json(tmp, metrics)
+        """Add top-level entries to a complete folder's metrics.json."""
+        self.replace(METRICS, {**self.metrics(), **entries})
+
+    def replace(self, name: str, obj) -> None:
+        """A complete folder's JSON file `name` (CONFIG, ENSEMBLE, ...) replaced whole: an interrupted write leaves
+        the old file, and the folder complete."""
+        with _replacing(self.path / name) as tmp:
+            write_json(tmp, obj)
 
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.partial / METRICS, metrics)
@@ -221,6 +217,18 @@ class RunFolder:
         shutil.rmtree(self.partial / "checkpoints", ignore_errors=True)
         self.partial.rename(self.path)
         return self.path
+
+
+def ensemble_spec(ensemble: SoftVotingEnsemble, weighting: str) -> dict:
+    """ensemble.json's content (format, members' kinds, files and temperatures, voting weights, classes)."""
+    return {
+        "format": FORMAT,
+        "members": {name: {"kind": m.kind, "weights_file": f"{name}.safetensors", "temperature": m.temperature}
+                    for name, m in ensemble.members.items()},
+        "weights": ensemble.weights,
+        "weighting": weighting,
+        "classes": ensemble.classes,
+    }
 
 
 # The model that ships with the package: a run folder (weights in half precision), made by scripts/ship_model.py

@@ -1,5 +1,6 @@
 """Several seeds: each a full run of the study in its own folder, then every metric's mean ± std across them.
-`run` is the `run` command: one run folder, or a multi-seed study folder.
+`run` is the `run` command: one run folder, or a multi-seed study folder; `revote`, the `revote` command, fits the
+vote of either again.
 
     OUT/seed0/, OUT/seed1/, ...   complete run folders (each resumable on its own, as `run_study` writes them)
     OUT/summary.json              {"seeds", "runs", "models": {name: {metric: {"mean", "std", "values"}}}, ...}
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import distributed
+from . import distributed, pipeline
 from .config import RunConfig
 from .errors import UserError
 from .pipeline import run_or_resume, run_study
@@ -53,6 +54,22 @@ def run_seeds(cfg: RunConfig, seeds: list[int], out: str | os.PathLike | None = 
     write_json(out / SUMMARY, summary)
     write_summary(out / SUMMARY_MD, summary)
     return out
+
+
+def revote(out: str | os.PathLike, **options) -> list[Path]:
+    """`pipeline.revote` of a run folder, or of every seed of a multi-seed study folder (`options` go to it), whose
+    summary is then written again. Returns the run folders revoted."""
+    out = Path(out)
+    if not (out / SUMMARY).is_file():
+        pipeline.revote(out, **options)
+        return [out]
+    runs = [out / name for name in read_summary(out)["runs"]]
+    for run_dir in runs:
+        pipeline.revote(run_dir, **options)
+    summary = summarize(runs)
+    write_json(out / SUMMARY, summary)
+    write_summary(out / SUMMARY_MD, summary)
+    return runs
 
 
 def read_summary(out: str | os.PathLike) -> dict:
