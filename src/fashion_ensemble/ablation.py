@@ -5,8 +5,9 @@
     OUT/ablation.json         {"profile", "protocol", "seed", "rows": [{lever, change, val/test accuracy, deltas}]}
     OUT/ablation.md           the table
 
-Training levers change the config and train again. Inference levers (flip TTA, calibrated voting, tuned weights)
-change only how the base run's trained members are combined, so they are scored on the base run's members.
+Training levers change the config and train again. Inference levers (flip TTA, calibrated voting, tuned weights,
+the weights' criterion) change only how the base run's trained members are combined, so they are scored on the base
+run's members.
 Each lever is flipped against the profile: one the profile uses is switched off, one it does not use is switched on.
 Running again with the same OUT skips the runs that are complete and resumes a stopped one.
 """
@@ -75,8 +76,9 @@ def _row(scores: dict) -> dict:
 
 
 def inference_variants(run_dir: Path, data_dir=None) -> dict[str, tuple[str, dict]]:
-    """The base run's trained members, combined three other ways: each row flips one of flip TTA, calibrated voting
-    and tuned weights against what the run does, keeping the other two; each re-fit on validation and scored."""
+    """The base run's trained members, combined four other ways: each row flips one of flip TTA, calibrated voting,
+    tuned weights and their criterion (validation accuracy or log-loss) against what the run does, keeping the
+    rest; each re-fit on validation and scored."""
     folder = RunFolder(run_dir)
     trained = folder.load()
     cfg = folder.config()
@@ -106,6 +108,9 @@ def inference_variants(run_dir: Path, data_dir=None) -> dict[str, tuple[str, dic
                               combine(None, not calibrated, weighting)),
         "tuned_weights": ("equal voting weights" if tuned else "voting weights tuned on validation",
                           combine(None, calibrated, "equal" if tuned else "tuned")),
+        "log_loss_weights": ("voting weights tuned on validation accuracy, not log-loss" if weighting == "log_loss"
+                             else "voting weights fit on validation log-loss",
+                             combine(None, calibrated, "tuned" if weighting == "log_loss" else "log_loss")),
     }
 
 
