@@ -304,6 +304,9 @@ def cmd_revote(args) -> int:
     from . import seeds
     from .runs import RunFolder
 
+    if sys.stderr.isatty():  # a person waiting; logs and pipes get the result alone
+        print(f"revoting {args.run_dir}: every member on its validation and test splits, the new vote, its report "
+              "(about a minute a run on 2 cores)", file=sys.stderr, flush=True)
     revoted = seeds.revote(args.run_dir, weighting=args.weighting, calibrate=args.calibrate,
                            data_dir=args.data_dir, device=args.device)
     results = {}

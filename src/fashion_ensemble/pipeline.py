@@ -342,7 +342,7 @@ def revote(run_dir: str | os.PathLike, *, weighting: str | None = None, calibrat
     with folder.lock():
         ensemble = folder.load(device)
         split = make_split(cfg.data, data_dir, progress=progress)
-        val = predict(ensemble, *split.val)
+        val = predict(ensemble, *split.val, ood_scores=False)  # as the study's: fitting and scoring need no ood
         ensemble.fit(val.raw, val.labels, calibrate=cfg.ensemble.calibrate, weighting=cfg.ensemble.weights)
         # The new vote first, then everything that describes it; an interrupted revote is mended by running it again.
         folder.replace(ENSEMBLE, ensemble_spec(ensemble, cfg.ensemble.weights))
