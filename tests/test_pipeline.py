@@ -152,7 +152,8 @@ def test_revote_writes_what_a_run_with_that_weighting_writes(run, tmp_path):
     history = json.loads((copy / "history.json").read_text())
     assert history["revoted"][0]["from"] == {"weights": "tuned", "calibrate": True}
     assert history["members"] == json.loads((out / "history.json").read_text())["members"]
-    assert "Ensemble weighting: **log_loss**" in (copy / "report.md").read_text()
+    assert "Ensemble weighting: **log_loss** (ann " in (copy / "report.md").read_text()
+    assert ": fit on validation log-loss). Equal weights give" in (copy / "report.md").read_text()
     assert fe.evaluate(copy, data_dir=data_dir, device="cpu")["ensemble"]["accuracy"] == \
         metrics["models"]["ensemble"]["accuracy"]  # `load` reproduces the new vote
 
@@ -227,6 +228,7 @@ def test_the_weighting_sentence_does_not_repeat_itself():
     assert "(ann 0.40, cnn 0.60) give 0.9100" in _weighting(tuned) and "log-loss" not in _weighting(tuned)
     both = {**tuned, "log_loss_weights": {"ann": 0.15, "cnn": 0.85}, "ensemble_log_loss_weights": {"accuracy": 0.92}}
     assert _weighting(both).endswith("Weights fit on validation log-loss (ann 0.15, cnn 0.85) give 0.9200.")
+    assert "log-loss" not in _weighting(both, "log_loss")  # the run votes with them: the sentence before says so
 
 
 def test_the_report_shows_the_most_confident_mistakes(tiny_run):

@@ -113,9 +113,14 @@ def seeds_verdict(member: str, s: dict) -> str:
             f"(behind it in {behind}).")
 
 
-def _weighting(alt: dict) -> str:
+WEIGHTINGS = {"equal": "the plain average", "tuned": "tuned on validation accuracy",
+              "log_loss": "fit on validation log-loss"}  # config.WEIGHTINGS in words
+
+
+def _weighting(alt: dict, used: str | None = None) -> str:
     """Equal against tuned weights, in one sentence (one clause when tuning kept them equal), then the weights fit
-    on validation log-loss where the run folder has them (runs made before that rule existed do not)."""
+    on validation log-loss where the run folder has them (runs made before that rule existed do not) and the run
+    did not vote with them (`used`: its weighting, which the report's sentence before names)."""
     tuned = alt["tuned_weights"]
     if np.allclose(list(tuned.values()), 1 / len(tuned)):
         text = (f"Tuned on validation accuracy, the weights stayed equal: accuracy "
@@ -124,7 +129,7 @@ def _weighting(alt: dict) -> str:
         text = (f"Equal weights give accuracy {alt['ensemble_equal_weights']['accuracy']:.4f}; weights tuned on "
                 f"validation accuracy ({', '.join(f'{n} {w:.2f}' for n, w in tuned.items())}) give "
                 f"{alt['ensemble_tuned_weights']['accuracy']:.4f}.")
-    if "log_loss_weights" in alt:
+    if "log_loss_weights" in alt and used != "log_loss":
         by_log_loss = ", ".join(f"{n} {w:.2f}" for n, w in alt["log_loss_weights"].items())
         text += (f" Weights fit on validation log-loss ({by_log_loss}) give "
                  f"{alt['ensemble_log_loss_weights']['accuracy']:.4f}.")
@@ -167,7 +172,9 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
     weights = ", ".join(f"{n} {w:.2f}" for n, w in metrics["weights"].items())
     lines += [
         "",
-        f"Ensemble weighting: **{metrics['weighting']}** ({weights}). " + _weighting(alt)
+        f"Ensemble weighting: **{metrics['weighting']}** ({weights}"
+        + (f": {WEIGHTINGS[metrics['weighting']]}). " if metrics["weighting"] in WEIGHTINGS else "). ")
+        + _weighting(alt, metrics["weighting"])
         + _calibrated_voting(metrics),
         "",
         "Validation accuracy: " + ", ".join(f"{n} {a:.4f}" for n, a in metrics["val_accuracy"].items()) + ".",
