@@ -113,8 +113,8 @@ def seeds_verdict(member: str, s: dict) -> str:
             f"(behind it in {behind}).")
 
 
-WEIGHTINGS = {"equal": "the plain average", "tuned": "tuned on validation accuracy",
-              "log_loss": "fit on validation log-loss"}  # config.WEIGHTINGS in words
+WEIGHTING_WORDS = {"equal": "the plain average", "tuned": "tuned on validation accuracy",
+                   "log_loss": "fit on validation log-loss"}  # config.WEIGHTINGS in words
 
 
 def _weighting(alt: dict, used: str | None = None) -> str:
@@ -173,7 +173,7 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
     lines += [
         "",
         f"Ensemble weighting: **{metrics['weighting']}** ({weights}"
-        + (f": {WEIGHTINGS[metrics['weighting']]}). " if metrics["weighting"] in WEIGHTINGS else "). ")
+        + (f": {WEIGHTING_WORDS[metrics['weighting']]}). " if metrics["weighting"] in WEIGHTING_WORDS else "). ")
         + _weighting(alt, metrics["weighting"])
         + _calibrated_voting(metrics),
         "",
