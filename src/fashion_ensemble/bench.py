@@ -248,7 +248,7 @@ def run_bench(run_dir: str | Path | None, config: BenchConfig, images: np.ndarra
         if conv_ms > 0:  # the rate if nothing but the convolutions took time, and what it allows
             bound = mcfg.train.batch_size / conv_ms * 1e3
             flops[f"{name}_conv_bound_train"] = flops[f"{name}_train"]
-            result |= {f"{name}_conv_ms_per_step": round(conv_ms, 2), f"{name}_conv_bound_train_img_s": round(bound, 1),
+            result |= {f"{name}_conv_ms_per_step": round(conv_ms, 3), f"{name}_conv_bound_train_img_s": round(bound, 1),
                        f"{name}_train_speedup_ceiling": round(bound / base, 3)}
 
     if run_dir is not None:
