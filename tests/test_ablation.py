@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from fashion_ensemble import ablation, levers
+from fashion_ensemble.config import override
 from fashion_ensemble.errors import UserError
 from helpers import smoke_config as smoke
 from helpers import write_config, write_dataset
@@ -72,6 +73,21 @@ def test_ablation_table_from_real_runs(tmp_path):
     stamp = (out / "base" / "metrics.json").stat().st_mtime_ns
     ablation.run_ablation(smoke(), out, ["label_smoothing"], data_dir=data, device="cpu", progress=False)
     assert (out / "base" / "metrics.json").stat().st_mtime_ns == stamp  # complete runs are kept
+
+
+def test_a_lever_the_profile_already_has_is_listed_not_trained(tmp_path):
+    data = write_dataset(tmp_path / "data", n_train=400, n_test=100)
+    cfg = override(smoke(), ["members.ann.model.dropout=0.2"])  # what ann_light_dropout sets
+    out = ablation.run_ablation(cfg, tmp_path / "ab", ["ann_light_dropout", "tuned_weights"], data_dir=data,
+                                device="cpu", progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["ablation.json", "ablation.md", "base"]
+    result = json.loads((out / "ablation.json").read_text())
+    assert [r["lever"] for r in result["rows"]] == ["base", "tuned_weights"]
+    assert result["unchanged"] == [{"lever": "ann_light_dropout", "change": "ANN dropout 0.2"}]
+    assert "Not run, as the profile already does it: ann_light_dropout (ANN dropout 0.2)." in \
+        (out / "ablation.md").read_text()
+    del result["unchanged"]  # an ablation.json written before the field still renders
+    assert "| tuned_weights |" in ablation.render(result)
 
 
 def test_unknown_lever_is_refused_before_any_run(tmp_path):

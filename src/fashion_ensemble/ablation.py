@@ -2,7 +2,8 @@
 
     OUT/base/                 a complete run of the profile
     OUT/<lever>/              a complete run of the profile with that one lever changed (training levers)
-    OUT/ablation.json         {"profile", "protocol", "seed", "rows": [{lever, change, val/test accuracy, deltas}]}
+    OUT/ablation.json         {"profile", "protocol", "seed", "rows": [{lever, change, val/test accuracy, deltas}],
+                               "unchanged": [{lever, change}]: levers that would run the profile as it is}
     OUT/ablation.md           the table
 
 Training levers change the config and train again. Inference levers (flip TTA, calibrated voting, tuned weights,
@@ -42,9 +43,13 @@ def run_ablation(cfg: RunConfig, out: str | os.PathLike | None = None, levers: l
     base = run_or_resume(cfg, out / "base", **options)
     base_scores = _scores(base)
     rows = [{"lever": "base", "change": f"profile `{cfg.profile}` as it is", **base_scores}]
+    unchanged = []  # levers that set what the profile already has (the ANN anchor's on `best`): nothing to train
     for lever in levers:
         if lever in TRAINING_LEVERS:
             change, variant = TRAINING_LEVERS[lever](cfg)
+            if variant == cfg:
+                unchanged.append({"lever": lever, "change": change})
+                continue
             rows.append({"lever": lever, "change": change, **_scores(run_or_resume(variant, out / lever, **options))})
     if any(x in INFERENCE_LEVERS for x in levers):
         for lever, (change, scores) in inference_variants(base, options.get("data_dir")).items():
@@ -53,7 +58,8 @@ def run_ablation(cfg: RunConfig, out: str | os.PathLike | None = None, levers: l
     for row in rows:
         for key in ("val_accuracy", "test_accuracy"):
             row[f"{key}_delta"] = row[key] - base_scores[key]
-    result = {"profile": cfg.profile, "protocol": cfg.data.protocol, "seed": cfg.seed, "rows": rows}
+    result = {"profile": cfg.profile, "protocol": cfg.data.protocol, "seed": cfg.seed, "rows": rows,
+              "unchanged": unchanged}
     write_json(out / RESULT, result)
     (out / TABLE).write_text(render(result))
     return out
@@ -137,6 +143,10 @@ def render(result: dict) -> str:
             f"| {r['lever']} | {r['change']}{' (' + ', '.join(extra) + ')' if extra else ''} | "
             f"{r['val_accuracy']:.4f} | {100 * r['val_accuracy_delta']:+.2f} | {r['test_accuracy']:.4f} | "
             f"{100 * r['test_accuracy_delta']:+.2f} | {members} | {minutes} |")
+    unchanged = result.get("unchanged", [])  # absent from ablation.json files written before it
+    if unchanged:
+        lines += ["", "Not run, as the profile already does it: "
+                  + "; ".join(f"{u['lever']} ({u['change']})" for u in unchanged) + "."]
     lines.append("")
     return "\n".join(lines)
 
