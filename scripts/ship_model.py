@@ -2,15 +2,17 @@
 """Make a finished run folder the model that ships with the package (src/fashion_ensemble/pretrained/).
 
     fashion-ensemble run --profile default --seed 0 --out runs/ship
-    python scripts/ship_model.py runs/ship
+    python scripts/ship_model.py runs/ship [--seeds runs/default-seeds0-2]
 
 The weights are stored in half precision when that leaves every test prediction as it was (measured here on the
 run's own test split, and refused otherwise: then they stay in fp32); config.json, ensemble.json, metrics.json,
-report.md and the plots are copied as they are, and MODEL_CARD.md is written from them.
+report.md and the plots are copied as they are, and MODEL_CARD.md is written from them. `--seeds` names a finished
+`--seeds` study of the same profile (its summary.json): the card then quotes its means over the seeds.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import sys
@@ -25,7 +27,9 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from fashion_ensemble.data import make_split  # noqa: E402
+from fashion_ensemble.errors import UserError  # noqa: E402
 from fashion_ensemble.runs import PRETRAINED, RunFolder  # noqa: E402
+from fashion_ensemble.seeds import read_summary  # noqa: E402
 
 COPIED = ("config.json", "ensemble.json", "metrics.json", "ood.safetensors", "report.md", "training_curves.png",
           "confusion_matrices.png", "per_class_f1.png", "reliability.png")
@@ -39,7 +43,7 @@ def half(src: Path, dst: Path) -> None:
     save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, str(dst), metadata=metadata)
 
 
-def card(run: RunFolder, fp16: dict) -> str:
+def card(run: RunFolder, fp16: dict, seeds: dict | None = None) -> str:
     m, cfg = run.metrics(), run.config()
     env = run.history().get("environment") or m.get("environment", {})  # history.json (older runs: metrics)
     models = m["models"]
@@ -64,9 +68,8 @@ error, 15 bins):
 |---|---|---|---|---|
 {rows}
 
-McNemar's exact test of the ensemble: {sig}. Over three seeds the same profile gave ANN 0.9063 ± 0.0004, CNN
-0.9290 ± 0.0015, ensemble 0.9324 ± 0.0015 (docs/results.md). `report.md` beside this card has the per-class scores,
-confusion matrices, calibration and the training curves.
+McNemar's exact test of the ensemble: {sig}. {seeds_sentence(cfg.profile, seeds)} `report.md` beside this card has
+the per-class scores, confusion matrices, calibration and the training curves.
 
 **Stored in half precision**: {fp16["note"]}
 
@@ -82,6 +85,19 @@ looks unlike its training images ("ood": true, docs/ood.md): {ood_sentence(m.get
 """
 
 
+def seeds_sentence(profile: str, summary: dict | None) -> str:
+    """The profile's test accuracy over a `--seeds` study's seeds, from its summary.json (None: where to look)."""
+    if summary is None:
+        return "Its profile's results over several seeds: README.md and docs/results.md."
+    if summary["profile"] != profile:
+        raise UserError(f"the --seeds study is of profile {summary['profile']!r}, the shipped run of {profile!r}: "
+                        "name a study of the same profile")
+    means = ", ".join(f"{name} {m['accuracy']['mean']:.4f} ± {m['accuracy']['std']:.4f}"
+                      for name, m in summary["models"].items())
+    seeds = ", ".join(map(str, summary["seeds"]))
+    return f"Over {len(summary['seeds'])} seeds ({seeds}) the same profile gave test accuracy {means}."
+
+
 def ood_sentence(rates: dict | None) -> str:
     if not rates:
         return "this run has no such signal (add it with `fashion-ensemble ood RUN_DIR`)."
@@ -90,11 +106,13 @@ def ood_sentence(rates: dict | None) -> str:
             "wrong ones; `python scripts/ood_check.py` measures it on noise, flat images, digits and photos.")
 
 
-def main(run_dir: str) -> int:
+def main(run_dir: str, seeds_dir: str | None = None) -> int:
     run = RunFolder(run_dir)
     if not run.is_complete():
         print(f"{run_dir} is not a finished run folder", file=sys.stderr)
         return 2
+    seeds = read_summary(seeds_dir) if seeds_dir else None
+    seeds_sentence(run.config().profile, seeds)  # refuse a study of another profile before copying anything
     x, y = make_split(run.config().data, progress=False).test
     full = run.load().predict_proba(x)
     tmp = PRETRAINED.with_name("pretrained-new")  # renamed when complete
@@ -117,7 +135,7 @@ def main(run_dir: str) -> int:
     else:
         note = (f"yes — every one of the {len(y):,} test predictions is the same as with the fp32 weights (accuracy "
                 f"{acc32:.4f} both ways; largest probability difference {float(np.abs(shipped - full).max()):.1e}).")
-    (tmp / "MODEL_CARD.md").write_text(card(run, {"note": note}))
+    (tmp / "MODEL_CARD.md").write_text(card(run, {"note": note}, seeds))
     shutil.rmtree(PRETRAINED, ignore_errors=True)
     tmp.rename(PRETRAINED)
     size = sum(p.stat().st_size for p in PRETRAINED.iterdir())
@@ -126,5 +144,12 @@ def main(run_dir: str) -> int:
 
 
 if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run_dir", help="a finished run folder")
+    ap.add_argument("--seeds", metavar="DIR", help="a finished --seeds study of the same profile, quoted on the card")
+    args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    sys.exit(main(sys.argv[1]))
+    try:
+        sys.exit(main(args.run_dir, args.seeds))
+    except UserError as e:
+        sys.exit(f"ship_model: {e}")

@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import fashion_ensemble as fe
 from fashion_ensemble.data import load_raw
+from fashion_ensemble.errors import UserError
 from fashion_ensemble.runs import PRETRAINED
 from helpers import garment_photo
 
@@ -41,3 +43,36 @@ def test_commands_use_the_shipped_model_without_a_run_folder(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fashion_ensemble.cli", "export", "--onnx", str(tmp_path / "m.onnx")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and (tmp_path / "m.onnx").is_file(), r.stderr
+
+
+def test_ship_model_writes_a_loadable_folder_and_a_card_from_its_run(tiny_run, tmp_path, monkeypatch):
+    """scripts/ship_model.py on a finished run, into a temporary folder in place of the package's: the folder loads
+    and predicts as the run does, and the card quotes the run's numbers and, given a --seeds study, its means."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(tiny_run.parent / "data"))
+    import ship_model
+
+    monkeypatch.setattr(ship_model, "PRETRAINED", tmp_path / "pretrained")
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    profile = metrics["profile"]
+    summary = {"profile": profile, "seeds": [0, 1],
+               "models": {"ann": {"accuracy": {"mean": 0.5, "std": 0.01}}, "cnn": {"accuracy": {"mean": 0.25,
+                                                                                                "std": 0.02}}}}
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "summary.json").write_text(json.dumps(summary))
+    assert ship_model.main(str(tiny_run), str(tmp_path / "study")) == 0
+    shipped = tmp_path / "pretrained"
+    images = np.random.default_rng(0).integers(0, 256, (8, 28, 28), dtype=np.uint8)
+    np.testing.assert_allclose(fe.load(shipped).predict_proba(images), fe.load(tiny_run).predict_proba(images),
+                               atol=2e-3)  # fp16 weights where they change no test prediction
+    card = (shipped / "MODEL_CARD.md").read_text()
+    assert f"{metrics['models']['ensemble']['accuracy']:.4f}" in card
+    assert "Over 2 seeds (0, 1) the same profile gave test accuracy ann 0.5000 ± 0.0100, cnn 0.2500 ± 0.0200." in card
+    summary["profile"] = "not-" + profile  # a study of another profile is refused before anything is written
+    (tmp_path / "study" / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(UserError, match="the --seeds study is of profile"):
+        ship_model.main(str(tiny_run), str(tmp_path / "study"))
+    assert ship_model.main(str(tiny_run)) == 0  # without a study: the card points to the documentation
+    assert "results over several seeds: README.md" in (shipped / "MODEL_CARD.md").read_text()
