@@ -8,7 +8,8 @@ e.g. `ann=runs/anchor/seed0:ann cnn=runs/default/seed0:cnn`: a member trained al
 member) voted with another run's. The folders must share one data split (protocol, split seed, validation share,
 subset, source). As `run` does: each member's temperature fit on validation, voting weights tuned on validation
 accuracy (`--weighting log_loss`: on validation log-loss; `equal`: none), then scored on test, with McNemar's exact
-test of the vote against each member. `--shift-tta NAME` also averages that member's probabilities over its inputs
+test of the vote against each member, and for each pair of members the images one gets right and the other wrong
+(what a vote can gain from). `--shift-tta NAME` also averages that member's probabilities over its inputs
 shifted one pixel up, down, left and right (on top of its own flip TTA), to measure what that would add.
 `--ceiling` (two members) also scores every weighting on a 0.05 grid on test: the best any weighting of these two
 members could do, chosen on test, so a ceiling and not a result.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -93,6 +95,9 @@ def vote(specs: list[str], shift_tta: tuple[str, ...] = (), data_dir=None, ceili
         "ensemble": {"val_accuracy": scores["val_accuracy"]["ensemble"],
                      "test_accuracy": scores["models"]["ensemble"]["accuracy"]},
         "mcnemar_vs": {n: scores["significance"][f"ensemble_vs_{n}"] for n in members},
+        # what a vote has to work with: the test images one member gets right and the other wrong
+        "members_vs": {f"{a}_vs_{b}": mcnemar_exact(test.labels, test.raw[a].argmax(1), test.raw[b].argmax(1))
+                       for a, b in itertools.combinations(members, 2)},
     }
     if ceiling:
         result["ceiling"] = weight_sweep(ensemble, test)
@@ -148,6 +153,10 @@ def main() -> None:
     e = result["ensemble"]
     weights = ", ".join(f"{n} {w:.2f}" for n, w in result["weights"].items())
     print(f"{'ensemble':10s} val {e['val_accuracy']:.4f}  test {e['test_accuracy']:.4f}  (weights {weights})")
+    for pair, r in result["members_vs"].items():
+        a, b = pair.split("_vs_")
+        print(f"{a} right and {b} wrong: {r['a_right_b_wrong']} images; {b} right and {a} wrong: "
+              f"{r['a_wrong_b_right']}; both wrong: {r['both_wrong']}")
     for name, r in result["mcnemar_vs"].items():
         print(f"vote vs {name}: {r['a_right_b_wrong']} images won, {r['a_wrong_b_right']} lost, "
               f"McNemar p = {r['p_value']:.3g}")

@@ -149,6 +149,10 @@ def test_vote_runs_reproduces_the_runs_own_vote(tiny_run, tmp_path):
     assert result["ensemble"]["test_accuracy"] == pytest.approx(metrics["models"]["ensemble"]["accuracy"])
     assert result["weights"] == pytest.approx(metrics["weights"])
     assert result["members"]["cnn"]["test_accuracy"] == pytest.approx(metrics["models"]["cnn"]["accuracy"])
+    pair = result["members_vs"]["ann_vs_cnn"]  # the four cells of the members' agreement add up to each accuracy
+    n = sum(pair[k] for k in ("both_right", "a_right_b_wrong", "a_wrong_b_right", "both_wrong"))
+    assert (pair["both_right"] + pair["a_right_b_wrong"]) / n == pytest.approx(metrics["models"]["ann"]["accuracy"])
+    assert (pair["both_right"] + pair["a_wrong_b_right"]) / n == pytest.approx(metrics["models"]["cnn"]["accuracy"])
     # --ceiling: weight 0 is the CNN alone, 1 the ANN alone, and the fitted weight (on the same grid) the vote itself
     sweep = {round(row["weight_ann"], 2): row for row in result["ceiling"]}
     assert len(sweep) == 21
