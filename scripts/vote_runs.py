@@ -10,7 +10,7 @@ subset, source). As `run` does: each member's temperature fit on validation, vot
 accuracy (`--weighting log_loss`: on validation log-loss; `equal`: none), then scored on test, with McNemar's exact
 test of the vote against each member, and for each pair of members the images one gets right and the other wrong
 (what a vote can gain from). `--shift-tta NAME` also averages that member's probabilities over its inputs
-shifted one pixel up, down, left and right (on top of its own flip TTA), to measure what that would add.
+shifted one pixel up, down, left and right (on top of its own flip TTA; as `tta_shift` 1 in its config does).
 `--ceiling` (two members) also scores every weighting on a 0.05 grid on test: the best any weighting of these two
 members could do, chosen on test, so a ceiling and not a result.
 """
@@ -36,17 +36,6 @@ from fashion_ensemble.ensemble import SoftVotingEnsemble, soft_vote  # noqa: E40
 from fashion_ensemble.errors import UserError  # noqa: E402
 from fashion_ensemble.metrics import mcnemar_exact  # noqa: E402
 from fashion_ensemble.scoring import Predictions, predict, score  # noqa: E402
-
-SHIFTS = ((1, 0), (-1, 0), (0, 1), (0, -1))  # (rows, columns); the background is 0, so the vacated edge is too
-
-
-def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """(N, H, W) images moved by (dy, dx) pixels, zero-filled."""
-    out = np.zeros_like(images)
-    h, w = images.shape[1:3]
-    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-        images[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-    return out
 
 
 def parse(spec: str) -> tuple[str, Path, str]:
@@ -82,14 +71,15 @@ def vote(specs: list[str], shift_tta: tuple[str, ...] = (), data_dir=None, ceili
         if member not in loaded:
             raise UserError(f"{run_dir} has no member {member!r}; it has {', '.join(loaded)}")
         members[name] = loaded[member]
+    for name in shift_tta:
+        members[name].tta_shift = 1  # as a member with `tta_shift` 1 in its config (probabilities.member_proba)
     ensemble = SoftVotingEnsemble(members)
-    val, test = (with_shift_tta(ensemble, predict(ensemble, images, labels, ood_scores=False), images, shift_tta)
-                 for images, labels in (split.val, split.test))
+    val, test = (predict(ensemble, images, labels, ood_scores=False) for images, labels in (split.val, split.test))
     ensemble.fit(val.raw, val.labels, calibrate=True, weighting=weighting)
     scores = score(ensemble, test, val)  # as the study scores its own vote
     result = {
         "members": {n: {"val_accuracy": scores["val_accuracy"][n], "test_accuracy": scores["models"][n]["accuracy"],
-                        "shift_tta": n in shift_tta} for n in members},
+                        "shift_tta": members[n].tta_shift > 0} for n in members},
         "weights": ensemble.weights,
         "temperatures": {n: m.temperature for n, m in members.items()},
         "ensemble": {"val_accuracy": scores["val_accuracy"]["ensemble"],
@@ -116,16 +106,6 @@ def weight_sweep(ensemble: SoftVotingEnsemble, test: Predictions, step: float = 
         rows.append({"weight_" + names[0]: round(float(w), 4), "test_accuracy": float((pred == test.labels).mean()),
                      "vs": names[best], **mcnemar_exact(test.labels, pred, probas[best].argmax(1))})
     return rows
-
-
-def with_shift_tta(ensemble: SoftVotingEnsemble, p: Predictions, images: np.ndarray, names) -> Predictions:
-    """`p` with the named members' probabilities also averaged over `images` shifted by one pixel (SHIFTS)."""
-    raw = dict(p.raw)
-    for n in names:
-        member = ensemble.members[n]
-        moved = sum(member.predict_proba(shifted(images, *s), calibrated=False) for s in SHIFTS)
-        raw[n] = (raw[n] + moved) / (1 + len(SHIFTS))
-    return Predictions(raw, p.labels, p.ood)
 
 
 def main() -> None:

@@ -43,7 +43,8 @@ def test_every_lever_changes_exactly_what_it_says():
 
 def test_ablation_table_from_real_runs(tmp_path):
     data = write_dataset(tmp_path / "data", n_train=600, n_test=100)
-    levers = ["label_smoothing", "second_cnn", "tta_flip", "calibrated_voting", "tuned_weights", "log_loss_weights"]
+    levers = ["label_smoothing", "second_cnn", "tta_flip", "tta_shift", "calibrated_voting", "tuned_weights",
+              "log_loss_weights"]
     out = ablation.run_ablation(smoke(), tmp_path / "ab", levers, data_dir=data, device="cpu", progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["ablation.json", "ablation.md", "base", "label_smoothing",
                                                      "second_cnn"]
@@ -63,6 +64,7 @@ def test_ablation_table_from_real_runs(tmp_path):
     assert rows["calibrated_voting"]["members_test_accuracy"] == members
     assert rows["tta_flip"]["members_test_accuracy"]["ann"] == base["models"]["ann"]["accuracy"]
     assert rows["tta_flip"]["minutes"] is None and rows["label_smoothing"]["minutes"] > 0
+    assert rows["tta_shift"]["change"].startswith("shift test-time") and rows["tta_shift"]["minutes"] is None
     # The base run scored its other weightings as alternatives: the re-combined rows must agree with them.
     assert rows["tuned_weights"]["test_accuracy"] == base["alternatives"]["ensemble_equal_weights"]["accuracy"]
     assert rows["log_loss_weights"]["test_accuracy"] == \

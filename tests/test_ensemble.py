@@ -108,6 +108,28 @@ def test_tta_flip_averages_the_image_and_its_mirror():
     np.testing.assert_allclose(tta.predict_proba(images), expected, atol=1e-12)
 
 
+def test_tta_shift_averages_the_image_moved_each_way_and_with_flip_their_mirrors():
+    torch.manual_seed(0)
+    model = build_model("ann", ANNConfig(hidden=(16,)))
+    plain = Member("ann", model)
+    images = np.random.default_rng(3).integers(1, 256, (4, 28, 28), dtype=np.uint8)  # no zero pixel: edges show
+
+    def moved(x, dy, dx):  # by hand: pad two pixels of zeros, then cut the window out again
+        padded = np.pad(x, ((0, 0), (2, 2), (2, 2)))
+        return padded[:, 2 - dy : 30 - dy, 2 - dx : 30 - dx].copy()
+
+    for k in (1, 2):
+        views = [images] + [moved(images, dy, dx) for dy, dx in ((k, 0), (-k, 0), (0, k), (0, -k))]
+        assert moved(images, k, 0)[:, :k].max() == 0 and np.array_equal(moved(images, k, 0)[:, k:], images[:, :-k])
+        expected = np.mean([plain.predict_proba(v) for v in views], axis=0)
+        shifted = Member("ann", model, tta_shift=k)
+        np.testing.assert_allclose(shifted.predict_proba(images), expected, atol=1e-12)
+        both = Member("ann", model, tta_flip=True, tta_shift=k)
+        expected = np.mean([plain.predict_proba(w) for v in views for w in (v, v[:, :, ::-1].copy())], axis=0)
+        np.testing.assert_allclose(both.predict_proba(images), expected, atol=1e-12)
+        assert (plain.views, shifted.views, both.views) == (1, 5, 10)
+
+
 def test_a_members_temperature_rescales_its_probabilities_as_logits_divided_by_t():
     torch.manual_seed(0)
     model = build_model("ann", ANNConfig(hidden=(16,)))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import fashion_ensemble as fe
-from fashion_ensemble.config import CNNConfig
+from fashion_ensemble.config import ANNConfig, CNNConfig
 from fashion_ensemble.data import load_raw
 from fashion_ensemble.ensemble import Member, SoftVotingEnsemble
 from fashion_ensemble.errors import UserError
@@ -124,3 +124,17 @@ def test_a_cnn_with_identity_shortcuts_exports_exactly():
     images = np.random.default_rng(0).integers(0, 256, (7, 28, 28), dtype=np.uint8)
     onnx_proba = OnnxEnsemble(ensemble).predict_proba(images)
     np.testing.assert_allclose(onnx_proba, ensemble.predict_proba(images), atol=1e-5)
+
+
+def test_members_with_shift_tta_export_exactly_at_any_batch_size():
+    """The shifted views are built in the graph from the input's own shape: a batch of 1 or 9 gives what PyTorch
+    gives, with the mirror on or off."""
+    torch.manual_seed(0)
+    cnn = build_model("cnn", CNNConfig(stem=8, stages=((8,), (16,)), dw_bn=False, pool_first=True))
+    ann = build_model("ann", ANNConfig(hidden=(16,)))
+    ensemble = SoftVotingEnsemble({"cnn": Member("cnn", cnn, tta_flip=True, tta_shift=1),
+                                   "ann": Member("ann", ann, tta_shift=2)})
+    graph = OnnxEnsemble(ensemble)
+    for n in (1, 9):
+        images = np.random.default_rng(n).integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        np.testing.assert_allclose(graph.predict_proba(images), ensemble.predict_proba(images), atol=1e-5)

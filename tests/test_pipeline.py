@@ -1,5 +1,6 @@
 """The whole study on tiny synthetic data: the run folder's files, `load`, `evaluate`, and bad run folders."""
 
+import dataclasses
 import json
 import pickle
 
@@ -9,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import fashion_ensemble as fe
-from fashion_ensemble.config import EnsembleConfig
+from fashion_ensemble.config import EnsembleConfig, map_members
 from fashion_ensemble.errors import UserError
 from helpers import smoke_config as tiny_config
 from helpers import write_dataset
@@ -158,10 +159,31 @@ def test_revote_writes_what_a_run_with_that_weighting_writes(run, tmp_path):
         metrics["models"]["ensemble"]["accuracy"]  # `load` reproduces the new vote
 
 
+def test_revote_with_shift_tta_writes_what_a_run_with_it_writes(run, tmp_path):
+    """TTA changes no training, so a finished run revoted with shift TTA is the run a config with it makes."""
+    out, data_dir = run
+    copy = copy_run(out, tmp_path / "copy")
+    fe.revote(copy, tta_shift=1, data_dir=data_dir, device="cpu")
+    cfg = tiny_config()
+    fresh = fe.run_study(map_members(cfg, lambda m: dataclasses.replace(m, tta_shift=1)), tmp_path / "fresh",
+                         data_dir=data_dir, device="cpu", progress=False)
+    assert (copy / "config.json").read_text() == (fresh / "config.json").read_text()
+    for name in ("ensemble.json", "metrics.json"):  # up to rounding: fit on members as trained against as loaded
+        ours, theirs = (flat(json.loads((folder / name).read_text())) for folder in (copy, fresh))
+        assert ours.keys() == theirs.keys()
+        assert all(v == (pytest.approx(theirs[k], rel=1e-6) if type(v) is float else theirs[k])
+                   for k, v in ours.items()), name
+    assert all(m.tta_shift == 1 for m in fe.load(copy).members.values())
+    history = json.loads((copy / "history.json").read_text())
+    assert history["revoted"][0]["tta_shift"] == {n: [0, 1] for n in cfg.members}
+
+
 def test_revote_refuses_what_it_cannot_vote(run, tmp_path):
     out, data_dir = run
     with pytest.raises(UserError, match="ensemble.weights must be one of"):
         fe.revote(out, weighting="median", data_dir=data_dir, device="cpu")
+    with pytest.raises(UserError, match="tta_shift"):
+        fe.revote(out, tta_shift=-1, data_dir=data_dir, device="cpu")
     with pytest.raises(UserError, match="not a complete run folder"):
         fe.revote(tmp_path / "never", data_dir=data_dir, device="cpu")
 

@@ -6,9 +6,9 @@
                                "unchanged": [{lever, change}]: levers that would run the profile as it is}
     OUT/ablation.md           the table
 
-Training levers change the config and train again. Inference levers (flip TTA, calibrated voting, tuned weights,
-the weights' criterion) change only how the base run's trained members are combined, so they are scored on the base
-run's members.
+Training levers change the config and train again. Inference levers (flip and shift TTA, calibrated voting, tuned
+weights, the weights' criterion) change only how the base run's trained members are combined, so they are scored on
+the base run's members.
 Each lever is flipped against the profile: one the profile uses is switched off, one it does not use is switched on.
 Running again with the same OUT skips the runs that are complete and resumes a stopped one.
 """
@@ -82,41 +82,46 @@ def _row(scores: dict) -> dict:
 
 
 def inference_variants(run_dir: Path, data_dir=None) -> dict[str, tuple[str, dict]]:
-    """The base run's trained members, combined four other ways: each row flips one of flip TTA, calibrated voting,
-    tuned weights and their criterion (validation accuracy or log-loss) against what the run does, keeping the
-    rest; each re-fit on validation and scored."""
+    """The base run's trained members, combined five other ways: each row flips one of flip TTA, shift TTA,
+    calibrated voting, tuned weights and their criterion (validation accuracy or log-loss) against what the run does,
+    keeping the rest; each re-fit on validation and scored."""
     folder = RunFolder(run_dir)
     trained = folder.load()
     cfg = folder.config()
     split = make_split(cfg.data, data_dir)
-    predictions: dict[bool, tuple] = {}  # TTA on/off → every member's (val, test) predictions, run once each
+    predictions: dict[tuple, tuple] = {}  # (flip, shift) → every member's (val, test) predictions, run once each
 
-    def combine(tta: bool | None, calibrate: bool, weighting: str) -> dict:
-        """tta None: each member's own setting."""
-        members = {n: Member(m.kind, m.model, m.device, tta_flip=m.tta_flip if tta is None else tta)
+    def combine(calibrate: bool, weighting: str, flip: bool | None = None, shift: int | None = None) -> dict:
+        """flip, shift None: each member's own TTA."""
+        members = {n: Member(m.kind, m.model, m.device, tta_flip=m.tta_flip if flip is None else flip,
+                             tta_shift=m.tta_shift if shift is None else shift)
                    for n, m in trained.members.items()}
         ensemble = SoftVotingEnsemble(members, classes=trained.classes)
-        if tta not in predictions:
-            predictions[tta] = predict(ensemble, *split.val), predict(ensemble, *split.test)
-        val, test = predictions[tta]
+        if (flip, shift) not in predictions:
+            predictions[flip, shift] = predict(ensemble, *split.val), predict(ensemble, *split.test)
+        val, test = predictions[flip, shift]
         ensemble.fit(val.raw, val.labels, calibrate=calibrate, weighting=weighting)
         return {**_row(score(ensemble, test, val)), "minutes": None, "run": f"{folder.path.name} (re-combined)"}
 
     calibrated = any(m.temperature != 1.0 for m in trained.members.values())
     weighting = cfg.ensemble.weights
     tuned = weighting != "equal"
-    any_tta = any(m.tta_flip for m in trained.members.values())
+    any_flip = any(m.tta_flip for m in trained.members.values())
+    any_shift = any(m.tta_shift for m in trained.members.values())
     return {
-        "tta_flip": ("no flip test-time augmentation" if any_tta else "flip test-time augmentation for every member",
-                     combine(not any_tta, calibrated, weighting)),
+        "tta_flip": ("no flip test-time augmentation" if any_flip else "flip test-time augmentation for every member",
+                     combine(calibrated, weighting, flip=not any_flip)),
+        "tta_shift": ("no shift test-time augmentation" if any_shift else
+                      "shift test-time augmentation (1 pixel each way) for every member",
+                      combine(calibrated, weighting, shift=0 if any_shift else 1)),
         "calibrated_voting": ("members not temperature-scaled before voting" if calibrated else
                               "members temperature-scaled on validation before voting",
-                              combine(None, not calibrated, weighting)),
+                              combine(not calibrated, weighting)),
         "tuned_weights": ("equal voting weights" if tuned else "voting weights tuned on validation",
-                          combine(None, calibrated, "equal" if tuned else "tuned")),
+                          combine(calibrated, "equal" if tuned else "tuned")),
         "log_loss_weights": ("voting weights tuned on validation accuracy, not log-loss" if weighting == "log_loss"
                              else "voting weights fit on validation log-loss",
-                             combine(None, calibrated, "tuned" if weighting == "log_loss" else "log_loss")),
+                             combine(calibrated, "tuned" if weighting == "log_loss" else "log_loss")),
     }
 
 

@@ -173,7 +173,8 @@ def eager_proba(ensemble: SoftVotingEnsemble, images: np.ndarray) -> np.ndarray:
     out = 0
     with torch.no_grad():
         for member, w in zip(ensemble.members.values(), ensemble.weights.values()):
-            out = out + w * member_proba(member.model, x, tta_flip=member.tta_flip, temperature=member.temperature)
+            out = out + w * member_proba(member.model, x, tta_flip=member.tta_flip, tta_shift=member.tta_shift,
+                                         temperature=member.temperature)
     return out.numpy()
 
 
@@ -254,10 +255,9 @@ def run_bench(run_dir: str | Path | None, config: BenchConfig, images: np.ndarra
     if run_dir is not None:
         ensemble = RunFolder(run_dir).load()
     else:  # untrained members of the default profile: the same shapes, so the same speed
-        ensemble = SoftVotingEnsemble({n: Member(m.kind, model_of(m), tta_flip=m.tta_flip)
+        ensemble = SoftVotingEnsemble({n: Member(m.kind, model_of(m), tta_flip=m.tta_flip, tta_shift=m.tta_shift)
                                        for n, m in cfg.members.items()})
-    infer_flops = sum(flops_per_image(m.model, train=False) * (2 if m.tta_flip else 1)
-                      for m in ensemble.members.values())
+    infer_flops = sum(flops_per_image(m.model, train=False) * m.views for m in ensemble.members.values())
     onnx = OnnxEnsemble(ensemble)
     batch = images[: config.infer_images]
     paths = {"eager": lambda x: eager_proba(ensemble, x), "torch": ensemble.predict_proba, "onnx": onnx.predict_proba}

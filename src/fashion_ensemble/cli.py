@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "224×224 RGB JPEG, dark on white, and read back through preprocess")
     ev.set_defaults(func=cmd_evaluate)
 
-    rv = sub.add_parser("revote", help="fit a finished run's vote again (another weighting), without training: "
+    rv = sub.add_parser("revote", help="fit a finished run's vote again (another weighting or TTA), without training: "
                         "its ensemble.json, metrics and report rewritten")
     rv.add_argument("run_dir", help="a run folder, or a multi-seed study folder (every seed, then its summary)")
     rv.add_argument("--weighting", choices=config.WEIGHTINGS, default=None,
@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "validation log-loss (default: the run's own)")
     rv.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
                     help="temperature-scale each member on validation before voting (default: as the run did)")
+    rv.add_argument("--tta-shift", type=int, default=None, metavar="PIXELS",
+                    help="every member also averaged over its input moved this many pixels each way (0: off; "
+                         "default: as the run did)")
     add_common(rv)
     rv.add_argument("--json", action="store_true", help="print each run's ensemble scores and tests as JSON")
     rv.set_defaults(func=cmd_revote)
@@ -307,7 +310,7 @@ def cmd_revote(args) -> int:
     if sys.stderr.isatty():  # a person waiting; logs and pipes get the result alone
         print(f"revoting {args.run_dir}: every member on its validation and test splits, the new vote, its report "
               "(about a minute a run on 2 cores)", file=sys.stderr, flush=True)
-    revoted = seeds.revote(args.run_dir, weighting=args.weighting, calibrate=args.calibrate,
+    revoted = seeds.revote(args.run_dir, weighting=args.weighting, calibrate=args.calibrate, tta_shift=args.tta_shift,
                            data_dir=args.data_dir, device=args.device)
     results = {}
     for run_dir in revoted:

@@ -21,15 +21,17 @@ from .probabilities import fit_temperature, temperature_scale
 
 class Member:
     """One trained model with `predict_proba`; `kind` is "ann" or "cnn". With `tta_flip`, the probabilities are the
-    mean of the image's and its mirror's. A `temperature` other than 1 rescales those probabilities as
-    softmax(log p / T) (fit on validation by `SoftVotingEnsemble.fit` when the profile calibrates its members)."""
+    mean of the image's and its mirror's; with `tta_shift` k > 0, also of the image moved k pixels each way
+    (probabilities.member_proba). A `temperature` other than 1 rescales those probabilities as softmax(log p / T)
+    (fit on validation by `SoftVotingEnsemble.fit` when the profile calibrates its members)."""
 
     def __init__(self, kind: str, model: torch.nn.Module, device: torch.device | str = "cpu", tta_flip: bool = False,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, tta_shift: int = 0):
         self.kind = kind
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tta_flip = tta_flip
+        self.tta_shift = tta_shift
         self.temperature = check_temperature(temperature)
 
     def predict_proba(self, images, *, calibrated: bool = True) -> np.ndarray:
@@ -42,9 +44,14 @@ class Member:
         """(channels, height, width) of one input: (1, 28, 28) for Fashion-MNIST."""
         return getattr(self.model, "input_shape", GREY)
 
+    @property
+    def views(self) -> int:
+        """Forward passes an image costs: 1, 2 (mirror), 5 (shifts) or 10 (both)."""
+        return (5 if self.tta_shift else 1) * (2 if self.tta_flip else 1)
+
     def _proba(self, x: torch.Tensor, calibrated: bool = True) -> np.ndarray:
         """x: checked float (N, C, S, S) on the CPU → probabilities (N, classes), float64."""
-        return model_proba(self.model, x, self.device, tta_flip=self.tta_flip,
+        return model_proba(self.model, x, self.device, tta_flip=self.tta_flip, tta_shift=self.tta_shift,
                            temperature=self.temperature if calibrated else 1.0)
 
     def features(self, images) -> np.ndarray:

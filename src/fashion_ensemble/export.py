@@ -39,21 +39,23 @@ def to_nhwc(x: np.ndarray) -> np.ndarray:
 
 
 class MemberGraph(nn.Module):
-    """images (N, S, S) or (N, S, S, C) → probabilities (N, classes), with the member's flip TTA and temperature
-    (probabilities.py, as the PyTorch member; the image and its mirror as one batch: half the operator launches).
-    With `features`: (probabilities, the unflipped images' features (N, D)), from the same forward pass."""
+    """images (N, S, S) or (N, S, S, C) → probabilities (N, classes), with the member's TTA (mirror, shifts) and
+    temperature (probabilities.py, as the PyTorch member; every view in one batch: fewer operator launches).
+    With `features`: (probabilities, the images' own features (N, D), unmoved and unflipped), from the same pass."""
 
     def __init__(self, member: Member, features: bool = False):
         super().__init__()
         self.model = copy.deepcopy(member.model).cpu().float().eval()  # the member itself stays put
         self.tta_flip = member.tta_flip
+        self.tta_shift = member.tta_shift
         self.temperature = member.temperature
         self.features = features
 
     def forward(self, images: torch.Tensor):
         x = to_nchw(images)
         if not self.features:
-            return member_proba(self.model, x, tta_flip=self.tta_flip, temperature=self.temperature, one_call=True)
+            return member_proba(self.model, x, tta_flip=self.tta_flip, tta_shift=self.tta_shift,
+                                temperature=self.temperature, one_call=True)
         kept = []
 
         def logits_of(batch):
@@ -61,7 +63,8 @@ class MemberGraph(nn.Module):
             kept.append(f[: x.shape[0]])  # the images themselves come first in a TTA batch
             return self.model.classify(f)
 
-        return member_proba(logits_of, x, tta_flip=self.tta_flip, temperature=self.temperature, one_call=True), kept[0]
+        return member_proba(logits_of, x, tta_flip=self.tta_flip, tta_shift=self.tta_shift,
+                            temperature=self.temperature, one_call=True), kept[0]
 
 
 class OODGraph(nn.Module):

@@ -156,12 +156,12 @@ def _batched(model: torch.nn.Module, fn, x: torch.Tensor, batch_size: int | None
 
 
 def model_proba(model: torch.nn.Module, x: torch.Tensor, device: torch.device, *, tta_flip: bool = False,
-                temperature: float = 1.0) -> np.ndarray:
+                tta_shift: int = 0, temperature: float = 1.0) -> np.ndarray:
     """A model's probabilities (N, classes), float64, for checked images x (N, C, S, S) on the CPU."""
     def logits_of(images: torch.Tensor) -> np.ndarray:
         return predict_logits(model, images.to(device)).cpu().numpy().astype(np.float64)
 
-    return member_proba(logits_of, x, tta_flip=tta_flip, temperature=temperature)
+    return member_proba(logits_of, x, tta_flip=tta_flip, tta_shift=tta_shift, temperature=temperature)
 
 
 def model_features(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:

@@ -136,5 +136,5 @@ TRAINING_LEVERS: dict[str, Callable[[RunConfig], tuple[str, RunConfig]]] = {
     "ann_flip_tta": ann_flip_tta,
     "ann_recipe": ann_recipe,
 }
-INFERENCE_LEVERS = ("tta_flip", "calibrated_voting", "tuned_weights", "log_loss_weights")
+INFERENCE_LEVERS = ("tta_flip", "tta_shift", "calibrated_voting", "tuned_weights", "log_loss_weights")
 LEVERS = (*TRAINING_LEVERS, *INFERENCE_LEVERS)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import distributed, ood
-from .config import RunConfig
+from .config import RunConfig, map_members
 from .data import Split, make_split
 from .ensemble import Member, SoftVotingEnsemble
 from .errors import UserError
@@ -198,7 +198,7 @@ def train_members(cfg: RunConfig, split: Split, folder: RunFolder, device: torch
     for name, mcfg in cfg.members.items():
         start = time.perf_counter()
         model, epochs = _train(cfg, name, split, device, folder, progress, writer)
-        members[name] = Member(mcfg.kind, model, device, tta_flip=mcfg.tta_flip)
+        members[name] = Member(mcfg.kind, model, device, tta_flip=mcfg.tta_flip, tta_shift=mcfg.tta_shift)
         history[name] = {"best_epoch": min(epochs, key=lambda e: e["val_loss"])["epoch"], "epochs": epochs}
         # every epoch's wall time, in whichever process ran it (a resumed run counts its first part too); at least
         # this process's own time (restoring a finished checkpoint, epochs from before wall_s was recorded)
@@ -324,13 +324,13 @@ def evaluate(run_dir: str | os.PathLike, data_dir=None, device: str = "auto", ph
     return score(ensemble, predict(ensemble, x_te, y_te, ood_scores=False))["models"]
 
 
-def revote(run_dir: str | os.PathLike, *, weighting: str | None = None, calibrate: bool | None = None, data_dir=None,
-           device: str = "auto", progress: bool = False) -> dict:
+def revote(run_dir: str | os.PathLike, *, weighting: str | None = None, calibrate: bool | None = None,
+           tta_shift: int | None = None, data_dir=None, device: str = "auto", progress: bool = False) -> dict:
     """Fit a complete run's vote again from its saved members, without training: another `weighting` (config.py's
-    WEIGHTINGS) or `calibrate` (None: the run's own). ensemble.json, config.json's "ensemble", metrics.json and the
-    report become what a run with that config writes (the members are the same); the weights files, the per-epoch
-    history and the "I don't know" signal stay, and history.json records the change under "revoted". Returns the
-    new metrics."""
+    WEIGHTINGS), `calibrate`, or `tta_shift` for every member (None: the run's own). ensemble.json, config.json,
+    metrics.json and the report become what a run with that config writes (the members' weights are the same: TTA
+    and the vote do not change training); the weights files, the per-epoch history and the "I don't know" signal
+    stay, and history.json records the change under "revoted". Returns the new metrics."""
     folder = RunFolder(run_dir)
     if not folder.is_complete():
         raise UserError(f"{folder.path} is not a complete run folder (no {METRICS}); only a finished run has a vote "
@@ -338,23 +338,33 @@ def revote(run_dir: str | os.PathLike, *, weighting: str | None = None, calibrat
     old = folder.config()
     changes = {k: v for k, v in (("weights", weighting), ("calibrate", calibrate)) if v is not None}
     cfg = old.replace(ensemble=replace(old.ensemble, **changes))  # an unknown weighting is refused here
+    if tta_shift is not None:
+        cfg = map_members(cfg, lambda m: replace(m, tta_shift=tta_shift))  # a bad shift is refused here
+
+    def load() -> SoftVotingEnsemble:
+        ensemble = folder.load(device)
+        for name, member in ensemble.members.items():  # the new TTA before config.json says so
+            member.tta_shift = cfg.members[name].tta_shift
+        return ensemble
+
     device = distributed.resolve_device(device)
     with folder.lock():
-        ensemble = folder.load(device)
+        ensemble = load()
         split = make_split(cfg.data, data_dir, progress=progress)
         val = predict(ensemble, *split.val, ood_scores=False)  # as the study's: fitting and scoring need no ood
         ensemble.fit(val.raw, val.labels, calibrate=cfg.ensemble.calibrate, weighting=cfg.ensemble.weights)
         # The new vote first, then everything that describes it; an interrupted revote is mended by running it again.
         folder.replace(ENSEMBLE, ensemble_spec(ensemble, cfg.ensemble.weights))
-        ensemble = folder.load(device)  # scored as saved, as a run is
+        ensemble = load()  # scored as saved, as a run is
         metrics = {**folder.metrics(), **study_metrics(cfg, split, ensemble, val)}
         history = folder.history()
         _write_report(folder, cfg, split, metrics, history["members"], history["timing"], history.get("environment"))
         folder.replace(CONFIG, cfg.to_dict())
         folder.replace(METRICS, metrics)
-        folder.replace(HISTORY, {**history, "revoted": [
-            *history.get("revoted", []),
-            {"from": asdict(old.ensemble), "to": asdict(cfg.ensemble), "command": " ".join(sys.argv)}]})
+        change = {"from": asdict(old.ensemble), "to": asdict(cfg.ensemble), "command": " ".join(sys.argv)}
+        if cfg.members != old.members:
+            change["tta_shift"] = {n: [old.members[n].tta_shift, m.tta_shift] for n, m in cfg.members.items()}
+        folder.replace(HISTORY, {**history, "revoted": [*history.get("revoted", []), change]})
     return metrics
 
 

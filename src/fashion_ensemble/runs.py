@@ -133,7 +133,7 @@ class RunFolder:
             model = build_model(member_cfg.kind, member_cfg.model, len(classes), shape)
             model.load_state_dict(load_weights(path, model))
             members[name] = Member(member_cfg.kind, model, device, tta_flip=member_cfg.tta_flip,
-                                   temperature=info.get("temperature", 1.0))
+                                   tta_shift=member_cfg.tta_shift, temperature=info.get("temperature", 1.0))
         ensemble = SoftVotingEnsemble(members, [spec["weights"][name] for name in members], classes,
                                       pipeline=config.data.pipeline)
         if self.file(ood.FILE).is_file():  # folders made before the "I don't know" signal have none
