@@ -123,3 +123,15 @@ def test_the_documented_configs_still_load(path):
     """docs/results.md and docs/performance.md show `run --config docs/configs/X.json`: each must stay valid."""
     cfg = RunConfig.from_dict(json.loads(path.read_text()))
     assert cfg.members
+
+
+def test_best_is_the_documented_long_run_with_shift_tta():
+    """README and docs/results.md give `best`'s numbers from runs of docs/configs/best-deeper-long.json, revoted with
+    `--tta-shift 1` (TTA changes no training): the profile must stay exactly that."""
+    import dataclasses
+
+    from fashion_ensemble.config import map_members
+
+    documented = RunConfig.from_dict(json.loads((DOC_CONFIGS[0].parent / "best-deeper-long.json").read_text()))
+    documented = map_members(documented, lambda m: dataclasses.replace(m, tta_shift=1)).replace(profile="best")
+    assert profile("best") == documented
