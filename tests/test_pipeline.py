@@ -174,6 +174,8 @@ def test_revote_with_shift_tta_writes_what_a_run_with_it_writes(run, tmp_path):
         assert all(v == (pytest.approx(theirs[k], rel=1e-6) if type(v) is float else theirs[k])
                    for k, v in ours.items()), name
     assert all(m.tta_shift == 1 for m in fe.load(copy).members.values())
+    assert "views (the image and it moved 1 pixel each way" in (copy / "report.md").read_text()
+    assert "moved" not in (out / "report.md").read_text()
     history = json.loads((copy / "history.json").read_text())
     assert history["revoted"][0]["tta_shift"] == {n: [0, 1] for n in cfg.members}
 

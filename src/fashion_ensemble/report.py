@@ -147,6 +147,21 @@ def _calibrated_voting(metrics: dict) -> str:
             f"{alt['uncalibrated_ensemble_tuned_weights']['accuracy']:.4f}.")
 
 
+def _test_time_views(cfg) -> str:
+    """One sentence on what each member's probabilities are averaged over (its TTA), or "" when no member has TTA."""
+    def views(name, m) -> str:
+        if m.tta_shift:
+            pixels = f"{m.tta_shift} pixel{'s' if m.tta_shift > 1 else ''}"
+            mirror = ", each with its mirror" if m.tta_flip else ""
+            return f"{name} {10 if m.tta_flip else 5} views (the image and it moved {pixels} each way{mirror})"
+        return f"{name} 2 views (the image and its mirror)" if m.tta_flip else f"{name} none"
+
+    if not any(m.tta_flip or m.tta_shift for m in cfg.members.values()):
+        return ""
+    return (" Test-time augmentation, each member's probabilities averaged over views of the image: "
+            + "; ".join(views(name, m) for name, m in cfg.members.items()) + ".")
+
+
 def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing: dict | None = None,
                     environment: dict | None = None) -> str:
     models = metrics["models"]
@@ -175,7 +190,8 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
         f"Ensemble weighting: **{metrics['weighting']}** ({weights}"
         + (f": {WEIGHTING_WORDS[metrics['weighting']]}). " if metrics["weighting"] in WEIGHTING_WORDS else "). ")
         + _weighting(alt, metrics["weighting"])
-        + _calibrated_voting(metrics),
+        + _calibrated_voting(metrics)
+        + _test_time_views(cfg),
         "",
         "Validation accuracy: " + ", ".join(f"{n} {a:.4f}" for n, a in metrics["val_accuracy"].items()) + ".",
         *([] if "balanced_accuracy" not in models["ensemble"] else [
