@@ -127,14 +127,15 @@ def test_a_cnn_with_identity_shortcuts_exports_exactly():
 
 
 def test_members_with_shift_tta_export_exactly_at_any_batch_size():
-    """The shifted views are built in the graph from the input's own shape: a batch of 1 or 9 gives what PyTorch
-    gives, with the mirror on or off."""
+    """The shifted views are built in the graph from the input's own shape, and OnnxEnsemble splits a large batch
+    into runs of at most VIEWS_PER_RUN views: any batch gives what PyTorch gives, with the mirror on or off."""
     torch.manual_seed(0)
     cnn = build_model("cnn", CNNConfig(stem=8, stages=((8,), (16,)), dw_bn=False, pool_first=True))
     ann = build_model("ann", ANNConfig(hidden=(16,)))
     ensemble = SoftVotingEnsemble({"cnn": Member("cnn", cnn, tta_flip=True, tta_shift=1),
                                    "ann": Member("ann", ann, tta_shift=2)})
     graph = OnnxEnsemble(ensemble)
-    for n in (1, 9):
+    assert graph.batch == 512 // 10  # images a session run: the CNN's 10 views each
+    for n in (0, 1, 9, 120):  # 120: three runs of 51, 51 and 18 images, put back together in order
         images = np.random.default_rng(n).integers(0, 256, (n, 28, 28), dtype=np.uint8)
         np.testing.assert_allclose(graph.predict_proba(images), ensemble.predict_proba(images), atol=1e-5)
