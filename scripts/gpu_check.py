@@ -105,8 +105,8 @@ def checks(device) -> list[tuple[str, bool, str]]:
 
     torch.manual_seed(0)
     model = build_model("cnn", CNNConfig(stem=16, stages=((16,), (32,))))
-    cpu_proba = Member("cnn", model, "cpu", tta_flip=True).predict_proba(images[:512])
-    dev_proba = Member("cnn", model, device, tta_flip=True).predict_proba(images[:512])
+    cpu_proba = Member("cnn", model, "cpu", tta_flip=True, tta_shift=1).predict_proba(images[:512])  # `best`'s TTA
+    dev_proba = Member("cnn", model, device, tta_flip=True, tta_shift=1).predict_proba(images[:512])
     diff = float(np.abs(cpu_proba - dev_proba).max())
     agree = float((cpu_proba.argmax(1) == dev_proba.argmax(1)).mean())
     results.append(("inference", diff < 0.05 and agree >= 0.98,
