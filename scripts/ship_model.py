@@ -28,6 +28,7 @@ from safetensors.torch import save_file  # noqa: E402
 
 from fashion_ensemble.data import make_split  # noqa: E402
 from fashion_ensemble.errors import UserError  # noqa: E402
+from fashion_ensemble.report import test_time_views  # noqa: E402
 from fashion_ensemble.runs import PRETRAINED, RunFolder  # noqa: E402
 from fashion_ensemble.seeds import read_summary  # noqa: E402
 
@@ -45,7 +46,9 @@ def half(src: Path, dst: Path) -> None:
 
 def card(run: RunFolder, fp16: dict, seeds: dict | None = None) -> str:
     m, cfg = run.metrics(), run.config()
-    env = run.history().get("environment") or m.get("environment", {})  # history.json (older runs: metrics)
+    history = run.history()
+    env = history.get("environment") or m.get("environment", {})  # history.json (older runs: metrics)
+    then = "".join(f"`{r['command']}`, then " for r in history.get("revoted", []))  # its vote fit again, if it was
     models = m["models"]
     rows = "\n".join(f"| {name} | {s['accuracy']:.4f} | {s['accuracy_ci95'][0]:.4f}–{s['accuracy_ci95'][1]:.4f} | "
                      f"{s['macro_f1']:.4f} | {s['ece']:.4f} |" for name, s in models.items())
@@ -56,6 +59,7 @@ def card(run: RunFolder, fp16: dict, seeds: dict | None = None) -> str:
 **What it is**: an ANN + depthwise-separable CNN soft-voting ensemble (profile `{cfg.profile}`, seed {cfg.seed};
 voting weights {", ".join(f"{n} {w:.2f}" for n, w in m["weights"].items())}, members temperature-scaled on
 validation) that classifies a garment image into the ten Fashion-MNIST classes: {", ".join(m["classes"])}.
+{test_time_views(cfg).strip()}
 
 **Data and protocol**: Fashion-MNIST, `{m["protocol"]}` protocol: trained on 54,000 of the official 60,000 training
 images (6,000 held out for validation, early stopping and the voting weights), scored once on the official
@@ -73,7 +77,7 @@ the per-class scores, confusion matrices, calibration and the training curves.
 
 **Stored in half precision**: {fp16["note"]}
 
-**Made with**: `{env.get("command", "fashion-ensemble run --profile " + cfg.profile)}`, then
+**Made with**: `{env.get("command", "fashion-ensemble run --profile " + cfg.profile)}`, then {then}
 `python scripts/ship_model.py RUN_DIR`; on {env.get("cpu", "?")} ({env.get("cpu_threads", "?")} threads), Python
 {env.get("python", "?")}, PyTorch {env.get("torch", "?")}, fashion-ensemble {env.get("fashion_ensemble", "?")}
 (commit {env.get("commit", "?")}).

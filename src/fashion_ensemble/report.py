@@ -147,7 +147,7 @@ def _calibrated_voting(metrics: dict) -> str:
             f"{alt['uncalibrated_ensemble_tuned_weights']['accuracy']:.4f}.")
 
 
-def _test_time_views(cfg) -> str:
+def test_time_views(cfg) -> str:
     """One sentence on what each member's probabilities are averaged over (its TTA), or "" when no member has TTA."""
     def views(name, m) -> str:
         if m.tta_shift:
@@ -191,7 +191,7 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
         + (f": {WEIGHTING_WORDS[metrics['weighting']]}). " if metrics["weighting"] in WEIGHTING_WORDS else "). ")
         + _weighting(alt, metrics["weighting"])
         + _calibrated_voting(metrics)
-        + _test_time_views(cfg),
+        + test_time_views(cfg),
         "",
         "Validation accuracy: " + ", ".join(f"{n} {a:.4f}" for n, a in metrics["val_accuracy"].items()) + ".",
         *([] if "balanced_accuracy" not in models["ensemble"] else [
