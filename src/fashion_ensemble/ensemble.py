@@ -16,7 +16,7 @@ from .classes import CLASSES
 from .config import GREY, WEIGHTINGS
 from .errors import UserError
 from .inference import check_images, model_features, model_inputs, model_proba
-from .probabilities import fit_temperature, temperature_scale
+from .probabilities import fit_temperature, temperature_scale, tta_views
 
 
 class Member:
@@ -47,7 +47,7 @@ class Member:
     @property
     def views(self) -> int:
         """Forward passes an image costs: 1, 2 (mirror), 5 (shifts) or 10 (both)."""
-        return (5 if self.tta_shift else 1) * (2 if self.tta_flip else 1)
+        return tta_views(self.tta_flip, self.tta_shift)
 
     def _proba(self, x: torch.Tensor, calibrated: bool = True) -> np.ndarray:
         """x: checked float (N, C, S, S) on the CPU → probabilities (N, classes), float64."""

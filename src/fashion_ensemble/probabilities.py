@@ -61,6 +61,11 @@ def member_proba(logits_of: Callable, images, *, tta_flip: bool = False, tta_shi
     return proba if temperature == 1.0 else temperature_scale(proba, temperature)
 
 
+def tta_views(tta_flip: bool, tta_shift: int) -> int:
+    """The views `member_proba` averages, i.e. forward passes an image costs: 1, 2 (mirror), 5 (shifts) or 10."""
+    return (5 if tta_shift else 1) * (2 if tta_flip else 1)
+
+
 def shift(images, dy: int, dx: int):
     """(N, ..., H, W) images moved dy pixels down and dx right (negative: up, left), the vacated edge zero. The zeros
     are sliced from the images' own shape (`zeros_like`), so a traced graph keeps its dynamic batch size."""

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402 (after the backend is chosen)
 import numpy as np  # noqa: E402
 
 from .classes import CLASSES  # noqa: E402
+from .probabilities import tta_views  # noqa: E402
 
 # The paper's Table (its reported single runs, paper protocol), for comparison only.
 PAPER_RESULTS = {
@@ -153,7 +154,8 @@ def test_time_views(cfg) -> str:
         if m.tta_shift:
             pixels = f"{m.tta_shift} pixel{'s' if m.tta_shift > 1 else ''}"
             mirror = ", each with its mirror" if m.tta_flip else ""
-            return f"{name} {10 if m.tta_flip else 5} views (the image and it moved {pixels} each way{mirror})"
+            return (f"{name} {tta_views(m.tta_flip, m.tta_shift)} views (the image and it moved {pixels} each "
+                    f"way{mirror})")
         return f"{name} 2 views (the image and its mirror)" if m.tta_flip else f"{name} none"
 
     if not any(m.tta_flip or m.tta_shift for m in cfg.members.values()):
