@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from fashion_ensemble.augment import augment, random_erase, random_flip, random_translate
+from fashion_ensemble.augment import (augment, gaussian_blur_matrix, random_elastic, random_erase, random_flip,
+                                     random_translate)
 from fashion_ensemble.config import AugmentConfig
 
 
@@ -39,9 +40,36 @@ def test_erase_blanks_rectangles_to_background():
     assert torch.equal(random_erase(x, 0.0, 0.25, torch.Generator()), x)
 
 
+def test_blur_matrix_is_a_normalised_gaussian_away_from_the_edges():
+    b = gaussian_blur_matrix(28, 2.0)
+    assert torch.allclose(b.sum(1)[7:21], torch.ones(14), atol=1e-6)  # r = 6 taps each side fit inside
+    assert torch.allclose(b, b.T) and b[14, 14] == b.max()
+    assert b[14, 14 + 7] == 0  # cut beyond 3σ
+    v = torch.zeros(28)
+    v[14] = 1.0
+    taps = torch.exp(-0.5 * (torch.arange(-6.0, 7.0) / 2.0) ** 2)  # r = ceil(3σ) = 6
+    assert torch.allclose((b @ v)[8:21], taps / taps.sum(), atol=1e-6)
+
+
+def test_elastic_keeps_shape_and_range_and_moves_pixels_by_about_alpha():
+    x = batch()
+    y = random_elastic(x, 24.0, 4.0, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= x.max() + 1e-6  # bilinear mixes of pixels and zeros
+    assert not torch.allclose(y, x, atol=1e-2)
+    # A near-zero field is the identity: the sampling grid sits on the pixel centres.
+    assert torch.allclose(random_elastic(x, 1e-6, 4.0, torch.Generator().manual_seed(0)), x, atol=1e-5)
+    # A vertical bar at column 14 lands within a few pixels of it (α = 24, σ = 4: about 1 pixel on average).
+    bar = torch.zeros(200, 1, 28, 28)
+    bar[..., 14] = 1.0
+    moved = random_elastic(bar, 24.0, 4.0, torch.Generator().manual_seed(1))
+    col = (moved[:, 0, 10:18] * torch.arange(28.0)).sum(-1) / moved[:, 0, 10:18].sum(-1)  # (200, 8) centroids
+    shift = (col - 14).abs()
+    assert 0.3 < shift.mean() < 2.5 and shift.max() < 6
+
+
 def test_augment_is_repeatable_with_a_seeded_generator():
     x = batch()
-    cfg = AugmentConfig(erase_prob=0.5)
+    cfg = AugmentConfig(erase_prob=0.5, elastic_alpha=16.0)
     a = augment(x, cfg, torch.Generator().manual_seed(3))
     b = augment(x, cfg, torch.Generator().manual_seed(3))
     assert torch.equal(a, b)

@@ -75,6 +75,8 @@ def test_set_changes_only_the_named_fields():
     ("members.cnn.train.epochs=0", "train.epochs must be 1 or more, got 0"),
     ("members.cnn.train.epochs=many", "expected int, got 'many'"),
     ("members.cnn.train.epochs.max=3", "no field 'max' at members.cnn.train.epochs"),
+    ("members.ann.train.augment.elastic_alpha=-1", r"augment.elastic_alpha must be 0 \(off\) to 100 pixels"),
+    ("members.ann.train.augment.elastic_sigma=0", "augment.elastic_sigma must be 0.5 to 14 pixels, got 0.0"),
 ])
 def test_set_mistakes_say_what_and_how(item, message):
     with pytest.raises(UserError, match=message):

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from .config import AugmentConfig
 
 
 def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random horizontal flip, random integer translation, optional random erasing; returns a new tensor."""
+    """Random horizontal flip, optional elastic distortion, random integer translation, optional random erasing."""
     if cfg.flip:
         x = random_flip(x, generator)
+    if cfg.elastic_alpha > 0:
+        x = random_elastic(x, cfg.elastic_alpha, cfg.elastic_sigma, generator)
     if cfg.max_shift > 0:
         x = random_translate(x, cfg.max_shift, generator)
     if cfg.erase_prob > 0:
@@ -26,6 +31,35 @@ def _rand(shape, x: torch.Tensor, generator) -> torch.Tensor:
 def random_flip(x: torch.Tensor, generator=None) -> torch.Tensor:
     flip = _rand((x.shape[0], 1, 1, 1), x, generator) < 0.5
     return torch.where(flip, x.flip(-1), x)
+
+
+def gaussian_blur_matrix(size: int, sigma: float, device=None) -> torch.Tensor:
+    """(size, size) matrix B with B @ v = v blurred by a Gaussian of σ pixels, zero beyond the edges."""
+    i = torch.arange(size, dtype=torch.float32, device=device)
+    d = i[:, None] - i[None, :]
+    r = math.ceil(3 * sigma)
+    g = torch.exp(-0.5 * (d / sigma) ** 2) * (d.abs() <= r)
+    norm = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / sigma) ** 2).sum()
+    return g / norm
+
+
+def random_elastic(x: torch.Tensor, alpha: float, sigma: float, generator=None) -> torch.Tensor:
+    """Elastic distortion (Simard et al. 2003): each pixel samples from itself moved by a smooth random field.
+
+    The field is uniform in [-1, 1] per pixel and axis, smoothed by a Gaussian of σ pixels, times α pixels; bilinear
+    resampling, zero (the background) outside the image.
+    """
+    n, c, h, w = x.shape
+    field = _rand((n, 2, h, w), x, generator) * 2 - 1  # (N, 2, H, W): (dx, dy) per pixel
+    # A separable blur as two small matmuls: 10× faster on CPU than a grouped conv with a 25-tap kernel.
+    field = gaussian_blur_matrix(h, sigma, x.device) @ field @ gaussian_blur_matrix(w, sigma, x.device).T
+    # grid_sample's coordinates run from -1 to 1 across the image: one pixel is 2/W along x and 2/H along y.
+    scale = torch.tensor([2 * alpha / w, 2 * alpha / h], device=x.device).reshape(1, 2, 1, 1)
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device)
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0)  # (2, H, W): (x, y) of each pixel's centre
+    grid = (base + field * scale).permute(0, 2, 3, 1)  # (N, H, W, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def random_translate(x: torch.Tensor, max_shift: int, generator=None) -> torch.Tensor:

@@ -71,12 +71,17 @@ class AugmentConfig:
     max_shift: int = 2  # pixels; Fashion-MNIST is centred, so small translations are the realistic variation
     erase_prob: float = 0.0  # random erasing: chance per image of blanking one rectangle (regularises the CNN)
     erase_max_frac: float = 0.25  # the erased rectangle covers at most this share of the image
+    elastic_alpha: float = 0.0  # elastic distortion (Simard et al. 2003): 0 off, else the scale in pixels of a random
+    # displacement field; the classic lever that lets a fully connected net learn small local deformations
+    elastic_sigma: float = 4.0  # pixels; Gaussian smoothing of that field: larger is smoother, more garment-like
 
     def __post_init__(self):
         _check(self.epochs >= 0, "augment.epochs", self.epochs, "0 or more")
         _check(0 <= self.max_shift <= MAX_SHIFT, "augment.max_shift", self.max_shift, f"0..{MAX_SHIFT} pixels")
         _check(0 <= self.erase_prob <= 1, "augment.erase_prob", self.erase_prob, "a probability in [0, 1]")
         _check(0 < self.erase_max_frac <= 1, "augment.erase_max_frac", self.erase_max_frac, "a fraction in (0, 1]")
+        _check(0 <= self.elastic_alpha <= 100, "augment.elastic_alpha", self.elastic_alpha, "0 (off) to 100 pixels")
+        _check(0.5 <= self.elastic_sigma <= 14, "augment.elastic_sigma", self.elastic_sigma, "0.5 to 14 pixels")
 
 
 @dataclass(frozen=True)
