@@ -1,8 +1,14 @@
 import pytest
 import torch
 
-from fashion_ensemble.augment import (augment, gaussian_blur_matrix, random_elastic, random_erase, random_flip,
-                                     random_translate)
+from fashion_ensemble.augment import (
+    augment,
+    gaussian_blur_matrix,
+    random_elastic,
+    random_erase,
+    random_flip,
+    random_translate,
+)
 from fashion_ensemble.config import AugmentConfig
 
 
