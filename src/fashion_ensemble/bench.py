@@ -255,8 +255,7 @@ def run_bench(run_dir: str | Path | None, config: BenchConfig, images: np.ndarra
     if run_dir is not None:
         ensemble = RunFolder(run_dir).load()
     else:  # untrained members of the default profile: the same shapes, so the same speed
-        ensemble = SoftVotingEnsemble({n: Member(m.kind, model_of(m), tta_flip=m.tta_flip, tta_shift=m.tta_shift)
-                                       for n, m in cfg.members.items()})
+        ensemble = SoftVotingEnsemble({n: Member.from_config(m, model_of(m)) for n, m in cfg.members.items()})
     infer_flops = sum(flops_per_image(m.model, train=False) * m.views for m in ensemble.members.values())
     onnx = OnnxEnsemble(ensemble)
     batch = images[: config.infer_images]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .classes import CLASSES
-from .config import GREY, WEIGHTINGS
+from .config import GREY, WEIGHTINGS, MemberConfig
 from .errors import UserError
 from .inference import check_images, model_features, model_inputs, model_proba
 from .probabilities import fit_temperature, temperature_scale, tta_views
@@ -33,6 +33,12 @@ class Member:
         self.tta_flip = tta_flip
         self.tta_shift = tta_shift
         self.temperature = check_temperature(temperature)
+
+    @classmethod
+    def from_config(cls, cfg: MemberConfig, model: torch.nn.Module, device: torch.device | str = "cpu",
+                    temperature: float = 1.0) -> Member:
+        """The member a `MemberConfig` describes, around its (trained or fresh) model: kind and TTA from the config."""
+        return cls(cfg.kind, model, device, tta_flip=cfg.tta_flip, temperature=temperature, tta_shift=cfg.tta_shift)
 
     def predict_proba(self, images, *, calibrated: bool = True) -> np.ndarray:
         """(N, classes) probabilities; `calibrated=False`: without the temperature (the model's own, with its TTA).

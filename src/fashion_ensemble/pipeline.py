@@ -198,7 +198,7 @@ def train_members(cfg: RunConfig, split: Split, folder: RunFolder, device: torch
     for name, mcfg in cfg.members.items():
         start = time.perf_counter()
         model, epochs = _train(cfg, name, split, device, folder, progress, writer)
-        members[name] = Member(mcfg.kind, model, device, tta_flip=mcfg.tta_flip, tta_shift=mcfg.tta_shift)
+        members[name] = Member.from_config(mcfg, model, device)
         history[name] = {"best_epoch": min(epochs, key=lambda e: e["val_loss"])["epoch"], "epochs": epochs}
         # every epoch's wall time, in whichever process ran it (a resumed run counts its first part too); at least
         # this process's own time (restoring a finished checkpoint, epochs from before wall_s was recorded)

@@ -132,8 +132,7 @@ class RunFolder:
                 check_header(path, build_model(member_cfg.kind, member_cfg.model, len(classes), shape))
             model = build_model(member_cfg.kind, member_cfg.model, len(classes), shape)
             model.load_state_dict(load_weights(path, model))
-            members[name] = Member(member_cfg.kind, model, device, tta_flip=member_cfg.tta_flip,
-                                   tta_shift=member_cfg.tta_shift, temperature=info.get("temperature", 1.0))
+            members[name] = Member.from_config(member_cfg, model, device, temperature=info.get("temperature", 1.0))
         ensemble = SoftVotingEnsemble(members, [spec["weights"][name] for name in members], classes,
                                       pipeline=config.data.pipeline)
         if self.file(ood.FILE).is_file():  # folders made before the "I don't know" signal have none
