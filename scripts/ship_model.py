@@ -31,6 +31,7 @@ from fashion_ensemble.errors import UserError  # noqa: E402
 from fashion_ensemble.report import test_time_views  # noqa: E402
 from fashion_ensemble.runs import PRETRAINED, RunFolder  # noqa: E402
 from fashion_ensemble.seeds import read_summary  # noqa: E402
+from fashion_ensemble.text import markdown  # noqa: E402
 
 COPIED = ("config.json", "ensemble.json", "metrics.json", "ood.safetensors", "report.md", "training_curves.png",
           "confusion_matrices.png", "per_class_f1.png", "reliability.png")
@@ -50,7 +51,9 @@ def card(run: RunFolder, fp16: dict, seeds: dict | None = None) -> str:
     env = history.get("environment") or m.get("environment", {})  # history.json (older runs: metrics)
     then = "".join(f"`{r['command']}`, then " for r in history.get("revoted", []))  # its vote fit again, if it was
     models = m["models"]
-    rows = "\n".join(f"| {name} | {s['accuracy']:.4f} | {s['accuracy_ci95'][0]:.4f}–{s['accuracy_ci95'][1]:.4f} | "
+    classes = ", ".join(map(markdown, m["classes"]))  # a folder's names: text, never markup
+    rows = "\n".join(f"| {markdown(name)} | {s['accuracy']:.4f} | "
+                     f"{s['accuracy_ci95'][0]:.4f}–{s['accuracy_ci95'][1]:.4f} | "
                      f"{s['macro_f1']:.4f} | {s['ece']:.4f} |" for name, s in models.items())
     sig = "; ".join(f"against {k.removeprefix('ensemble_vs_')}: {s['a_right_b_wrong']} vs {s['a_wrong_b_right']} "
                     f"images, p = {s['p_value']:.2g}" for k, s in m["significance"].items())
@@ -58,7 +61,7 @@ def card(run: RunFolder, fp16: dict, seeds: dict | None = None) -> str:
 
 **What it is**: an ANN + depthwise-separable CNN soft-voting ensemble (profile `{cfg.profile}`, seed {cfg.seed};
 voting weights {", ".join(f"{n} {w:.2f}" for n, w in m["weights"].items())}, members temperature-scaled on
-validation) that classifies a garment image into the ten Fashion-MNIST classes: {", ".join(m["classes"])}.
+validation) that classifies a garment image into its {len(m["classes"])} classes: {classes}.
 {test_time_views(cfg).strip()}
 
 **Data and protocol**: Fashion-MNIST, `{m["protocol"]}` protocol: trained on 54,000 of the official 60,000 training

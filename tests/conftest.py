@@ -33,3 +33,23 @@ def tiny_run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_run")
     return fe.run_study(smoke_config(), root / "run", data_dir=write_dataset(root / "data"), device="cpu",
                         progress=False)
+
+
+HOSTILE_CLASSES = ("$x^$", "<img src=x onerror=window.pwned=1>", "a|b")  # markup, a formula, a table cell's end
+
+
+@pytest.fixture(scope="session")
+def hostile_run(tmp_path_factory) -> Path:
+    """A complete run folder of an image folder whose class names are hostile (HOSTILE_CLASSES), in seconds."""
+    import dataclasses
+
+    import fashion_ensemble as fe
+    from helpers import image_folder
+
+    root = tmp_path_factory.mktemp("hostile_run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(root / "cache"))
+        folder = image_folder(root / "photos", classes=HOSTILE_CLASSES, per_class=30)
+        cfg = smoke_config()
+        cfg = cfg.replace(data=dataclasses.replace(cfg.data, source=str(folder), pipeline="pad"))
+        return fe.run_study(cfg, root / "run", device="cpu", progress=False)

@@ -61,6 +61,21 @@ def write_dataset(folder: Path, n_train: int = 400, n_test: int = 100, seed: int
     return folder
 
 
+def image_folder(root: Path, classes=("coat", "bag", "shoe"), per_class=40, splits=None, size=28) -> Path:
+    """Class folders of PNGs (synthetic bars, one class per row band), at the top or under each of `splits`."""
+    rng = np.random.default_rng(1)
+    for part in splits or [None]:
+        for k, name in enumerate(classes):
+            folder = root / part / name if part else root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                image = synthetic_images(np.array([k]), seed=int(rng.integers(1 << 30)))[0]
+                if size != 28:
+                    image = np.kron(image, np.ones((size // 28, size // 28), np.uint8))
+                (folder / f"{i:03d}.png").write_bytes(png_bytes(image))
+    return root
+
+
 # -- test-only run configurations -------------------------------------------------------------------------------------
 
 
@@ -123,6 +138,34 @@ def patched_png(width: int, height: int) -> bytes:
     data[12:29] = ihdr
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(ihdr)))
     return bytes(data)
+
+
+# -- processes stopped at a point the test chooses --------------------------------------------------------------------
+
+STOPPER = Path(__file__).parent / "stopper.py"
+
+
+def stopping_cli(point: str, *args: str, **popen):
+    """`fashion-ensemble ARGS` in a child process that stops itself at `point` (see stopper.py)."""
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, str(STOPPER), point, "--", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **popen)
+
+
+def wait_until_stopped(proc, limit_s: float = 900.0) -> None:
+    """Until `proc` has stopped itself (SIGSTOP). The limit only ends a hung test: the outcome never depends on it."""
+    import time
+
+    deadline = time.monotonic() + limit_s
+    stat = Path(f"/proc/{proc.pid}/stat")
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "T":
+        if proc.poll() is not None:
+            raise AssertionError(f"the process ended (exit {proc.returncode}) before its stop point: "
+                                 f"{proc.stderr.read()}")
+        assert time.monotonic() < deadline, "the process never reached its stop point"
+        time.sleep(0.01)
 
 
 # -- the service -----------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Nothing lost: a run killed with SIGKILL at a random point, then resumed, ends exactly where an uninterrupted run
-with the same seed ends (weights and metrics.json, byte for byte); checkpoints hold the whole training state."""
+"""Nothing lost: a run killed with SIGKILL at a random point of its training, then resumed, ends exactly where an
+uninterrupted run with the same seed ends (weights and metrics.json, byte for byte); checkpoints hold the whole
+training state."""
 
 import json
 import os
@@ -7,7 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -18,7 +18,7 @@ from fashion_ensemble.config import ANNConfig, CNNConfig, TrainConfig
 from fashion_ensemble.errors import UserError
 from fashion_ensemble.models import build_model
 from fashion_ensemble.train import train_member
-from helpers import resume_config, write_dataset
+from helpers import resume_config, stopping_cli, wait_until_stopped, write_dataset
 
 
 def cli(*args, **kwargs):
@@ -48,26 +48,23 @@ def test_sigkill_at_a_random_point_then_resume_equals_an_uninterrupted_run(tmp_p
     whole = cli("run", *common, "--out", str(tmp_path / "whole"))
     assert whole.wait(600) == 0, whole.stderr.read()
 
-    killed = cli("run", *common, "--out", str(tmp_path / "killed"))
-    checkpoint = tmp_path / ".killed.partial" / "checkpoints" / "ann.safetensors"
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists():  # the first epoch has been saved: training is under way
-        assert killed.poll() is None and time.monotonic() < deadline, killed.stderr.read()
-        time.sleep(0.02)
-    # Somewhere in the rest of the training (the ANN's later epochs or the CNN's), mid-step or mid-write: the
-    # uninterrupted run's timings say how long that lasts on this machine.
+    # Somewhere in training, chosen by what the run does (a member, an epoch, before or after its checkpoint is
+    # saved), not by a time: the uninterrupted run says how many epochs each member ran.
     h = json.loads((tmp_path / "whole" / "history.json").read_text())
-    rest = h["timing"]["train_ann_s"] + h["timing"]["train_cnn_s"] - h["members"]["ann"]["epochs"][0]["seconds"]
-    delay = random.uniform(0.0, 0.9 * rest)
-    time.sleep(delay)
+    member = random.choice(["ann", "cnn"])
+    epoch = random.randint(1, len(h["members"][member]["epochs"]))
+    when = random.choice(["before", "after"])
+    killed = stopping_cli(f"checkpoint:{member}:{epoch}:{when}", "run", *common, "--out", str(tmp_path / "killed"))
+    wait_until_stopped(killed)
     killed.send_signal(signal.SIGKILL)
-    assert killed.wait(60) == -signal.SIGKILL, f"the run ended before the kill ({delay:.2f} s after epoch 1)"
+    assert killed.wait(60) == -signal.SIGKILL
     assert not (tmp_path / "killed").exists()  # nothing that looks complete
-    saved = sorted(p.name for p in checkpoint.parent.iterdir())
+    checkpoints = tmp_path / ".killed.partial" / "checkpoints"
+    saved = sorted(p.name for p in checkpoints.iterdir()) if checkpoints.is_dir() else []
 
     resumed = cli("run", "--resume", str(tmp_path / "killed"), "--data-dir", str(data), "--device", "cpu", "--quiet")
     assert resumed.wait(600) == 0, resumed.stderr.read()
-    print(f"killed {delay:.2f} s (of {rest:.2f} s) after the ANN's first checkpoint; checkpoints then: {saved}")
+    print(f"killed {when} {member}'s checkpoint of epoch {epoch}; checkpoints then: {saved}")
     same_run(tmp_path / "whole", tmp_path / "killed")
     h = json.loads((tmp_path / "killed" / "history.json").read_text())  # timing counts the killed process's epochs
     for name in ("ann", "cnn"):
@@ -165,14 +162,12 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     # SIGINT as a terminal sends it: a child inherits an ignored SIGINT (a suite started in the background, or
     # by a tool that ignores it), and Python then installs no KeyboardInterrupt handler at all.
-    run = cli("run", "--config", str(cfg_file), "--data-dir", str(data), "--device", "cpu", "--quiet",
-              "--out", str(out), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    checkpoint = tmp_path / ".run.partial" / "checkpoints" / "ann.safetensors"
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists():
-        assert run.poll() is None and time.monotonic() < deadline, run.stderr.read()
-        time.sleep(0.02)
+    run = stopping_cli("checkpoint:ann:1:after", "run", "--config", str(cfg_file), "--data-dir", str(data),
+                       "--device", "cpu", "--quiet", "--out", str(out),
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    wait_until_stopped(run)  # training is under way: the ANN's first epoch is saved
     run.send_signal(signal.SIGINT)
+    run.send_signal(signal.SIGCONT)
     assert run.wait(60) == 130
     err = run.stderr.read().strip().splitlines()
     assert err[-1].startswith("fashion-ensemble: interrupted; the run is saved up to its last finished epoch in ")

@@ -20,7 +20,7 @@ from fashion_ensemble.export import export_onnx
 from fashion_ensemble.predict import predict_files
 from fashion_ensemble.preprocess import preprocess
 from fashion_ensemble.serve import ServeConfig, create_app
-from helpers import png_bytes, smoke_config, synthetic_images, write_config, write_idx
+from helpers import image_folder, png_bytes, smoke_config, synthetic_images, write_config, write_idx
 
 NAMES = ["cat", "dog", "bird"]
 
@@ -124,21 +124,6 @@ def test_cli_run_with_data(tmp_path):
 
 
 # -- image folders ----------------------------------------------------------------------------------------------------
-
-
-def image_folder(root, classes=("coat", "bag", "shoe"), per_class=40, splits=None, size=28):
-    """Class folders of PNGs (synthetic bars, one class per row band), at the top or under each of `splits`."""
-    rng = np.random.default_rng(1)
-    for part in splits or [None]:
-        for k, name in enumerate(classes):
-            folder = root / part / name if part else root / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                image = synthetic_images(np.array([k]), seed=int(rng.integers(1 << 30)))[0]
-                if size != 28:
-                    image = np.kron(image, np.ones((size // 28, size // 28), np.uint8))
-                (folder / f"{i:03d}.png").write_bytes(png_bytes(image))
-    return root
 
 
 @pytest.fixture(autouse=True)

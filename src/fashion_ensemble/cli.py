@@ -10,17 +10,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__, config
 from .config import PROFILES, PROTOCOLS
-from .errors import UserError
+from .errors import Notice, UserError
 from .levers import LEVERS
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.showwarning = _show_notice
     try:
         return args.func(args)
     except UserError as e:
@@ -34,6 +36,17 @@ def main(argv: list[str] | None = None) -> int:
         print("fashion-ensemble: interrupted", *(f"; {note}" for note in getattr(e, "__notes__", [])), sep="",
               file=sys.stderr)
         return 130
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_notice(message, category, *args, **kwargs):
+    """A `Notice` (data left out, an old run folder) as one line on stderr; other warnings as Python shows them."""
+    if issubclass(category, Notice):
+        print(f"fashion-ensemble: note: {message}", file=sys.stderr, flush=True)
+    else:
+        _default_showwarning(message, category, *args, **kwargs)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -493,12 +506,15 @@ def cmd_data_check(args) -> int:
     if args.data_source in (None, config.FASHION_MNIST):
         print(f"{checked['source']}: 4 files OK (magic numbers, shapes, counts, SHA-256 of content)")
     else:
-        print(f"{checked['source']}: OK, {len(checked['classes'])} classes: {', '.join(checked['classes'][:12])}"
-              f"{' ...' if len(checked['classes']) > 12 else ''}")
+        left_out = checked["left_out"]
+        skipped = ", ".join(f"{n:,} {what}" for what, n in (("undecodable files", left_out.get("skipped_bad_images")),
+                                                           ("hidden files", left_out.get("skipped_hidden"))) if n)
+        print(f"{checked['source']}: OK{f' (left out: {skipped})' if skipped else ''}, {len(checked['classes'])} "
+              f"classes: {', '.join(checked['classes'][:12])}{' ...' if len(checked['classes']) > 12 else ''}")
     for protocol, facts in checked["protocols"].items():
         sizes = ", ".join(f"{k} {v:,}" for k, v in facts["sizes"].items())
-        dups = ", ".join(f"{k} {v}" for k, v in facts["cross_split_duplicates"].items())
-        print(f"protocol {protocol}: {sizes}; exact duplicates across parts: {dups}")
+        dups = ", ".join(f"{k} {v:,}" for k, v in facts["cross_split_duplicates"].items())
+        print(f"protocol {protocol}: {sizes}; images with an exact copy in an earlier part: {dups}")
     return 0
 
 

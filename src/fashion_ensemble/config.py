@@ -44,7 +44,7 @@ class DataConfig:
     protocol: str = "standard"  # "paper": 70k pooled, 80/10/10; "standard": official 60k/10k, val 10% of train
     val_fraction: float = 0.1  # standard protocol: share of the official train set held out for validation
     split_seed: int = 0  # fixed, independent of the training seed, so every seed sees the same split
-    train_subset: int | None = None  # use only the first N training images (smoke tests); None = all
+    train_subset: int | None = None  # only N training images (smoke tests), as data.make_split draws them; None: all
     verify_checksums: bool = True  # refuse files whose content differs from the official release
 
     @property

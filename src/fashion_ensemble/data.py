@@ -150,6 +150,7 @@ class Split:
     val: tuple[np.ndarray, np.ndarray]
     test: tuple[np.ndarray, np.ndarray]
     classes: tuple[str, ...] = CLASSES
+    source: dict = dataclasses.field(default_factory=dict)  # what reading left out: {"skipped_bad_images": 3, ...}
 
     @property
     def mean_std(self) -> tuple[float, float]:
@@ -158,7 +159,9 @@ class Split:
         return float(x.mean()), float(x.std())
 
     def facts(self) -> dict:
-        """Sizes, class balance per part, and exact-duplicate images that fall in two parts."""
+        """Sizes, class balance per part, the images of a later part that are exact copies of an earlier part's
+        (train/test 20: twenty test images have a copy in train), what reading the source left out, and each
+        part's fingerprint (`fingerprint`)."""
         parts = {"train": self.train, "val": self.val, "test": self.test}
         facts = {
             "protocol": self.protocol,
@@ -168,21 +171,63 @@ class Split:
         }
         digests = {k: _image_digests(v[0]) for k, v in parts.items()}
         for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
-            facts["cross_split_duplicates"][f"{a}/{b}"] = len(digests[a] & digests[b])
+            earlier = set(digests[a])
+            facts["cross_split_duplicates"][f"{a}/{b}"] = sum(d in earlier for d in digests[b])
         mean, std = self.mean_std
         facts["normalisation"] = {"mean": mean, "std": std}
+        if self.source:
+            facts["source"] = dict(self.source)
+        facts["fingerprint"] = self.fingerprint()
         return facts
 
+    def fingerprint(self) -> dict[str, str]:
+        """Each part's digest (SHA-256 of its images' shape and pixels and its labels, 32 hex digits): a run folder
+        records it, so that scoring it on data that changed since is refused (`compare`)."""
+        out = {}
+        for name, (images, labels) in (("train", self.train), ("val", self.val), ("test", self.test)):
+            h = hashlib.sha256(repr(tuple(images.shape)).encode())
+            h.update(np.ascontiguousarray(images).tobytes())
+            h.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+            out[name] = h.hexdigest()[:32]
+        return out
 
-def _image_digests(images: np.ndarray) -> set[bytes]:
+    def compare(self, recorded: dict) -> list[str]:
+        """How this split differs from the one a run recorded (its metrics.json "split" facts), part by part, in
+        words: [] when it is the same. Facts written before fingerprints existed compare by sizes and class counts."""
+        differences = []
+        now = self.facts()
+        for part in ("train", "val", "test"):
+            was_n, now_n = recorded["sizes"][part], now["sizes"][part]
+            if was_n != now_n:
+                counts = [f"{c} {a} → {b}" for c, a, b in zip(self.classes, recorded["class_counts"][part],
+                                                               now["class_counts"][part]) if a != b]
+                differences.append(f"{part}: {was_n:,} images then, {now_n:,} now ({', '.join(counts[:4])}"
+                                   f"{', ...' if len(counts) > 4 else ''})")
+            elif "fingerprint" in recorded and recorded["fingerprint"][part] != now["fingerprint"][part]:
+                differences.append(f"{part}: as many images ({now_n:,}), but other images or labels")
+        return differences
+
+
+def class_changes(was, now) -> str | None:
+    """How a data set's class names changed since a run was trained on it, in words (None: they did not)."""
+    if list(was) == list(now):
+        return None
+    added, gone = [c for c in now if c not in was], [c for c in was if c not in now]
+    return (f"the classes differ: the run has {len(was)}, the data now {len(now)}"
+            + (f"; added {added[:5]}" if added else "") + (f"; gone {gone[:5]}" if gone else "")
+            + ("; the same names in another order" if not added and not gone else ""))
+
+
+def _image_digests(images: np.ndarray) -> list[bytes]:
     flat = np.ascontiguousarray(images.reshape(len(images), -1))
-    return {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat}
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in flat]
 
 
 def load_source(cfg: DataConfig, data_dir=None, progress: bool = True
-                ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...]]:
+                ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...], dict]:
     """The parts of `cfg.source` as it gives them ("train" and "test", also "val" from an image folder that has one,
-    or "all" from one without split folders; as `load_raw` returns them) and its class names."""
+    or "all" from one without split folders; as `load_raw` returns them), its class names, and what reading left
+    out ({"skipped_bad_images": n, "skipped_hidden": n}, only the counts above 0; {} for IDX files)."""
     idx = cfg.source == FASHION_MNIST or (Path(cfg.source) / FILES["train"][0]).is_file()
     if idx and cfg.channels != 1:
         raise UserError(f"data source {cfg.source}: IDX files hold greyscale images; leave data.channels at 1 (got "
@@ -190,17 +235,18 @@ def load_source(cfg: DataConfig, data_dir=None, progress: bool = True
     if cfg.source == FASHION_MNIST:
         if cfg.image_size != 28:
             raise UserError(f"Fashion-MNIST's images are 28×28; leave data.image_size at 28 (got {cfg.image_size})")
-        return load_raw(data_dir, verify_checksums=cfg.verify_checksums), CLASSES
+        return load_raw(data_dir, verify_checksums=cfg.verify_checksums), CLASSES, {}
     folder = Path(cfg.source)
     if not folder.is_dir():
         raise UserError(f"data source {cfg.source!r} is neither {FASHION_MNIST!r} nor a folder")
     if idx:
         raw = load_raw(folder, verify_checksums=False, num_classes=None, size=cfg.image_size)
-        return raw, idx_classes(folder, raw)
+        return raw, idx_classes(folder, raw), {}
     if is_image_folder(folder):
-        raw, classes, _ = load_image_folder(folder, pipeline=cfg.pipeline, skip_bad=cfg.skip_bad_images,
-                                            progress=progress, size=cfg.image_size, channels=cfg.channels)
-        return raw, classes
+        raw, classes, facts = load_image_folder(folder, pipeline=cfg.pipeline, skip_bad=cfg.skip_bad_images,
+                                                progress=progress, size=cfg.image_size, channels=cfg.channels)
+        left_out = {k: facts[k] for k in ("skipped_bad_images", "skipped_hidden") if facts[k]}
+        return raw, classes, left_out
     raise UserError(f"{folder}: neither the four IDX files ({', '.join(f for pair in FILES.values() for f in pair)}) "
                     "nor class sub-folders of images")
 
@@ -229,12 +275,14 @@ def idx_classes(folder: Path, raw: dict) -> tuple[str, ...]:
 
 
 def make_split(cfg: DataConfig, data_dir=None, raw=None, classes: tuple[str, ...] = CLASSES,
-               progress: bool = True) -> Split:
+               progress: bool = True, left_out: dict | None = None) -> Split:
     """Build the protocol's split from the configured source (or from `raw`, as returned by `load_raw`, with its
-    `classes`): "paper" pools every part and splits it 80/10/10 (as does a source that gives no split: "all");
-    "standard" keeps the source's test part, and its val part if it has one, else holds val_fraction of train out."""
+    `classes` and what reading it `left_out`): "paper" pools every part and splits it 80/10/10 (as does a source that
+    gives no split: "all"); "standard" keeps the source's test part, and its val part if it has one, else holds
+    val_fraction of train out. `train_subset` keeps that many training images, drawn at random (stratified) where
+    the training part comes in the source's order (a folder's train/ with its own val/)."""
     if raw is None:
-        raw, classes = load_source(cfg, data_dir, progress)
+        raw, classes, left_out = load_source(cfg, data_dir, progress)
     pooled = cfg.protocol == "paper" or "all" in raw
     if cfg.source != FASHION_MNIST:  # before splitting: a stratified split needs a few of each class
         if pooled:
@@ -255,6 +303,9 @@ def make_split(cfg: DataConfig, data_dir=None, raw=None, classes: tuple[str, ...
         )
     elif "val" in raw:  # "standard" with the source's own validation part
         (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = raw["train"], raw["val"], raw["test"]
+        if cfg.train_subset is not None and cfg.train_subset < len(y_tr):  # else the first classes' files alone
+            order = np.random.default_rng(cfg.split_seed).permutation(len(y_tr))
+            x_tr, y_tr = x_tr[order], y_tr[order]
     else:  # "standard" (DataConfig admits no other)
         (x_tr, y_tr), (x_te, y_te) = raw["train"], raw["test"]
         x_tr, x_va, y_tr, y_va = train_test_split(
@@ -262,7 +313,7 @@ def make_split(cfg: DataConfig, data_dir=None, raw=None, classes: tuple[str, ...
         )
     if cfg.train_subset is not None:
         x_tr, y_tr = x_tr[: cfg.train_subset], y_tr[: cfg.train_subset]
-    split = Split(cfg.protocol, (x_tr, y_tr), (x_va, y_va), (x_te, y_te), tuple(classes))
+    split = Split(cfg.protocol, (x_tr, y_tr), (x_va, y_va), (x_te, y_te), tuple(classes), dict(left_out or {}))
     if cfg.source != FASHION_MNIST:
         _check_counts({"train": y_tr, "val": y_va, "test": y_te}, classes, MIN_PER_CLASS)
     return split
@@ -299,8 +350,9 @@ def describe(data_dir=None, cfg: DataConfig | None = None) -> dict:
     """`fashion-ensemble data check`: the source read with every check (for Fashion-MNIST: magic numbers, shapes,
     counts, checksums), and each protocol's split facts: {"source", "classes", "protocols": {protocol: facts}}."""
     cfg = cfg or DataConfig()
-    raw, classes = load_source(cfg, data_dir)
+    raw, classes, left_out = load_source(cfg, data_dir)
     where = str(resolve_data_dir(data_dir)) if cfg.source == FASHION_MNIST else cfg.source
-    return {"source": where, "classes": list(classes),
-            "protocols": {p: make_split(dataclasses.replace(cfg, protocol=p), raw=raw, classes=classes).facts()
+    return {"source": where, "classes": list(classes), "left_out": left_out,
+            "protocols": {p: make_split(dataclasses.replace(cfg, protocol=p), raw=raw, classes=classes,
+                                        left_out=left_out).facts()
                           for p in PROTOCOLS}}

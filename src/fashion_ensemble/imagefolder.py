@@ -4,12 +4,16 @@
     photos/coat/0001.jpg, photos/shirt/a.png, ...              all images; the study splits them 80/10/10
     photos/train/coat/..., photos/test/coat/... [, val/...]    the splits as given (val: held out of train if absent)
 
-Class names are the sub-folders' names, sorted. Every image goes through the pipeline prediction uses: `preprocess`
-(a product shot on a plain background → 28×28, garment bright on black), or with `pipeline="pad"` a plain resize of
-the longest side to 28 and a centred pad on black (for images that are already model inputs, such as Fashion-MNIST's
-own) — at the data's `size` and `channels` (1: greyscale (N, S, S); 3: RGB (N, S, S, 3)). Decoding runs on every
-core with a progress bar, and its result is cached (keyed by the files' names, sizes and modification times, the
-pipeline and the geometry) under $XDG_CACHE_HOME/fashion-ensemble, so a second run starts at once.
+Class names are the sub-folders' names, sorted; names that are not one line of text, or that differ only by case or
+Unicode normalisation (`Coat`/`coat`), are refused. Hidden entries — any file or folder whose name starts with "."
+(`.DS_Store`, macOS's `._x.png`, `.ipynb_checkpoints/`) — are skipped and counted, never read.
+
+Every image goes through the pipeline prediction uses: `preprocess` (a product shot on a plain background → 28×28,
+garment bright on black), or with `pipeline="pad"` a plain resize of the longest side to 28 and a centred pad on
+black (for images that are already model inputs, such as Fashion-MNIST's own) — at the data's `size` and `channels`
+(1: greyscale (N, S, S); 3: RGB (N, S, S, 3)). Decoding runs on every core with a progress bar, and its result is
+cached (keyed by the files' names, sizes and modification times, the pipeline and the geometry) under
+$XDG_CACHE_HOME/fashion-ensemble, so a second run starts at once.
 """
 
 from __future__ import annotations
@@ -17,23 +21,48 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from .config import PIPELINES
-from .errors import UserError
+from .errors import Notice, UserError
 from .preprocess import IMAGE_SUFFIXES, SIZE, ImageError, image_files, preprocess
 
 SPLITS = ("train", "val", "test")
+
+
 MIN_PER_CLASS = 3  # images of each class in each split: fewer cannot be scored (or learnt) meaningfully
 CACHE_VERSION = 1  # bump when decoding changes, so that old caches are not used
 
 
 def is_image_folder(folder: Path) -> bool:
     """A folder of class sub-folders (or of split folders holding them)."""
-    return folder.is_dir() and any(p.is_dir() and not p.name.startswith(".") for p in folder.iterdir())
+    return folder.is_dir() and any(p.is_dir() and not hidden(p) for p in folder.iterdir())
+
+
+def hidden(path: Path) -> bool:
+    """The one rule for what a folder walk leaves out: names starting with "." (system and editor files)."""
+    return path.name.startswith(".")
+
+
+def check_class_names(names: list[str], where: Path) -> None:
+    """Class names become labels in every answer, report and page: each must be one line of text, and no two may
+    differ only by case or Unicode normalisation (they would look the same, and clash on case-insensitive disks)."""
+    for name in names:
+        if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name) or name != name.strip():
+            raise UserError(f"{where}: class folder {name!r} has a control character, line break or surrounding "
+                            "space in its name; rename it to plain text")
+    seen: dict[str, str] = {}
+    for name in names:
+        key = unicodedata.normalize("NFC", name).casefold()
+        if key in seen:
+            raise UserError(f"{where}: class folders {seen[key]!r} and {name!r} differ only by case or Unicode "
+                            "normalisation; merge them or rename one")
+        seen[key] = name
 
 
 def load_image_folder(folder: Path, *, pipeline: str = "preprocess", skip_bad: bool = False, progress: bool = True,
@@ -43,7 +72,7 @@ def load_image_folder(folder: Path, *, pipeline: str = "preprocess", skip_bad: b
     reading)."""
     if pipeline not in PIPELINES:
         raise UserError(f"data.pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
-    files, classes = list_files(folder)
+    files, classes, skipped_hidden = list_files(folder)
     geometry = (pipeline, size, channels)
     key = cache_key(files, geometry)
     cached = _read_cache(key)
@@ -58,27 +87,48 @@ def load_image_folder(folder: Path, *, pipeline: str = "preprocess", skip_bad: b
                         f"{', ...' if len(bad) > 3 else ''}: {bad[0][1]}); fix or remove them, or pass "
                         "--skip-bad-images to leave them out")
     raw = {part: (images[parts == part], labels[parts == part]) for part in dict.fromkeys(parts.tolist())}
-    facts = {"folder": str(folder), "files": len(files), "skipped_bad_images": len(bad), "cached": cached is not None}
+    facts = {"folder": str(folder), "files": len(files), "skipped_bad_images": len(bad),
+             "skipped_hidden": skipped_hidden, "cached": cached is not None}
+    if bad:  # --skip-bad-images: said, not silent
+        warnings.warn(f"{folder}: left out {len(bad)} of {len(files)} files that cannot be decoded "
+                      f"({Path(bad[0][0]).name}: {bad[0][1]}{', ...' if len(bad) > 1 else ''})", Notice,
+                      stacklevel=2)
+    if skipped_hidden:
+        warnings.warn(f"{folder}: skipped {skipped_hidden} hidden files or folders (names starting with '.')",
+                      Notice, stacklevel=2)
     return raw, classes, facts
 
 
-def list_files(folder: Path) -> tuple[list[tuple[str, str, str]], tuple[str, ...]]:
-    """[(path, split or "all", class name)] in a stable order, and the sorted class names; the layout's mistakes
-    (one class, an empty class, a split missing a class, train without test) are refused."""
+def list_files(folder: Path) -> tuple[list[tuple[str, str, str]], tuple[str, ...], int]:
+    """[(path, split or "all", class name)] in a stable order, the sorted class names, and how many hidden entries
+    were skipped; the layout's mistakes (one class, an empty class, a split missing a class, train without test,
+    split folders beside class folders, names that clash) are refused."""
+    entries = [p for p in folder.iterdir() if p.is_dir()]
     split_dirs = {s: folder / s for s in SPLITS if (folder / s).is_dir()}
     if split_dirs:
+        others = sorted(p.name for p in entries if p.name not in SPLITS and not hidden(p))
+        if others:
+            raise UserError(f"{folder}: holds {', '.join(f'{s}/' for s in split_dirs)} beside other folders "
+                            f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); either put every class "
+                            "folder under train/ and test/ (and val/), or keep the class folders at the top and "
+                            "rename any class called train, val or test")
         if "train" not in split_dirs or "test" not in split_dirs:
             raise UserError(f"{folder}: split folders need at least train/ and test/ (found "
                             f"{', '.join(f'{s}/' for s in split_dirs)}); or put the class folders at the top")
         roots = split_dirs
     else:
         roots = {"all": folder}
-    per_split = {part: sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-                 for part, root in roots.items()}
+    skipped = 0
+    per_split = {}
+    for part, root in roots.items():
+        dirs = [p for p in root.iterdir() if p.is_dir()]
+        skipped += sum(hidden(p) for p in dirs)
+        per_split[part] = sorted(p.name for p in dirs if not hidden(p))
     classes = tuple(per_split["train" if split_dirs else "all"])
     if len(classes) < 2:
         raise UserError(f"{roots.get('train', folder)}: a classifier needs two classes (sub-folders) or more, found "
                         f"{len(classes)}")
+    check_class_names(list(classes), roots.get("train", folder))
     files = []
     for part, root in roots.items():
         if per_split[part] != list(classes):
@@ -87,12 +137,14 @@ def list_files(folder: Path) -> tuple[list[tuple[str, str, str]], tuple[str, ...
             raise UserError(f"{root}: its classes differ from train's (missing {missing}, extra {extra}); every "
                             "split needs the same class folders")
         for name in classes:
-            found = image_files([root / name])
+            left_out: list[Path] = []
+            found = image_files([root / name], hidden_out=left_out)
+            skipped += len(left_out)
             if not found:
                 raise UserError(f"{root / name}: the class has no image files ({', '.join(IMAGE_SUFFIXES[:6])}, "
                                 "...)")
             files += [(str(f), part, name) for f in found]
-    return files, classes
+    return files, classes, skipped
 
 
 def _decode_one(job: tuple[str, tuple[str, int, int]]) -> np.ndarray | str:

@@ -19,6 +19,8 @@ Pure numpy: fitting and scoring take features, which the caller computes; nothin
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -84,37 +86,80 @@ class Detector:
         """True where an input looks unlike the training images."""
         return np.asarray(scores) > 1 - self.flag_rate
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, fitted_for: dict | None = None) -> None:
+        """The statistics as safetensors; `fitted_for` (the run's "run_id", "classes", "input_shape") goes in the
+        metadata, so that a file copied into another run is refused when that run loads it."""
         tensors = {"reference": self.reference.astype(np.float32)}
         for name, s in self.members.items():
             tensors |= {f"{name}.means": s.means.astype(np.float32),
                         f"{name}.precision": s.precision.astype(np.float32),
                         f"{name}.log_moments": np.array([s.log_mean, s.log_std], dtype=np.float64)}
-        save_file(tensors, str(path), metadata={"format": FORMAT, "flag_rate": repr(self.flag_rate)})
+        meta = {"format": FORMAT, "flag_rate": repr(self.flag_rate)}
+        meta |= {key: json.dumps(value) for key, value in (fitted_for or {}).items() if value is not None}
+        save_file(tensors, str(path), metadata=meta)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, member_names) -> Detector:
-        """The detector saved at `path` for these members; a file that does not fit them is refused."""
+    def load(cls, path: str | os.PathLike, widths: dict[str, int], run: dict | None = None) -> Detector:
+        """The detector saved at `path` for members of these feature widths (name → D); `run` ("run_id", "classes",
+        "input_shape") is what the run folder says of itself, compared with what the file was fit for. A file that
+        does not fit them, or whose numbers are not finite, is refused with the command that rebuilds it."""
+        rebuild = "delete it and rebuild it with `fashion-ensemble ood RUN`"
         try:
             with safe_open(str(path), "np") as f:  # one read: the tensors and the metadata
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
                 meta = f.metadata() or {}
         except (SafetensorError, OSError, ValueError) as e:
-            raise UserError(f"{path}: not a readable 'I don't know' file ({e}); delete it and rebuild it with "
-                            "`fashion-ensemble ood RUN`") from None
+            raise UserError(f"{path}: not a readable 'I don't know' file ({e}); {rebuild}") from None
+
+        def bad(what: str) -> UserError:
+            return UserError(f"{path}: {what}; {rebuild}")
+
         if meta.get("format") != FORMAT:
-            raise UserError(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+            raise bad(f"format {meta.get('format')!r}, expected {FORMAT!r}")
+        for key, expected in (run or {}).items():  # older files say nothing of their run: nothing to compare
+            if key in meta and expected is not None:
+                try:
+                    found = json.loads(meta[key])
+                except ValueError:
+                    raise bad(f"its {key} is not readable ({meta[key][:40]!r})") from None
+                if found != expected:
+                    raise bad(f"it was fit for another run ({key} {str(found)[:80]}, this run's is "
+                              f"{str(expected)[:80]})")
+        try:
+            flag_rate = float(meta.get("flag_rate", FLAG_RATE))
+        except ValueError:
+            raise bad(f"flag_rate {meta['flag_rate']!r} is not a number") from None
+        if not (math.isfinite(flag_rate) and 0 < flag_rate < 1):
+            raise bad(f"flag_rate {flag_rate!r} is not a fraction in (0, 1)")
+        reference = _tensor(tensors, "reference", bad)
+        if reference.ndim != 1 or len(reference) == 0:
+            raise bad(f"its reference scores must be a non-empty list, got shape {reference.shape}")
         members = {}
-        for name in member_names:
-            try:
-                moments = tensors[f"{name}.log_moments"]
-                members[name] = MemberStats(tensors[f"{name}.means"].astype(np.float64),
-                                            tensors[f"{name}.precision"].astype(np.float64),
-                                            float(moments[0]), float(moments[1]))
-            except KeyError:
-                raise UserError(f"{path}: no statistics for member {name!r}; rebuild it with "
-                                "`fashion-ensemble ood RUN`") from None
-        return cls(members, tensors["reference"], float(meta.get("flag_rate", FLAG_RATE)))
+        for name, width in widths.items():
+            means = _tensor(tensors, f"{name}.means", bad)
+            precision = _tensor(tensors, f"{name}.precision", bad)
+            moments = _tensor(tensors, f"{name}.log_moments", bad)
+            if means.ndim != 2 or not 1 <= len(means) or means.shape[1] != width:
+                raise bad(f"member {name!r}'s class means have shape {means.shape}; its features are {width} wide")
+            if precision.shape != (width, width):
+                raise bad(f"member {name!r}'s precision has shape {precision.shape}, expected {(width, width)}")
+            if moments.shape != (2,) or not moments[1] > 0:
+                raise bad(f"member {name!r}'s log_moments must be [mean, std > 0], got {moments.tolist()}")
+            members[name] = MemberStats(means.astype(np.float64), precision.astype(np.float64), float(moments[0]),
+                                        float(moments[1]))
+        return cls(members, reference, flag_rate)
+
+
+def _tensor(tensors: dict, key: str, bad) -> np.ndarray:
+    """A finite floating tensor of the file, or the reason it is not."""
+    if key not in tensors:
+        raise bad(f"it holds no {key!r}")
+    t = tensors[key]
+    if not np.issubdtype(t.dtype, np.floating):
+        raise bad(f"{key} is {t.dtype}, not floating point")
+    if not np.isfinite(t).all():
+        raise bad(f"{key} holds NaN or infinite values")
+    return t
 
 
 def check_flag_rate(rate) -> float:

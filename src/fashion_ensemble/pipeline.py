@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import sys
 import time
+import warnings
 import zlib
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -23,14 +25,15 @@ import numpy as np
 import torch
 
 from . import distributed, ood
+from .classes import CLASSES
 from .config import RunConfig, map_members
-from .data import Split, make_split
+from .data import Split, class_changes, load_source, make_split
 from .ensemble import Member, SoftVotingEnsemble
-from .errors import UserError
+from .errors import Notice, UserError
 from .models import build_model
 from .preprocess import as_photo, preprocess
 from .report import write_report
-from .runs import CONFIG, ENSEMBLE, HISTORY, METRICS, RunFolder, default_path, ensemble_spec
+from .runs import CONFIG, ENSEMBLE, HISTORY, METRICS, REPORT, RunFolder, default_path, ensemble_spec, write_json
 from .scoring import predict, score
 from .train import train_member
 
@@ -78,6 +81,8 @@ def run_study(
     with _writing(folder):
         split = make_split(cfg.data, data_dir, progress=progress)  # bad data fails here, before the folder is made
         if distributed.is_main():
+            for note in leaks(split):
+                warnings.warn(note, Notice, stacklevel=2)
             folder.start(cfg, restart=restart)  # a stopped run's checkpoints: refused unless `restart`
             if progress:
                 print(f"writing {folder.path} (if stopped: fashion-ensemble run --resume {folder.path})", flush=True)
@@ -118,6 +123,37 @@ def _resume_hint(folder: RunFolder):
         e.add_note(f"the run is saved up to its last finished epoch in {folder.partial}; go on with: "
                    f"fashion-ensemble run --resume {folder.path}")
         raise
+
+
+def leaks(split: Split) -> list[str]:
+    """A sentence for each pair of parts that share images (exact copies): a score on such a test part is
+    optimistic, and a user should hear it when the run starts, not only in its report."""
+    what = {"train/val": "validation images are copies of training images (early stopping and the vote see them)",
+            "train/test": "test images are copies of training images (the test score is optimistic)",
+            "val/test": "test images are copies of validation images (the vote was fit on them)"}
+    return [f"{n:,} of the {len(split.val[1] if pair == 'train/val' else split.test[1]):,} {what[pair]}; remove "
+            "the duplicates from the data to score it fairly"
+            for pair, n in split.facts()["cross_split_duplicates"].items() if n]
+
+
+def split_as_trained(folder: RunFolder, data_dir=None, progress: bool = False) -> Split:
+    """The split a complete run was trained and scored on, read again from its source; refused, saying what
+    differs, when the data changed since (classes, images or labels), so that a run is never scored on images it
+    trained on. Folders written before data fingerprints are checked by classes and sizes alone, with a notice."""
+    cfg = folder.config()
+    classes = folder.ensemble_spec().get("classes", list(CLASSES))
+    raw, now, left_out = load_source(cfg.data, data_dir, progress)
+    recorded = folder.metrics()["split"]
+    changed = class_changes(classes, now)
+    split = None if changed else make_split(cfg.data, raw=raw, classes=now, left_out=left_out)
+    differences = [changed] if changed else split.compare(recorded)
+    if differences:
+        raise UserError(f"{folder.path}: its data changed since it was trained ({'; '.join(differences)}); score it "
+                        f"on the data it was trained on ({cfg.data.source}), or train a new run on the new data")
+    if "fingerprint" not in recorded:
+        warnings.warn(f"{folder.path} was written before run folders recorded their data's fingerprint: only its "
+                      "classes and split sizes could be checked against the data", Notice, stacklevel=2)
+    return split
 
 
 def _writing(folder: RunFolder):
@@ -172,7 +208,7 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
     trained_s = sum(v for k, v in timing.items() if k.startswith("train_"))
     timing["total_s"] = elapsed if opts.parallel else elapsed - training_here + trained_s
     env = environment(opts.device)
-    _write_report(folder, cfg, split, metrics, history, timing, env)
+    _write_report(folder.report, cfg, split, metrics, history, timing, env)
     folder.write_history(history, timing, env)
     return folder.complete()
 
@@ -183,10 +219,10 @@ def study_metrics(cfg: RunConfig, split: Split, ensemble: SoftVotingEnsemble, va
     return {**run_facts(cfg, split, ensemble), **score(ensemble, predict(ensemble, *split.test), val)}
 
 
-def _write_report(folder: RunFolder, cfg: RunConfig, split: Split, metrics: dict, history: dict, timing: dict,
+def _write_report(path: Path, cfg: RunConfig, split: Split, metrics: dict, history: dict, timing: dict,
                   env: dict | None) -> None:
     gallery = split.test[0][[e["index"] for e in metrics["top_errors"]]]  # their pixels, for the report's gallery
-    write_report(folder.report, cfg, metrics, history, timing, env, gallery)
+    write_report(path, cfg, metrics, history, timing, env, gallery)
 
 
 def train_members(cfg: RunConfig, split: Split, folder: RunFolder, device: torch.device, *, progress: bool = True,
@@ -318,7 +354,7 @@ def evaluate(run_dir: str | os.PathLike, data_dir=None, device: str = "auto", ph
     folder = RunFolder(run_dir)
     ensemble = folder.load(distributed.resolve_device(device))
     data = folder.config().data
-    x_te, y_te = make_split(data, data_dir).test
+    x_te, y_te = split_as_trained(folder, data_dir).test
     if photos:
         x_te = np.stack([preprocess(as_photo(image), size=data.image_size, channels=data.channels) for image in x_te])
     return score(ensemble, predict(ensemble, x_te, y_te, ood_scores=False))["models"]
@@ -341,8 +377,8 @@ def revote(run_dir: str | os.PathLike, *, weighting: str | None = None, calibrat
     if tta_shift is not None:
         cfg = map_members(cfg, lambda m: replace(m, tta_shift=tta_shift))  # a bad shift is refused here
 
-    def load() -> SoftVotingEnsemble:
-        ensemble = folder.load(device)
+    def load(spec: dict | None = None) -> SoftVotingEnsemble:
+        ensemble = folder.load(device, spec)
         for name, member in ensemble.members.items():  # the new TTA before config.json says so
             member.tta_shift = cfg.members[name].tta_shift
         return ensemble
@@ -350,37 +386,48 @@ def revote(run_dir: str | os.PathLike, *, weighting: str | None = None, calibrat
     device = distributed.resolve_device(device)
     with folder.lock():
         ensemble = load()
-        split = make_split(cfg.data, data_dir, progress=progress)
+        split = split_as_trained(folder, data_dir, progress)
         val = predict(ensemble, *split.val, ood_scores=False)  # as the study's: fitting and scoring need no ood
         ensemble.fit(val.raw, val.labels, calibrate=cfg.ensemble.calibrate, weighting=cfg.ensemble.weights)
-        # The new vote first, then everything that describes it; an interrupted revote is mended by running it again.
-        folder.replace(ENSEMBLE, ensemble_spec(ensemble, cfg.ensemble.weights))
-        ensemble = load()  # scored as saved, as a run is
+        spec = json.loads(json.dumps(ensemble_spec(ensemble, cfg.ensemble.weights, run_id=folder.run_id())))
+        ensemble = load(spec)  # scored as it will be saved, as a run is
         metrics = {**folder.metrics(), **study_metrics(cfg, split, ensemble, val)}
         history = folder.history()
-        _write_report(folder, cfg, split, metrics, history["members"], history["timing"], history.get("environment"))
-        folder.replace(CONFIG, cfg.to_dict())
-        folder.replace(METRICS, metrics)
         change = {"from": asdict(old.ensemble), "to": asdict(cfg.ensemble), "command": " ".join(sys.argv)}
         if cfg.members != old.members:
             change["tta_shift"] = {n: [old.members[n].tta_shift, m.tta_shift] for n, m in cfg.members.items()}
-        folder.replace(HISTORY, {**history, "revoted": [*history.get("revoted", []), change]})
+        # Every file that describes the vote, replaced as one unit: a kill at any point leaves the old run or the new.
+        with folder.rewrite() as stage:
+            write_json(stage / ENSEMBLE, spec)
+            write_json(stage / CONFIG, cfg.to_dict())
+            write_json(stage / METRICS, metrics)
+            write_json(stage / HISTORY, {**history, "revoted": [*history.get("revoted", []), change]})
+            _write_report(stage / REPORT, cfg, split, metrics, history["members"], history["timing"],
+                          history.get("environment"))
     return metrics
 
 
 def add_ood(run_dir: str | os.PathLike, data_dir=None, device: str = "auto", flag_rate: float = ood.FLAG_RATE
             ) -> dict:
-    """Fit the "I don't know" signal of a complete run folder from its own split (as a run makes it now), write its
-    ood.safetensors, and add its rates on the test split to metrics.json ("ood"). Returns those rates."""
+    """Fit the "I don't know" signal of a complete run folder from its own split (as a run makes it now), and
+    replace, as one unit, its ood.safetensors, the rates on the test split in metrics.json ("ood") and the report.
+    Returns those rates."""
     folder = RunFolder(run_dir)
     if not folder.is_complete():
         raise UserError(f"{folder.path} is not a complete run folder (no {METRICS}): finish it with "
                         f"`fashion-ensemble run --resume {folder.path}`")
-    ensemble = folder.load(distributed.resolve_device(device))
-    split = make_split(folder.config().data, data_dir)
-    ensemble.ood = fit_ood(ensemble, split, flag_rate)
-    folder.save_ood(ensemble.ood)
-    x_te, y_te = split.test
-    rates = score(ensemble, predict(ensemble, x_te, y_te))["ood"]
-    folder.add_metrics(ood=rates)
+    ood.check_flag_rate(flag_rate)
+    with folder.lock():  # not while a revote rewrites the same files
+        ensemble = folder.load(distributed.resolve_device(device))
+        split = split_as_trained(folder, data_dir)
+        ensemble.ood = fit_ood(ensemble, split, flag_rate)
+        x_te, y_te = split.test
+        rates = score(ensemble, predict(ensemble, x_te, y_te))["ood"]
+        metrics = {**folder.metrics(), "ood": rates}
+        cfg, history = folder.config(), folder.history()
+        with folder.rewrite() as stage:
+            folder.save_ood(ensemble.ood, into=stage)
+            write_json(stage / METRICS, metrics)
+            _write_report(stage / REPORT, cfg, split, metrics, history["members"], history["timing"],
+                          history.get("environment"))
     return rates

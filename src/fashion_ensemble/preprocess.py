@@ -217,10 +217,22 @@ def greyscale(image: Image.Image) -> np.ndarray:
     return luma
 
 
+HIGH_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # greyscale modes that Pillow's convert() would clip
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float greyscale as 8-bit "L", scaled as `greyscale` scales them (Pillow's own convert()
+    clips them at 255, which turns a 16-bit image into two grey levels); any other mode as it is. Every pipeline
+    that hands an image to convert() passes it through here first."""
+    if image.mode not in HIGH_DEPTH:
+        return image
+    return Image.fromarray(np.round(greyscale(image) * 255).astype(np.uint8))
+
+
 def pad_to_size(image: Image.Image, size: int = SIZE, channels: int = 1) -> np.ndarray:
     """The "pad" pipeline: the pixels as they are, the longest side resized to `size` (Lanczos) and centred on black;
     (size, size) uint8, or (size, size, 3) RGB."""
-    image = image.convert("L" if channels == 1 else "RGB")
+    image = eight_bit(image).convert("L" if channels == 1 else "RGB")
     w, h = image.size
     scale = size / max(w, h)
     if scale != 1:
@@ -252,6 +264,7 @@ def to_model_input(x: np.ndarray, size: int = SIZE) -> np.ndarray:
 def to_rgb_input(image: Image.Image, size: int = SIZE) -> np.ndarray:
     """A decoded image → (size, size, 3) uint8 RGB: trimmed to what differs from the corners' colour (transparency
     over white), longest edge `size`, centred, the margin in the background's colour."""
+    image = eight_bit(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info
     rgba = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
     x = rgba[..., :3] * rgba[..., 3:] + (1.0 - rgba[..., 3:]) if has_alpha else rgba
@@ -314,14 +327,28 @@ def as_photo(image28: np.ndarray, size: int = 224, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def image_files(paths) -> list[Path]:
+def image_files(paths, hidden_out: list | None = None) -> list[Path]:
     """Files named directly, plus the image files (by suffix, regular files only) anywhere under named folders, in a
-    stable order. Symbolic links to folders are not followed, so a link loop cannot hang the walk."""
+    stable order. Hidden entries under a folder (names starting with ".": `.DS_Store`, macOS's `._x.png`,
+    `.ipynb_checkpoints/`) are skipped, and appended to `hidden_out` when given; a file named directly is always
+    read. Symbolic links to folders are not followed, so a link loop cannot hang the walk."""
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = (Path(root) / n for root, _, names in os.walk(p, followlinks=False) for n in names)
-            files += sorted(f for f in found if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            found = []
+            for root, dirs, names in os.walk(p, followlinks=False):
+                for d in [d for d in dirs if d.startswith(".")]:
+                    dirs.remove(d)  # not walked into
+                    if hidden_out is not None:
+                        hidden_out.append(Path(root) / d)
+                for n in names:
+                    f = Path(root) / n
+                    if n.startswith("."):
+                        if hidden_out is not None and f.suffix.lower() in IMAGE_SUFFIXES:
+                            hidden_out.append(f)
+                    elif f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+                        found.append(f)
+            files += sorted(found)
         else:
             files.append(p)
     return files

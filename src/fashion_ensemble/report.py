@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 
 from .classes import CLASSES  # noqa: E402
 from .probabilities import tta_views  # noqa: E402
+from .text import markdown, plain  # noqa: E402
 
 # The paper's Table (its reported single runs, paper protocol), for comparison only.
 PAPER_RESULTS = {
@@ -30,19 +31,34 @@ def paper_row(name: str, classes: list[str]) -> dict | None:
 def write_report(path: Path, cfg, metrics: dict, history: dict, timing: dict | None = None,
                  environment: dict | None = None, gallery: np.ndarray | None = None) -> None:
     """The report at `path` (a run folder's report.md), its plots beside it; `gallery`: the pixels of
-    metrics["top_errors"]' images, in their order."""
+    metrics["top_errors"]' images, in their order. A plot or section that fails is named in the report instead of
+    failing the run: by then the members are trained, and the run folder must still be completed."""
     plots = {
-        "training_curves.png": plot_training_curves(history),
-        "confusion_matrices.png": plot_confusion_matrices(metrics),
-        "per_class_f1.png": plot_per_class_f1(metrics),
-        "reliability.png": plot_reliability(metrics),
+        "training_curves.png": lambda: plot_training_curves(history),
+        "confusion_matrices.png": lambda: plot_confusion_matrices(metrics),
+        "per_class_f1.png": lambda: plot_per_class_f1(metrics),
+        "reliability.png": lambda: plot_reliability(metrics),
     }
     if gallery is not None and len(gallery):
-        plots["misclassified.png"] = plot_misclassified(metrics["top_errors"], gallery)
-    for name, fig in plots.items():
-        fig.savefig(path.parent / name, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-    path.write_text(render_markdown(cfg, metrics, history, list(plots), timing or {}, environment))
+        plots["misclassified.png"] = lambda: plot_misclassified(metrics["top_errors"], gallery)
+    drawn, failed = [], {}
+    with plt.rc_context({"text.parse_math": False}):  # labels are plain text: a class named "$x^$" is no formula
+        for name, draw in plots.items():
+            try:
+                fig = draw()
+                try:
+                    fig.savefig(path.parent / name, dpi=110, bbox_inches="tight")
+                finally:
+                    plt.close(fig)
+                drawn.append(name)
+            except Exception as e:  # noqa: BLE001 - any plotting failure: reported, never fatal
+                failed[name] = f"{type(e).__name__}: {e}"
+    try:
+        text = render_markdown(cfg, metrics, history, drawn, timing or {}, environment, failed)
+    except Exception as e:  # noqa: BLE001 - the tables failed: say so, keep the run
+        text = (f"# fashion-ensemble run, seed {metrics.get('seed')}\n\nThe report could not be written "
+                f"({markdown(f'{type(e).__name__}: {e}')}); the scores are in metrics.json.\n")
+    path.write_text(text)
 
 
 def write_summary(path: Path, summary: dict) -> None:
@@ -165,8 +181,10 @@ def test_time_views(cfg) -> str:
 
 
 def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing: dict | None = None,
-                    environment: dict | None = None) -> str:
+                    environment: dict | None = None, failed_plots: dict | None = None) -> str:
+    """report.md's text. Class and member names are the user's (folder names): each is escaped (text.markdown)."""
     models = metrics["models"]
+    md = markdown
     split = metrics["split"]
     lines = [
         f"# fashion-ensemble run: profile `{cfg.profile}`, protocol `{metrics['protocol']}`, seed {metrics['seed']}",
@@ -181,12 +199,12 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
     for name, m in models.items():
         paper = paper_row(name, metrics["classes"])
         if paper:
-            lines.append(f"| {name} | paper | " + " | ".join(f"{paper[k]:.4f}" for k in HEADLINE) + " | | | |")
+            lines.append(f"| {md(name)} | paper | " + " | ".join(f"{paper[k]:.4f}" for k in HEADLINE) + " | | | |")
         ours = " | ".join(f"**{m[k]:.4f}**" for k in HEADLINE)
         lo, hi = m["accuracy_ci95"]
-        lines.append(f"| {name} | **ours** | {ours} | {lo:.4f}–{hi:.4f} | {m['ece']:.4f} | {m['errors']} |")
+        lines.append(f"| {md(name)} | **ours** | {ours} | {lo:.4f}–{hi:.4f} | {m['ece']:.4f} | {m['errors']} |")
     alt = metrics["alternatives"]
-    weights = ", ".join(f"{n} {w:.2f}" for n, w in metrics["weights"].items())
+    weights = ", ".join(f"{md(n)} {w:.2f}" for n, w in metrics["weights"].items())
     lines += [
         "",
         f"Ensemble weighting: **{metrics['weighting']}** ({weights}"
@@ -195,7 +213,7 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
         + _calibrated_voting(metrics)
         + test_time_views(cfg),
         "",
-        "Validation accuracy: " + ", ".join(f"{n} {a:.4f}" for n, a in metrics["val_accuracy"].items()) + ".",
+        "Validation accuracy: " + ", ".join(f"{md(n)} {a:.4f}" for n, a in metrics["val_accuracy"].items()) + ".",
         *([] if "balanced_accuracy" not in models["ensemble"] else [
             "",
             "Balanced accuracy (the mean of per-class recall, which weighs a rare class as much as a common one): "
@@ -229,11 +247,11 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
         "",
         "## Per-class F1",
         "",
-        "| class | " + " | ".join(models) + " |",
+        "| class | " + " | ".join(map(md, models)) + " |",
         "|---|" + "---|" * len(models),
     ]
     for c in metrics["classes"]:
-        lines.append(f"| {c} | " + " | ".join(f"{m['per_class'][c]['f1']:.3f}" for m in models.values()) + " |")
+        lines.append(f"| {md(c)} | " + " | ".join(f"{m['per_class'][c]['f1']:.3f}" for m in models.values()) + " |")
     ens = models["ensemble"]
     lines += [
         "",
@@ -241,19 +259,20 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
         "",
         "| pair | a→b | b→a | total |",
         "|---|---|---|---|",
-        *(f"| {p['pair'][0]} / {p['pair'][1]} | {p['a_as_b']} | {p['b_as_a']} | {p['total']} |"
+        *(f"| {md(p['pair'][0])} / {md(p['pair'][1])} | {p['a_as_b']} | {p['b_as_a']} | {p['total']} |"
           for p in ens["most_confused"]),
         "",
     ]
     sim = ens.get("similar_class_confusions")  # Fashion-MNIST's upper-body garments
     if sim:
         lines += [
-            f"Among the similar classes ({', '.join(sim['classes'])}) the ensemble makes {sim['errors']} errors, "
-            f"{sim['share_of_all_errors']:.0%} of all its errors. Rows true, columns predicted:",
+            f"Among the similar classes ({', '.join(map(md, sim['classes']))}) the ensemble makes {sim['errors']} "
+            f"errors, {sim['share_of_all_errors']:.0%} of all its errors. Rows true, columns predicted:",
             "",
-            "| true \\ predicted | " + " | ".join(sim["classes"]) + " |",
+            "| true \\ predicted | " + " | ".join(map(md, sim["classes"])) + " |",
             "|---|" + "---|" * len(sim["classes"]),
-            *(f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(sim["classes"], sim["matrix"])),
+            *(f"| {md(c)} | " + " | ".join(str(v) for v in row) + " |"
+              for c, row in zip(sim["classes"], sim["matrix"])),
             "",
         ]
     lines += ood_lines(metrics.get("ood"))
@@ -267,7 +286,7 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
         best = h["epochs"][h["best_epoch"] - 1]
         seconds = sum(e["seconds"] for e in h["epochs"])
         precision = " + ".join(dict.fromkeys(e.get("precision", "fp32") for e in h["epochs"]))  # older runs: fp32
-        lines.append(f"| {name} | {len(h['epochs'])} | {h['best_epoch']} | {best['val_loss']:.4f} | "
+        lines.append(f"| {md(name)} | {len(h['epochs'])} | {h['best_epoch']} | {best['val_loss']:.4f} | "
                      f"{best['val_accuracy']:.4f} | {seconds:.0f} | {precision} |")
     lines += [
         "",
@@ -282,13 +301,15 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
         "",
         "| class | " + " | ".join(split["class_counts"]) + " |",
         "|---|" + "---|" * len(split["class_counts"]),
-        *(f"| {c} | " + " | ".join(str(counts[i]) for counts in split["class_counts"].values()) + " |"
+        *(f"| {md(c)} | " + " | ".join(str(counts[i]) for counts in split["class_counts"].values()) + " |"
           for i, c in enumerate(metrics["classes"])),
         "",
         *environment_lines(environment, timing or {}),
         "## Plots",
         "",
         *(f"![{p}]({p})" for p in plots),
+        *(f"- {p} could not be drawn ({md(why)}); the numbers above do not depend on it." for p, why in
+          (failed_plots or {}).items()),
         "",
     ]
     return "\n".join(lines)
@@ -371,8 +392,8 @@ def plot_confusion_matrices(metrics: dict):
             for j in range(len(classes)):
                 ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=7,
                         color="white" if cm[i, j] > cm.max() / 3 else "black")
-        ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
-        ax.set_yticks(range(len(classes)), classes, fontsize=8)
+        ax.set_xticks(range(len(classes)), list(map(plain, classes)), rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(classes)), list(map(plain, classes)), fontsize=8)
         ax.set_title(f"{name}: accuracy {m['accuracy']:.4f}")
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
@@ -387,7 +408,8 @@ def plot_per_class_f1(metrics: dict):
     width = 0.8 / len(models)
     for k, (name, m) in enumerate(models.items()):
         ax.bar(np.arange(len(classes)) + k * width, [m["per_class"][c]["f1"] for c in classes], width, label=name)
-    ax.set_xticks(np.arange(len(classes)) + width * (len(models) - 1) / 2, classes, rotation=30, ha="right")
+    ax.set_xticks(np.arange(len(classes)) + width * (len(models) - 1) / 2, list(map(plain, classes)), rotation=30,
+                  ha="right")
     ax.set_ylim(0.0, 1.12)  # from 0, so bar heights compare; the headroom keeps the legend off the bars
     ax.set_ylabel("F1 (test)")
     ax.set_title("Per-class F1")
@@ -404,7 +426,7 @@ def plot_misclassified(errors: list[dict], images: np.ndarray):
         ax.axis("off")
     for ax, e, image in zip(axes.ravel(), errors, images):
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
-        ax.set_title(f"{e['true']}\n→ {e['predicted']} {e['confidence']:.0%}", fontsize=7)
+        ax.set_title(f"{plain(e['true'])}\n→ {plain(e['predicted'])} {e['confidence']:.0%}", fontsize=7)
     fig.suptitle("The ensemble's most confident mistakes on test (true → predicted, confidence)", fontsize=9)
     fig.tight_layout()
     return fig

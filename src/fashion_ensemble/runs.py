@@ -13,10 +13,14 @@ Weights in safetensors, everything else JSON; nothing is ever unpickled.
     runs/.<name>.partial/               the same folder while a run writes it, with checkpoints/<member>.safetensors;
                                         renamed to <name> when complete (a complete folder holds no checkpoints)
     runs/.<name>.lock                   held (flock) by the process writing the folder; a second one is refused
+    runs/<name>/.rewrite/               new versions of some of a complete folder's files (`revote`, `ood`): they
+                                        replace the old ones as one unit once .rewrite/COMMITTED exists (see
+                                        `RunFolder.rewrite`)
 
 Reading never trusts the files: ensemble.json is checked against a schema, weights files must lie in the folder,
-the config's shapes are compared with the safetensors header before a model is built, and weights must be finite
-floats.
+the config's shapes are compared with the safetensors header before a model is built, weights must be finite
+floats, and ood.safetensors must fit the members' widths and have been fit for this run (ensemble.json's "run_id":
+a digest of the members' weights files as first saved).
 
 Every folder written so far is format 1 ("fashion-ensemble/1" in ensemble.json); a reader for an older layout goes
 here when the layout changes.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -48,6 +53,7 @@ from .models import build_model
 FORMAT = "fashion-ensemble/1"
 CONFIG, ENSEMBLE, HISTORY, METRICS, REPORT = "config.json", "ensemble.json", "history.json", "metrics.json", "report.md"
 PARTIAL = ".partial"
+REWRITE, COMMITTED = ".rewrite", "COMMITTED"
 
 
 def default_path(cfg: RunConfig, *, seeds: str | None = None, prefix: str = "", root: str | os.PathLike = "runs"
@@ -95,30 +101,55 @@ class RunFolder:
 
     @property
     def report(self) -> Path:
-        return self.current / REPORT
+        return self.file(REPORT)
 
     def file(self, name: str) -> Path:
+        """Where file `name` is now: its committed new version while a rewrite is being switched in, else the
+        folder's own."""
+        staged = self.current / REWRITE / name
+        if (self.current / REWRITE / COMMITTED).is_file() and staged.exists():
+            return staged
         return self.current / name
+
+    def _read(self, name: str, reader):
+        """`reader(path)` of file `name`; once more if a rewrite moved it in between (then the folder's own is the
+        new one)."""
+        try:
+            return reader(self.file(name))
+        except (FileNotFoundError, UserError):
+            staged = self.current / REWRITE / name
+            if not staged.parent.is_dir():
+                raise
+            return reader(self.current / name)
 
     # -- reading -------------------------------------------------------------------------------------------------
     def config(self) -> RunConfig:
-        return RunConfig.from_dict(read_json(self.file(CONFIG)))
+        return RunConfig.from_dict(self._read(CONFIG, read_json))
 
     def metrics(self) -> dict:
-        return read_json(self.file(METRICS))
+        return self._read(METRICS, read_json)
+
+    def ensemble_spec(self) -> dict:
+        """ensemble.json as written (unchecked: `load` checks it)."""
+        return self._read(ENSEMBLE, read_json)
+
+    def run_id(self) -> str | None:
+        """ensemble.json's "run_id" (None in folders made before it)."""
+        return self.ensemble_spec().get("run_id")
 
     def history(self) -> dict:
         """{"members": ..., "timing": {...}}; "timing" is {} for runs made before it was recorded."""
-        history = read_json(self.file(HISTORY))
+        history = self._read(HISTORY, read_json)
         history.setdefault("timing", {})
         return history
 
-    def load(self, device: str | torch.device = "cpu") -> SoftVotingEnsemble:
-        """Rebuild the ensemble from the folder alone: config.json, ensemble.json and the members' safetensors."""
+    def load(self, device: str | torch.device = "cpu", spec: dict | None = None) -> SoftVotingEnsemble:
+        """Rebuild the ensemble from the folder alone: config.json, ensemble.json (or `spec`, the content of one about
+        to be written) and the members' safetensors."""
         if not self.current.is_dir():
             raise UserError(f"run folder {self.path} does not exist")
         config = self.config()
-        spec = check_ensemble_spec(read_json(self.file(ENSEMBLE)), self.file(ENSEMBLE))
+        spec = check_ensemble_spec(spec if spec is not None else self.ensemble_spec(), self.file(ENSEMBLE))
         classes = spec.get("classes", CLASSES)
         shape = config.data.input_shape  # (1, 28, 28) for folders made before image_size and channels existed
         members = {}
@@ -136,7 +167,8 @@ class RunFolder:
         ensemble = SoftVotingEnsemble(members, [spec["weights"][name] for name in members], classes,
                                       pipeline=config.data.pipeline)
         if self.file(ood.FILE).is_file():  # folders made before the "I don't know" signal have none
-            ensemble.ood = ood.Detector.load(self.file(ood.FILE), members)
+            widths = {name: m.model.body[-1].in_features for name, m in members.items()}  # what `features` gives
+            ensemble.ood = self._read(ood.FILE, lambda path: ood.Detector.load(path, widths, fitted_for(spec, shape)))
         return ensemble
 
     @contextlib.contextmanager
@@ -160,11 +192,48 @@ class RunFolder:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         try:
+            self._settle()  # a rewrite that a killed process left: finished if committed, else dropped
             yield
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             os.close(fd)
+
+    @contextlib.contextmanager
+    def rewrite(self):
+        """Replace several files of a complete folder as one unit (hold `lock` around it). Yields a staging folder
+        (RUN/.rewrite/) to write the new versions into, under their final names; on a clean exit they are
+        committed (RUN/.rewrite/COMMITTED, written last, by one rename) and moved into the folder. Until the commit,
+        readers see the old files; from it, the new ones (`file`), even if the process dies while moving them; the
+        next writer finishes the move (`_settle`). An exception before the commit leaves the folder as it was."""
+        stage = self.path / REWRITE
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+        try:
+            yield stage
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        for f in stage.iterdir():
+            _fsync(f)
+        marker = stage / f".{COMMITTED}.partial"
+        marker.write_text(json.dumps(sorted(f.name for f in stage.iterdir())) + "\n")
+        _fsync(marker)
+        marker.replace(stage / COMMITTED)  # the commit point
+        _fsync(stage)
+        self._settle()
+
+    def _settle(self) -> None:
+        """Finish a committed rewrite (move its files in, then drop the staging folder) or drop an uncommitted one."""
+        stage = self.path / REWRITE
+        if not stage.is_dir():
+            return
+        if (stage / COMMITTED).is_file():
+            for f in sorted(stage.iterdir()):
+                if f.name != COMMITTED and not f.name.startswith("."):
+                    f.replace(self.path / f.name)
+            _fsync(self.path)
+        shutil.rmtree(stage, ignore_errors=True)
 
     # -- writing (into the partial folder) ------------------------------------------------------------------------
     def start(self, cfg: RunConfig, *, restart: bool = False) -> None:
@@ -180,27 +249,23 @@ class RunFolder:
         write_json(self.partial / CONFIG, cfg.to_dict())
 
     def save_ensemble(self, ensemble: SoftVotingEnsemble, weighting: str) -> None:
-        """Each member's weights and ensemble.json (kinds, files, temperatures, voting weights)."""
+        """Each member's weights and ensemble.json (kinds, files, temperatures, voting weights, and the run's id:
+        a digest of the weights, by tensor: a safetensors header's metadata comes in no fixed order)."""
+        digest = hashlib.sha256()
         for name, member in ensemble.members.items():
             save_weights(self.partial / f"{name}.safetensors", member.model, member.kind)
-        write_json(self.partial / ENSEMBLE, ensemble_spec(ensemble, weighting))
+            for key, tensor in sorted(member.model.state_dict().items()):
+                t = tensor.detach().cpu().contiguous()
+                digest.update(f"{name}.{key}:{t.dtype}:{tuple(t.shape)}\0".encode())
+                digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        write_json(self.partial / ENSEMBLE, ensemble_spec(ensemble, weighting, run_id=digest.hexdigest()[:32]))
 
-    def save_ood(self, detector) -> None:
-        """ood.safetensors: the "I don't know" signal's statistics (ood.py). Into the partial folder while a run
-        writes it, else into the complete folder (`fashion-ensemble ood RUN` on an older one), replaced whole."""
-        folder = self.partial if self.partial.is_dir() else self.path
-        with _replacing(folder / ood.FILE) as tmp:
-            detector.save(tmp)
-
-    def add_metrics(self, **entries) -> None:
-        """Add top-level entries to a complete folder's metrics.json."""
-        self.replace(METRICS, {**self.metrics(), **entries})
-
-    def replace(self, name: str, obj) -> None:
-        """A complete folder's JSON file `name` (CONFIG, ENSEMBLE, ...) replaced whole: an interrupted write leaves
-        the old file, and the folder complete."""
-        with _replacing(self.path / name) as tmp:
-            write_json(tmp, obj)
+    def save_ood(self, detector, into: Path | None = None) -> None:
+        """ood.safetensors: the "I don't know" signal's statistics (ood.py), with what it was fit for (the run's
+        id, classes and input shape). Into the partial folder while a run writes it, or into `into` (a rewrite's
+        staging folder)."""
+        spec, shape = self.ensemble_spec(), self.config().data.input_shape
+        detector.save((into or self.partial) / ood.FILE, fitted_for(spec, shape))
 
     def write_metrics(self, metrics: dict) -> None:
         write_json(self.partial / METRICS, metrics)
@@ -218,8 +283,9 @@ class RunFolder:
         return self.path
 
 
-def ensemble_spec(ensemble: SoftVotingEnsemble, weighting: str) -> dict:
-    """ensemble.json's content (format, members' kinds, files and temperatures, voting weights, classes)."""
+def ensemble_spec(ensemble: SoftVotingEnsemble, weighting: str, run_id: str | None = None) -> dict:
+    """ensemble.json's content (format, members' kinds, files and temperatures, voting weights, classes, and the
+    run's id, which a rewrite of the vote keeps)."""
     return {
         "format": FORMAT,
         "members": {name: {"kind": m.kind, "weights_file": f"{name}.safetensors", "temperature": m.temperature}
@@ -227,7 +293,14 @@ def ensemble_spec(ensemble: SoftVotingEnsemble, weighting: str) -> dict:
         "weights": ensemble.weights,
         "weighting": weighting,
         "classes": ensemble.classes,
+        **({"run_id": run_id} if run_id else {}),
     }
+
+
+def fitted_for(spec: dict, input_shape) -> dict:
+    """What an ood.safetensors records of the run it was fit for, from that run's ensemble.json and input shape."""
+    return {"run_id": spec.get("run_id"), "classes": list(spec.get("classes", CLASSES)),
+            "input_shape": list(input_shape)}
 
 
 # The model that ships with the package: a run folder (weights in half precision), made by scripts/ship_model.py
@@ -254,15 +327,13 @@ def pretrained(device: str | torch.device = "cpu") -> SoftVotingEnsemble:
     return load(None, device)
 
 
-@contextlib.contextmanager
-def _replacing(path: Path):
-    """Yield a temporary path beside `path`; once written, it replaces `path` in one rename."""
-    tmp = path.with_name(f".{path.name}.partial")
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk, so that a rename after it never exposes a torn file."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        yield tmp
-        tmp.replace(path)
+        os.fsync(fd)
     finally:
-        tmp.unlink(missing_ok=True)
+        os.close(fd)
 
 
 def write_json(path: Path, obj) -> None:

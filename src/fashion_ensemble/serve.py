@@ -27,6 +27,7 @@ import asyncio
 import base64
 import contextlib
 import functools
+import re
 import resource
 import socket
 from collections.abc import Callable
@@ -50,6 +51,7 @@ from .ensemble import SoftVotingEnsemble
 from .errors import UserError
 from .export import OnnxEnsemble
 from .runs import RunFolder, load, run_or_pretrained
+from .text import markdown
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,12 @@ class ServeConfig:
     body_timeout_s: float = 30.0  # a body that stalls this long between two parts gets 408
     allowed_hosts: tuple[str, ...] = ()  # Host header names answered besides localhost and the bound address; "*": any
     engine: str = "onnx"  # onnx: ONNX Runtime, 3.5× PyTorch eager's images/s on 2 cores; torch: PyTorch itself
+
+    def __post_init__(self):
+        for name in self.allowed_hosts:  # Host checks compare names without the port: NAME:PORT would never match
+            if re.fullmatch(r"(\[[^\]]*\]|[^:\[\]]+):\d+", name):
+                raise UserError(f"--allowed-host takes a host name without its port: got {name!r}, give "
+                                f"{name.rsplit(':', 1)[0]!r} (the service answers it on any port it listens on)")
 
     def hosts(self) -> list[str]:
         """The Host header values (without port) that the service answers."""
@@ -266,10 +274,12 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
         decoder.stop()
 
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN (they work offline)
+    # The description is Markdown that /docs and /redoc render: class and folder names go in escaped (text.py).
+    classes = ", ".join(map(markdown, ensemble.classes))
     app = FastAPIOffline(title="fashion-ensemble", lifespan=lifespan,
-                  description=f"Classifies images into {len(ensemble.classes)} classes ({', '.join(ensemble.classes)})"
-                              " with an ANN + depthwise-separable CNN soft-voting ensemble "
-                              f"({Path(run_dir).name}).")
+                         description=f"Classifies images into {len(ensemble.classes)} classes ({classes}) with an "
+                                     "ANN + depthwise-separable CNN soft-voting ensemble "
+                                     f"({markdown(Path(run_dir).name)}).")
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes, timeout_s=config.body_timeout_s)
     if "*" not in config.allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=config.hosts())
@@ -363,7 +373,11 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
     async def read_uploads(request: Request, fields: tuple[str, ...], limit: int) -> list[tuple[str, bytes]]:
         try:
             form = await request.form(max_files=limit, max_fields=limit + 16)
-        except (StarletteHTTPException, BodyTooLarge):  # Starlette's own 400s ("Too many files..."); our 413
+        except StarletteHTTPException as e:  # Starlette's own 400s; "Too many files/fields" is a size limit: 413
+            if str(e.detail).startswith("Too many"):
+                raise HTTPException(413, f"{e.detail} per request") from None
+            raise
+        except BodyTooLarge:  # our 413
             raise
         except Exception as e:
             raise HTTPException(400, f"malformed multipart body ({e})") from None
