@@ -63,6 +63,27 @@ def photos() -> list[np.ndarray]:
     return found
 
 
+ASPECTS = ((64, 128), (128, 64), (50, 200), (200, 50), (30, 90), (90, 30), (300, 100), (100, 300), (20, 20),
+           (1000, 500))  # (height, width) of noise that is not square, or very small or large
+
+
+def bordered(colour, border, side: int, width: int) -> np.ndarray:
+    image = np.full((side, side, 3), border, np.uint8)
+    image[width:-width, width:-width] = colour
+    return image
+
+
+def textures(rng: np.random.Generator) -> list[np.ndarray]:
+    """Stripes and checkerboards of random period, angle-free, in two random greys."""
+    out = []
+    for _ in range(100):
+        period, (a, b) = int(rng.integers(2, 16)), rng.integers(0, 256, 2)
+        yy, xx = np.mgrid[:96, :96]
+        pattern = (xx // period) % 2 if rng.random() < 0.5 else ((xx // period) + (yy // period)) % 2
+        out.append(np.where(pattern == 1, a, b).astype(np.uint8))
+    return out
+
+
 def not_garments(rng: np.random.Generator) -> dict[str, np.ndarray]:
     crops = []
     for photo in photos():
@@ -78,6 +99,15 @@ def not_garments(rng: np.random.Generator) -> dict[str, np.ndarray]:
                                            .astype(np.uint8)),
         "flat": np.stack([np.full((28, 28), v, np.uint8) for v in range(0, 256, 2)]),
         "gradients": np.stack([np.tile(np.linspace(0, v, 28), (28, 1)).astype(np.uint8) for v in range(20, 256, 4)]),
+        "noise, other shapes": through_preprocess([rng.integers(0, 256, (*ASPECTS[i % len(ASPECTS)], 3), dtype=np.uint8)
+                                                   for i in range(300)]),
+        "gaussian noise": through_preprocess(np.clip(rng.normal(128, 40, (100, 96, 160, 3)), 0, 255)
+                                             .astype(np.uint8)),
+        "salt and pepper": through_preprocess(np.where(rng.random((100, 96, 96)) < 0.1, 0, 255).astype(np.uint8)),
+        "stripes, checkerboards": through_preprocess(textures(rng)),
+        "flat with a border": through_preprocess([bordered(rng.integers(0, 256, 3), rng.integers(0, 256, 3),
+                                                           int(rng.integers(40, 200)), int(rng.integers(2, 8)))
+                                                  for _ in range(100)]),
         "digits": through_preprocess((load_digits().images * 255 / 16).astype(np.uint8)),
         "photo crops": through_preprocess(crops),
     }

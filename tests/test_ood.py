@@ -61,14 +61,17 @@ def test_the_file_round_trips_and_refuses_what_does_not_fit(tmp_path):
     f, y = gaussian_features(300, 0)
     detector = ood.fit({"ann": f}, y, {"ann": f[:100]}, flag_rate=0.02)
     detector.save(tmp_path / ood.FILE)
-    again = ood.Detector.load(tmp_path / ood.FILE, ["ann"])
+    width = f.shape[1]
+    again = ood.Detector.load(tmp_path / ood.FILE, {"ann": width})
     assert again.flag_rate == 0.02
     np.testing.assert_allclose(again.score({"ann": f}), detector.score({"ann": f}), atol=0.02)
     with pytest.raises(UserError, match="no statistics for member 'cnn'.*fashion-ensemble ood"):
-        ood.Detector.load(tmp_path / ood.FILE, ["ann", "cnn"])
+        ood.Detector.load(tmp_path / ood.FILE, {"ann": width, "cnn": 16})
+    with pytest.raises(UserError, match=f"features are {width + 1} wide"):
+        ood.Detector.load(tmp_path / ood.FILE, {"ann": width + 1})
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(UserError, match="not a readable"):
-        ood.Detector.load(tmp_path / "bad.safetensors", ["ann"])
+        ood.Detector.load(tmp_path / "bad.safetensors", {"ann": width})
     with pytest.raises(UserError, match="flag rate"):
         ood.fit({"ann": f}, y, {"ann": f}, flag_rate=1.5)
 

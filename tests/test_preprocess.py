@@ -44,6 +44,42 @@ def test_sixteen_bit_keeps_its_depth():
     check_garment(preprocess(png_bytes(image)))
 
 
+def sixteen_bit_images(n: int = 60) -> list[bytes]:
+    """`n` different 16-bit greyscale PNGs: a random dark garment on a random light background."""
+    rng = np.random.default_rng(7)
+    out = []
+    for _ in range(n):
+        x = np.full((60, 80), int(rng.integers(50_000, 65_536)), dtype=np.uint16)
+        top, left = rng.integers(2, 20, size=2)
+        x[top : top + 30, left : left + 50] = rng.integers(0, 30_000, size=(30, 50))
+        out.append(png_bytes(Image.fromarray(x)))
+    return out
+
+
+@pytest.mark.parametrize("options", [{}, {"channels": 3}, {"pipeline": "pad"}, {"pipeline": "pad", "channels": 3}])
+def test_sixteen_bit_images_keep_their_grey_levels_in_every_pipeline(options):
+    inputs = [preprocess(data, **options) for data in sixteen_bit_images()]
+    assert len({x.tobytes() for x in inputs}) == 60  # 60 different images stay 60 different inputs
+    assert all(len(np.unique(x)) > 20 for x in inputs)  # not binarised at 255 by Pillow's convert()
+
+
+def test_sixteen_bit_dark_on_white_in_rgb_is_not_blank_and_matches_the_greyscale_path():
+    x = np.full((150, 300), 65535, dtype=np.uint16)
+    x[30:130, 50:250] = 10000
+    rgb = preprocess(png_bytes(Image.fromarray(x)), channels=3)
+    assert rgb.shape == (28, 28, 3) and (rgb[..., 0] == rgb[..., 1]).all()
+    dark = rgb[..., 0] < 100  # the garment in its own grey (RGB is not negated), on white
+    assert dark.sum() > 100 and rgb[0, 0, 0] == 255
+
+
+def test_a_float_tiff_is_not_black_under_pad():
+    x = np.zeros((28, 28), np.float32)
+    x[8:20, 6:22] = np.linspace(0.2, 1.0, 16, dtype=np.float32)  # a float image in [0, 1], bright on black
+    image = Image.fromarray(x, mode="F")
+    padded = preprocess(png_bytes(image, format="TIFF"), pipeline="pad")
+    assert padded.max() == 255 and np.allclose(padded[8:20, 6:22], np.round(x[8:20, 6:22] * 255), atol=1)
+
+
 def test_gif_first_frame_is_used():
     frames = [garment_photo().convert("P"), Image.new("P", (300, 150), 0)]
     data = png_bytes(frames[0], format="GIF", save_all=True, append_images=frames[1:])

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from fastapi.testclient import TestClient
 
 import fashion_ensemble as fe
 from fashion_ensemble.data import CLASSES, load_raw
+from fashion_ensemble.errors import UserError
 from fashion_ensemble.predict import records
 from fashion_ensemble.preprocess import preprocess
 from fashion_ensemble.serve import Batcher, ServeConfig, create_app
@@ -115,8 +117,18 @@ def test_streamed_body_over_the_limit_is_refused(client):
 
 def test_batch_limits(client, image):
     r = client.post("/predict/batch", files=[("files", (f"{i}.png", image)) for i in range(5)])
-    assert r.status_code == 400 and "Too many files. Maximum number of files is 4" in r.json()["detail"]
+    assert r.status_code == 413 and "Too many files. Maximum number of files is 4" in r.json()["detail"]
+    fields = {f"field{i}": "x" for i in range(30)}  # over the field limit too: a size limit, so 413
+    r = client.post("/predict/batch", files=[("files", ("0.png", image))], data=fields)
+    assert r.status_code == 413 and "Too many fields" in r.json()["detail"]
     assert client.post("/predict/batch", content=image).status_code == 415
+
+
+@pytest.mark.parametrize("name", ["shop.example:8000", "127.0.0.1:80", "[::1]:8000"])
+def test_an_allowed_host_with_a_port_is_refused_with_the_fix(name):
+    with pytest.raises(UserError, match=f"without its port: got '{re.escape(name)}', give"):
+        ServeConfig(allowed_hosts=(name,))
+    assert ServeConfig(allowed_hosts=("[::1]", "shop.example")).hosts()  # names alone are fine
 
 
 def test_random_without_test_images_is_a_404_that_says_why(client):

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 import fashion_ensemble as fe
 from fashion_ensemble.data import FILES, load_source
-from fashion_ensemble.errors import UserError
+from fashion_ensemble.errors import Notice, UserError
 from fashion_ensemble.export import export_onnx
 from fashion_ensemble.predict import predict_files
 from fashion_ensemble.preprocess import preprocess
@@ -177,6 +177,12 @@ def test_pad_keeps_a_model_input_as_it_is(tmp_path):
     (lambda root: [shutil.rmtree(root / c) for c in ("bag", "coat")], "two classes .* or more"),
     (lambda root: [p.unlink() for p in sorted((root / "bag").iterdir())[3:]], r"fewer than 30 of: bag \(3\)"),
     (lambda root: (root / "bag" / "broken.png").write_bytes(b"not a png"), r"1 file\(s\) are not images.*broken.png"),
+    (lambda root: (root / "bag").rename(root / "Coat"), "'Coat' and 'coat' differ only by case"),
+    (lambda root: ((root / "bag").rename(root / "cafe\u0301"), (root / "shoe").rename(root / "caf\u00e9")),
+     "differ only by case or Unicode normalisation"),
+    (lambda root: (root / "bag").rename(root / "two\nlines"), "line break or surrounding space"),
+    (lambda root: (root / "bag").rename(root / "train"), r"holds train/ beside other folders \(coat, shoe\).*rename "
+                                                        "any class called train, val or test"),
 ])
 def test_folder_mistakes_are_refused_with_a_reason(tmp_path, damage, message):
     folder = image_folder(tmp_path / "photos")
@@ -201,6 +207,55 @@ def test_bad_images_can_be_skipped_and_link_loops_do_not_hang(tmp_path):
     (folder / "coat" / "loop").symlink_to(folder / "coat", target_is_directory=True)
     split = fe.make_split(folder_config(folder, skip_bad_images=True).data, progress=False)
     assert sum(len(p[1]) for p in (split.train, split.val, split.test)) == 120
+
+
+def test_hidden_files_and_folders_are_skipped_and_counted(tmp_path):
+    folder = image_folder(tmp_path / "photos")
+    (folder / "bag" / "._000.png").write_bytes(b"\0\5\26\7 macOS resource fork")  # refused the folder before
+    checkpoints = folder / "coat" / ".ipynb_checkpoints"
+    checkpoints.mkdir()
+    shutil.copy(folder / "shoe" / "000.png", checkpoints / "000-checkpoint.png")  # was a train/test duplicate
+    (folder / ".trash").mkdir()  # a hidden class folder
+    (folder / ".trash" / "x.png").write_bytes(png_bytes(synthetic_images(np.array([1]))[0]))
+    with pytest.warns(Notice, match="skipped 3 hidden files or folders"):
+        split = fe.make_split(folder_config(folder).data, progress=False)
+    assert sum(len(p[1]) for p in (split.train, split.val, split.test)) == 120 and len(split.classes) == 3
+    assert split.facts()["source"] == {"skipped_hidden": 3}
+
+
+def test_skipped_bad_images_are_counted_and_said(tmp_path, capsys):
+    from fashion_ensemble.cli import main
+
+    folder = image_folder(tmp_path / "photos")
+    for i in range(5):
+        (folder / "bag" / f"broken{i}.png").write_bytes(b"not a png")
+    assert main(["data", "check", "--data", str(folder), "--skip-bad-images"]) == 0
+    captured = capsys.readouterr()
+    assert "OK (left out: 5 undecodable files)" in captured.out
+    assert "note: " in captured.err and "left out 5 of 125 files that cannot be decoded" in captured.err
+    split = fe.make_split(folder_config(folder, skip_bad_images=True).data, progress=False)
+    assert split.facts()["source"] == {"skipped_bad_images": 5}
+
+
+def test_leaks_count_images_and_are_said_when_the_run_starts(tmp_path, capsys):
+    folder = image_folder(tmp_path / "photos", per_class=30, splits=["train", "test"])
+    for i in range(20):  # 20 copies of one training image in test
+        shutil.copy(folder / "train" / "bag" / "000.png", folder / "test" / "bag" / f"copy{i}.png")
+    split = fe.make_split(folder_config(folder).data, progress=False)
+    leaks = split.facts()["cross_split_duplicates"]
+    assert leaks["train/test"] == 20 or leaks["val/test"] == 20  # images, not distinct contents (was 1)
+    from fashion_ensemble.cli import main
+
+    cfg = write_config(tmp_path / "c.json", smoke_config())
+    assert main(["run", "--config", str(cfg), "--data", str(folder), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "note: 20 of the 110 test images are copies of" in err and "score it fairly" in err
+
+
+def test_a_train_subset_of_a_folder_with_val_is_a_sample_of_every_class(tmp_path):
+    folder = image_folder(tmp_path / "photos", per_class=10, splits=["train", "val", "test"])
+    split = fe.make_split(folder_config(folder, train_subset=12).data, progress=False)
+    assert len(split.train[1]) == 12 and set(split.train[1].tolist()) == {0, 1, 2}  # not the first class alone
 
 
 def test_cli_image_folder_and_skip_bad_images(tmp_path):

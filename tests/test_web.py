@@ -51,7 +51,8 @@ def no_script_errors(request):
     if "browser" in request.fixturenames:
         driver = request.getfixturevalue("browser")
         errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"
-                  and "the server responded with a status of 415" not in e["message"]]  # the bad-file test's own 415
+                  and "the server responded with a status of 415" not in e["message"]  # the bad-file test's own 415
+                  and "cdn.redoc.ly/redoc/logo-mini.svg" not in e["message"]]  # ReDoc's "powered by" logo, offline
         assert not errors, errors
 
 
@@ -151,3 +152,47 @@ def test_dropping_an_image_classifies_it(browser, server):
     label = wait_for(browser, "const l = document.getElementById('label'); return !document.getElementById('result')"
                               ".hidden && l && l.textContent")
     assert label in CLASSES
+
+
+# -- class names are text, never markup -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostile_server(hostile_run):
+    from fashion_ensemble import data
+    from fashion_ensemble.runs import RunFolder
+
+    def examples():
+        return data.part(RunFolder(hostile_run).config().data, "test", progress=False)
+
+    with serving(create_app(hostile_run, ServeConfig(), examples=examples)) as url:
+        yield url
+
+
+def test_hostile_class_names_show_as_text_and_run_no_script(browser, hostile_server):
+    from selenium.webdriver.common.by import By
+
+    from conftest import HOSTILE_CLASSES
+
+    browser.get(hostile_server + "/")
+    wait_for(browser, "return document.getElementById('classes').textContent.includes('It knows 3 classes')")
+    for _ in range(4):  # random test images: the verdict, the true label and every table row name a class
+        browser.execute_script("document.getElementById('result').hidden = true")  # shown again once answered
+        browser.find_element(By.ID, "random").click()
+        wait_for(browser, "const t = document.getElementById('truth'); return !document.getElementById('result')"
+                          ".hidden && t && t.textContent")
+        assert browser.execute_script("return window.pwned") is None  # the onerror handler never ran
+        assert browser.find_element(By.ID, "label").text in HOSTILE_CLASSES
+        assert browser.find_element(By.ID, "truth").text in HOSTILE_CLASSES
+        cells = [r.find_element(By.TAG_NAME, "td").text for r in browser.find_elements(By.CSS_SELECTOR, "#table tr")]
+        assert sorted(cells) == sorted(HOSTILE_CLASSES)
+        assert not browser.find_elements(By.CSS_SELECTOR, "#result img[src='x'], #table img")
+    assert "<img src=x onerror=window.pwned=1>" in browser.find_element(By.ID, "classes").text
+
+
+@pytest.mark.parametrize("page", ["/redoc", "/docs"])
+def test_the_api_docs_show_hostile_class_names_as_text(browser, hostile_server, page):
+    browser.get(hostile_server + page)
+    wait_for(browser, "return document.body.innerText.includes('Classifies images into 3 classes')", timeout=60)
+    assert browser.execute_script("return window.pwned") is None
+    assert "<img src=x onerror=window.pwned=1>" in browser.execute_script("return document.body.innerText")

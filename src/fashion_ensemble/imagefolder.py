@@ -91,7 +91,7 @@ def load_image_folder(folder: Path, *, pipeline: str = "preprocess", skip_bad: b
              "skipped_hidden": skipped_hidden, "cached": cached is not None}
     if bad:  # --skip-bad-images: said, not silent
         warnings.warn(f"{folder}: left out {len(bad)} of {len(files)} files that cannot be decoded "
-                      f"({Path(bad[0][0]).name}: {bad[0][1]}{', ...' if len(bad) > 1 else ''})", Notice,
+                      f"({bad[0][1]}{'; ...' if len(bad) > 1 else ''})", Notice,
                       stacklevel=2)
     if skipped_hidden:
         warnings.warn(f"{folder}: skipped {skipped_hidden} hidden files or folders (names starting with '.')",

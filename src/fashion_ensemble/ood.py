@@ -136,6 +136,8 @@ class Detector:
             raise bad(f"its reference scores must be a non-empty list, got shape {reference.shape}")
         members = {}
         for name, width in widths.items():
+            if not any(key.startswith(f"{name}.") for key in tensors):
+                raise bad(f"no statistics for member {name!r}")
             means = _tensor(tensors, f"{name}.means", bad)
             precision = _tensor(tensors, f"{name}.precision", bad)
             moments = _tensor(tensors, f"{name}.log_moments", bad)

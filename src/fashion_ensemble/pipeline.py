@@ -128,11 +128,11 @@ def _resume_hint(folder: RunFolder):
 def leaks(split: Split) -> list[str]:
     """A sentence for each pair of parts that share images (exact copies): a score on such a test part is
     optimistic, and a user should hear it when the run starts, not only in its report."""
-    what = {"train/val": "validation images are copies of training images (early stopping and the vote see them)",
-            "train/test": "test images are copies of training images (the test score is optimistic)",
-            "val/test": "test images are copies of validation images (the vote was fit on them)"}
-    return [f"{n:,} of the {len(split.val[1] if pair == 'train/val' else split.test[1]):,} {what[pair]}; remove "
-            "the duplicates from the data to score it fairly"
+    what = {"train/val": "validation images {} copies of training images (early stopping and the vote see them)",
+            "train/test": "test images {} copies of training images (the test score is optimistic)",
+            "val/test": "test images {} copies of validation images (the vote was fit on them)"}
+    return [f"{n:,} of the {len(split.val[1] if pair == 'train/val' else split.test[1]):,} "
+            f"{what[pair].format('is a' if n == 1 else 'are')}; remove the duplicates from the data to score it fairly"
             for pair, n in split.facts()["cross_split_duplicates"].items() if n]
 
 
