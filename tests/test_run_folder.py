@@ -66,6 +66,15 @@ def test_a_rewrite_killed_at_a_chosen_point_leaves_files_that_agree(run_copy, ti
     assert describes(run_copy) == after and not (run_copy / ".rewrite").exists()
 
 
+def test_loading_refuses_files_that_do_not_belong_together(run_copy):
+    cfg = json.loads((run_copy / "config.json").read_text())
+    cfg["ensemble"]["weights"] = "equal"  # as a revote that died between two files would have left it, before
+    (run_copy / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="votes with 'tuned' weights but config.json says 'equal': the files do not "
+                                        "belong together"):
+        fe.load(run_copy)
+
+
 def test_ood_rewrites_the_report_with_its_flag_rate(run_copy, tiny_run):
     pipeline.add_ood(run_copy, data_dir=tiny_run.parent / "data", device="cpu", flag_rate=0.2)
     assert describes(run_copy) == ("tuned", 0.2)

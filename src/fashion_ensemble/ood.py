@@ -10,10 +10,10 @@ and an input is flagged (`ood`) above 1 - `flag_rate`: by construction `flag_rat
 Why this score (docs/ood.md, `scripts/ood_check.py`): on the shipped model, at 5% of validation flagged, it flagged
 every flat and gradient image and square noise, 95% of scikit-learn's digits, 93% of crops of the photos
 scikit-learn and scikit-image ship, and 4.2% of the test images the model classified correctly; it misses most
-noise that is wider or taller than square, which `preprocess` fits like a bag's or a dress's silhouette. At the same rate the ensemble's
-confidence (1 - max probability) flagged 43% of the uniform noise and 58% of the photo crops, the members'
-disagreement 62% and 51%: a network is confidently wrong far from its data; its features are not where garments'
-are.
+noise that is wider or taller than square, which `preprocess` fits like a bag's or a dress's silhouette. At the
+same rate the ensemble's confidence (1 - max probability) flagged 43% of the uniform noise and 58% of the photo
+crops, the members' disagreement 62% and 51%: a network is confidently wrong far from its data; its features are
+not where garments' are.
 
 Pure numpy: fitting and scoring take features, which the caller computes; nothing here runs a model.
 """

@@ -377,20 +377,15 @@ def revote(run_dir: str | os.PathLike, *, weighting: str | None = None, calibrat
     if tta_shift is not None:
         cfg = map_members(cfg, lambda m: replace(m, tta_shift=tta_shift))  # a bad shift is refused here
 
-    def load(spec: dict | None = None) -> SoftVotingEnsemble:
-        ensemble = folder.load(device, spec)
-        for name, member in ensemble.members.items():  # the new TTA before config.json says so
-            member.tta_shift = cfg.members[name].tta_shift
-        return ensemble
-
     device = distributed.resolve_device(device)
     with folder.lock():
-        ensemble = load()
+        # The members under the new config (its TTA); the old vote's weights until `fit` replaces them.
+        ensemble = folder.load(device, folder.ensemble_spec() | {"weighting": cfg.ensemble.weights}, cfg)
         split = split_as_trained(folder, data_dir, progress)
         val = predict(ensemble, *split.val, ood_scores=False)  # as the study's: fitting and scoring need no ood
         ensemble.fit(val.raw, val.labels, calibrate=cfg.ensemble.calibrate, weighting=cfg.ensemble.weights)
         spec = json.loads(json.dumps(ensemble_spec(ensemble, cfg.ensemble.weights, run_id=folder.run_id())))
-        ensemble = load(spec)  # scored as it will be saved, as a run is
+        ensemble = folder.load(device, spec, cfg)  # scored as it will be saved, as a run is
         metrics = {**folder.metrics(), **study_metrics(cfg, split, ensemble, val)}
         history = folder.history()
         change = {"from": asdict(old.ensemble), "to": asdict(cfg.ensemble), "command": " ".join(sys.argv)}

@@ -143,13 +143,20 @@ class RunFolder:
         history.setdefault("timing", {})
         return history
 
-    def load(self, device: str | torch.device = "cpu", spec: dict | None = None) -> SoftVotingEnsemble:
-        """Rebuild the ensemble from the folder alone: config.json, ensemble.json (or `spec`, the content of one about
-        to be written) and the members' safetensors."""
+    def load(self, device: str | torch.device = "cpu", spec: dict | None = None, config: RunConfig | None = None
+             ) -> SoftVotingEnsemble:
+        """Rebuild the ensemble from the folder alone: config.json, ensemble.json and the members' safetensors (or,
+        for `spec` and `config`, the contents of the two files about to be written: `revote` scores a vote as it
+        will be saved). Files that do not belong together (a vote's weighting that config.json does not name) are
+        refused."""
         if not self.current.is_dir():
             raise UserError(f"run folder {self.path} does not exist")
-        config = self.config()
+        config = config or self.config()
         spec = check_ensemble_spec(spec if spec is not None else self.ensemble_spec(), self.file(ENSEMBLE))
+        if spec.get("weighting", config.ensemble.weights) != config.ensemble.weights:
+            raise UserError(f"{self.current}: ensemble.json votes with {spec['weighting']!r} weights but config.json "
+                            f"says {config.ensemble.weights!r}: the files do not belong together; fit the vote again "
+                            f"with `fashion-ensemble revote {self.path} --weighting {config.ensemble.weights}`")
         classes = spec.get("classes", CLASSES)
         shape = config.data.input_shape  # (1, 28, 28) for folders made before image_size and channels existed
         members = {}
