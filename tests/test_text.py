@@ -79,3 +79,16 @@ def test_the_model_card_escapes_class_names(hostile_run, tmp_path, monkeypatch):
     spec.loader.exec_module(ship)
     text = ship.card(fe.RunFolder(hostile_run), {"note": "kept in fp32"})
     assert "<img" not in text and "&lt;img src=x onerror=window.pwned=1&gt;" in text and "a\\|b" in text
+
+
+def test_predict_keeps_one_line_per_file_whatever_its_name(tiny_run, tmp_path, capsys):
+    import numpy as np
+
+    from fashion_ensemble.cli import main
+    from helpers import png_bytes, synthetic_images
+
+    (tmp_path / "two\nlines.png").write_bytes(png_bytes(synthetic_images(np.array([2]))[0]))
+    (tmp_path / "ok.png").write_bytes(png_bytes(synthetic_images(np.array([3]))[0]))
+    assert main(["predict", str(tiny_run), str(tmp_path), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and any("two\\nlines.png" in line for line in lines)

@@ -389,6 +389,7 @@ def cmd_predict(args) -> int:
     from tqdm import tqdm
 
     from . import distributed, predict, runs
+    from .text import terminal
 
     first = Path(args.inputs[0])
     if not first.exists() and first.suffix.lower() not in predict.IMAGE_SUFFIXES:
@@ -406,10 +407,11 @@ def cmd_predict(args) -> int:
             bar.update()
             if "error" in rec:
                 failed += 1
-                tqdm.write(f"fashion-ensemble: skipped {rec['error']}", file=sys.stderr)
+                tqdm.write(terminal(f"fashion-ensemble: skipped {rec['error']}"), file=sys.stderr)
                 if not args.json:
                     continue
-            tqdm.write(json.dumps(rec, allow_nan=False) if args.json else format_prediction(rec), file=sys.stdout)
+            tqdm.write(json.dumps(rec, allow_nan=False) if args.json else terminal(format_prediction(rec)),
+                       file=sys.stdout)
     if failed:
         print(f"fashion-ensemble: {failed} of {len(files)} files could not be read", file=sys.stderr)
     return 1 if failed else 0

@@ -5,6 +5,7 @@ The web page itself never parses them: it sets them as DOM text (web/index.html)
 from __future__ import annotations
 
 import html
+import json
 import re
 
 # Markdown characters that can start markup inside a line (emphasis, code, links, tables, strike-through, math on
@@ -16,6 +17,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
 def one_line(name: str) -> str:
     """`name` with newlines and other control characters shown as spaces: one line, whatever it holds."""
     return _CONTROL.sub(" ", str(name))
+
+
+def terminal(line: str) -> str:
+    """A line for the terminal with any control character in it written as an escape (`\\n`, `\\u001b`): a file
+    named with a line break stays on its one line of `predict`'s output, and cannot send terminal escapes."""
+    return json.dumps(line, ensure_ascii=False)[1:-1] if _CONTROL.search(line) else line
 
 
 def markdown(name: str) -> str:
