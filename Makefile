@@ -12,10 +12,12 @@ ARGS ?=
 run: setup data
 	$(VENV)/bin/fashion-ensemble run --profile $(PROFILE) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(ARGS)
 
-# The architecture's contracts (.importlinter), then the suite.
+# The architecture's contracts (.importlinter), then the suite: one worker per core (pytest-xdist, a test file per
+# worker), one thread each: PyTorch's threads spin while they wait, so two-thread workers on two cores would cost
+# several times their share (docs/usage.md, "Sharing the cores"). ARGS="-n0" runs it in one process.
 test: setup data browser
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest $(ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile $(ARGS)
 
 # On a machine with an NVIDIA GPU and PyTorch (nothing else installed, no internet): CUDA checks, then `best`.
 gpu-check:

@@ -44,10 +44,8 @@ def run_copy(tiny_run, tmp_path):
 
 @pytest.mark.parametrize("command, point, changed", [
     (["revote", "--weighting", "equal"], 1, False),  # before the commit: the old folder
-    (["revote", "--weighting", "equal"], 2, True),  # the first file moved in: the new one
-    (["revote", "--weighting", "equal"], 7, True),  # half of them moved in
-    (["ood", "--flag-rate", "0.2"], 1, False),
-    (["ood", "--flag-rate", "0.2"], 3, True),
+    (["revote", "--weighting", "equal"], 6, True),  # half of the files moved in: the new one
+    (["ood", "--flag-rate", "0.2"], 2, True),  # the first file moved in
 ])
 def test_a_rewrite_killed_at_a_chosen_point_leaves_files_that_agree(run_copy, tiny_run, command, point, changed):
     before = describes(run_copy)
@@ -61,8 +59,9 @@ def test_a_rewrite_killed_at_a_chosen_point_leaves_files_that_agree(run_copy, ti
     after = describes(run_copy)  # every reader sees one state, whatever was moved in
     new = ("equal", 0.05) if command[0] == "revote" else ("tuned", 0.2)
     assert after == (new if changed else before)
-    # The next writer finishes (or drops) what the killed one left, and the folder is tidy again.
-    pipeline.revote(run_copy, data_dir=tiny_run.parent / "data", device="cpu")
+    # The next writer, once it holds the lock, finishes (or drops) what the killed one left: the folder is tidy.
+    with RunFolder(run_copy).lock():
+        pass
     assert describes(run_copy) == after and not (run_copy / ".rewrite").exists()
 
 
