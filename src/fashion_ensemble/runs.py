@@ -19,8 +19,8 @@ Weights in safetensors, everything else JSON; nothing is ever unpickled.
 
 Reading never trusts the files: ensemble.json is checked against a schema, weights files must lie in the folder,
 the config's shapes are compared with the safetensors header before a model is built, weights must be finite
-floats, and ood.safetensors must fit the members' widths and have been fit for this run (ensemble.json's "run_id":
-a digest of the members' weights files as first saved).
+floats, ood.safetensors must fit the members' widths and have been fit for this run (ensemble.json's "run_id", a
+digest of the members' weights as first saved), and ensemble.json's weighting must be the one config.json names.
 
 Every folder written so far is format 1 ("fashion-ensemble/1" in ensemble.json); a reader for an older layout goes
 here when the layout changes.
