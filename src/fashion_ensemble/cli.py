@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train both members, build the ensemble, write runs/<name>/ with a report")
     run.add_argument("--profile", choices=list(PROFILES), default=None,
-                     help="quick: ~2-minute smoke run; default (the default): the main job, ~15 minutes; best: "
-                          "the most accurate, ~80 minutes on 2 cores; paper: the paper's protocol and recipe")
+                     help="quick: ~2-minute smoke run; default (the default): the main job, 5-12 minutes on 2 "
+                          "cores; best: the most accurate, ~1.6-1.9 hours a seed on 2 cores with native bf16 (far "
+                          "longer without); paper: the paper's protocol and recipe (README.md: each profile's time "
+                          "and accuracy)")
     run.add_argument("--config", default=None, metavar="FILE",
                      help="a RunConfig as JSON (e.g. a run folder's config.json) instead of a profile")
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
