@@ -19,17 +19,21 @@ def test_read_idx_round_trip(tmp_path):
     np.testing.assert_array_equal(read_idx(write_idx(tmp_path / "l.gz", labels))[0], labels)
 
 
+def gz(data: bytes) -> bytes:
+    return gzip.compress(data, mtime=0)  # the same bytes whenever collected (test ids hold them; xdist compares ids)
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
         (b"", "empty"),
         (b"plain text, not gzip", "not a readable gzip"),
-        (gzip.compress(b""), "too short"),
-        (gzip.compress(b"\x00\x00\x08\x05" + b"\x00" * 12), "magic number"),
-        (gzip.compress(idx_bytes(np.zeros((4, 28, 28), np.uint8))[:-10]), "truncated"),
-        (gzip.compress(idx_bytes(np.zeros((4, 28, 28), np.uint8)) + b"extra"), "truncated or padded"),
-        (gzip.compress(idx_bytes(np.zeros((4, 28, 28), np.uint8)))[:-20], "not a readable gzip"),
-        (gzip.compress(b"\x00\x00\x08\x03\x00\x00\x00\x01\x00\x00"), "header truncated"),
+        (gz(b""), "too short"),
+        (gz(b"\x00\x00\x08\x05" + b"\x00" * 12), "magic number"),
+        (gz(idx_bytes(np.zeros((4, 28, 28), np.uint8))[:-10]), "truncated"),
+        (gz(idx_bytes(np.zeros((4, 28, 28), np.uint8)) + b"extra"), "truncated or padded"),
+        (gz(idx_bytes(np.zeros((4, 28, 28), np.uint8)))[:-20], "not a readable gzip"),
+        (gz(b"\x00\x00\x08\x03\x00\x00\x00\x01\x00\x00"), "header truncated"),
     ],
 )
 def test_read_idx_rejects_bad_files(tmp_path, content, message):
