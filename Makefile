@@ -7,7 +7,7 @@ PROFILE ?= default
 PROTOCOL ?=
 ARGS ?=
 
-.PHONY: run test setup data browser lint clean gpu-check
+.PHONY: run test test-fast setup data browser lint clean gpu-check
 
 run: setup data
 	$(VENV)/bin/fashion-ensemble run --profile $(PROFILE) $(if $(PROTOCOL),--protocol $(PROTOCOL)) $(ARGS)
@@ -22,6 +22,10 @@ test: setup data browser
 # On a machine with an NVIDIA GPU and PyTorch (nothing else installed, no internet): CUDA checks, then `best`.
 gpu-check:
 	$(PYTHON) scripts/gpu_check.py $(ARGS)
+
+# The edit-test loop: the suite without the tests marked slow (training, subprocesses, the real data set).
+test-fast: setup
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n auto --dist loadfile -m "not slow" $(ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check src tests

@@ -41,6 +41,7 @@ def test_every_lever_changes_exactly_what_it_says():
     assert set(levers.LEVERS) == {*levers.TRAINING_LEVERS, *levers.INFERENCE_LEVERS}
 
 
+@pytest.mark.slow
 def test_ablation_table_from_real_runs(tmp_path):
     data = write_dataset(tmp_path / "data", n_train=600, n_test=100)
     levers = ["label_smoothing", "second_cnn", "tta_flip", "tta_shift", "calibrated_voting", "tuned_weights",
@@ -77,6 +78,7 @@ def test_ablation_table_from_real_runs(tmp_path):
     assert (out / "base" / "metrics.json").stat().st_mtime_ns == stamp  # complete runs are kept
 
 
+@pytest.mark.slow
 def test_a_lever_the_profile_already_has_is_listed_not_trained(tmp_path):
     data = write_dataset(tmp_path / "data", n_train=400, n_test=100)
     cfg = override(smoke(), ["members.ann.model.dropout=0.2"])  # what ann_light_dropout sets
@@ -98,6 +100,7 @@ def test_unknown_lever_is_refused_before_any_run(tmp_path):
     assert not (tmp_path / "ab").exists()
 
 
+@pytest.mark.slow
 def test_cli_ablate(tmp_path):
     data = write_dataset(tmp_path / "data", n_train=400, n_test=100)
     cfg = write_config(tmp_path / "smoke.json", smoke())

@@ -16,6 +16,7 @@ def cli(*args, cwd=None):
                           cwd=cwd, timeout=600)
 
 
+@pytest.mark.slow
 def test_smoke_run_then_evaluate_on_real_data(real_data, tmp_path):
     out = tmp_path / "run"
     cfg = write_config(tmp_path / "smoke.json", smoke_config(train_subset=2000, verify_checksums=True))
@@ -34,12 +35,14 @@ def test_smoke_run_then_evaluate_on_real_data(real_data, tmp_path):
     assert json.loads(r.stdout)["ensemble"]["accuracy"] == metrics["models"]["ensemble"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_data_check_on_real_data(real_data):
     r = cli("data", "check")
     assert r.returncode == 0, r.stderr
     assert "4 files OK" in r.stdout and "standard: train 54,000, val 6,000, test 10,000" in r.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -60,6 +63,7 @@ def test_bad_option_is_rejected_by_argparse():
     assert r.returncode == 2 and "invalid choice" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_bad_synthetic_data_gets_a_clear_line(tmp_path):
     folder = write_dataset(tmp_path / "data")
     r = cli("run", "--profile", "quick", "--data-dir", str(folder), "--out", str(tmp_path / "run"))
@@ -67,6 +71,7 @@ def test_bad_synthetic_data_gets_a_clear_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_bench_tiny_keeps_working(tiny_run, tiny_data):
     r = cli("bench", str(tiny_run), "--tiny", "--json", "--data-dir", str(tiny_data))
     assert r.returncode == 0, r.stderr
@@ -89,6 +94,7 @@ def test_bench_tiny_keeps_working(tiny_run, tiny_data):
     assert "convolutions alone" in r.stdout
 
 
+@pytest.mark.slow
 def test_the_gpu_check_runs_its_checks_and_a_study_on_the_cpu(tiny_data, tmp_path):
     """What CI can run of scripts/gpu_check.py: every check on the CPU, then a small study."""
     script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
@@ -104,6 +110,7 @@ def test_the_gpu_check_runs_its_checks_and_a_study_on_the_cpu(tiny_data, tmp_pat
     assert "PASS  augmentation" in r.stdout and "study `quick` on cpu" in r.stdout
 
 
+@pytest.mark.slow
 def test_small_things_a_newcomer_hits(tiny_run, tmp_path):
     import socket
 
@@ -123,6 +130,7 @@ def test_small_things_a_newcomer_hits(tiny_run, tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "choose another with --port" in r.stderr
 
 
+@pytest.mark.slow
 def test_revote_prints_the_new_vote_and_its_tests(tiny_run, tmp_path):
     import shutil
 
@@ -138,6 +146,7 @@ def test_revote_prints_the_new_vote_and_its_tests(tiny_run, tmp_path):
     assert r.returncode == 2 and "not a complete run folder" in r.stderr
 
 
+@pytest.mark.slow
 def test_vote_runs_reproduces_the_runs_own_vote(tiny_run, tmp_path):
     """scripts/vote_runs.py, given a run's own two members, fits and scores the vote as the study did."""
     script = Path(__file__).resolve().parents[1] / "scripts" / "vote_runs.py"

@@ -119,6 +119,7 @@ def test_one_hot_and_smoothing():
     assert s[0, 2].item() == pytest.approx(0.9 + 0.01)
 
 
+@pytest.mark.slow
 def test_real_files(real_data):
     raw = load_raw(real_data)  # magic numbers, counts and SHA-256 against the official release
     assert raw["train"][0].shape == (60_000, 28, 28) and raw["test"][0].shape == (10_000, 28, 28)

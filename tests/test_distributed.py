@@ -47,6 +47,7 @@ def accuracy(model, val) -> float:
     return float((predict_logits(model, to_tensor(val[0])).argmax(1).numpy() == val[1]).mean())
 
 
+@pytest.mark.slow
 def test_two_processes_hold_identical_weights_and_learn_as_well_as_one(real_data, tmp_path):
     torch.multiprocessing.spawn(rank_main, args=(2, free_port(), str(real_data), str(tmp_path)), nprocs=2)
     w0, w1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
@@ -63,6 +64,7 @@ def test_two_processes_hold_identical_weights_and_learn_as_well_as_one(real_data
     assert acc_single > 0.75 and acc_ddp >= acc_single - 0.02
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="no torchrun")
 def test_torchrun_cli_writes_one_run_folder_from_rank_0(tmp_path):
     import json

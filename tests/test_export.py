@@ -18,6 +18,7 @@ from fashion_ensemble.export import OnnxEnsemble, export_onnx
 from fashion_ensemble.models import build_model
 
 
+@pytest.mark.slow
 def test_onnx_runtime_agrees_with_pytorch_on_real_test_images(tiny_run, real_data, tmp_path):
     images = load_raw(real_data, verify_checksums=False)["test"][0][:500]
     ensemble = fe.load(tiny_run)
@@ -72,6 +73,7 @@ def test_a_member_file_is_not_an_ensemble(tiny_run, tmp_path):
         OnnxEnsemble(paths[1])
 
 
+@pytest.mark.slow
 def test_export_cli(tiny_run, tmp_path):
     r = subprocess.run([sys.executable, "-m", "fashion_ensemble.cli", "export", str(tiny_run), "--onnx",
                         str(tmp_path / "out" / "model.onnx")], capture_output=True, text=True, timeout=300)
@@ -80,6 +82,7 @@ def test_export_cli(tiny_run, tmp_path):
                                 for f in ("model.onnx", "model.ann.onnx", "model.cnn.onnx", "model.uint8.onnx")]
 
 
+@pytest.mark.slow
 def test_export_writes_into_the_run_folder_by_default(tiny_run, tmp_path):
     import shutil
 

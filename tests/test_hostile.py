@@ -77,6 +77,7 @@ def one_bit_bomb(side: int = 6300) -> bytes:
     return png_bytes(Image.new("1", (side, side), 1))
 
 
+@pytest.mark.slow
 def test_health_answers_while_pixel_bombs_are_decoded(tiny_run, monkeypatch):
     """A small body with many pixels is decoded off the event loop: /health answers while its decode is held
     (here by the test, so that nothing depends on how fast the machine decodes)."""
@@ -109,6 +110,7 @@ def test_health_answers_while_pixel_bombs_are_decoded(tiny_run, monkeypatch):
     assert answer["status"] == 200 and len(answer["json"]["results"]) == 2  # a blank image each: an error each
 
 
+@pytest.mark.slow
 def test_large_decodes_are_bounded_and_the_excess_gets_503(tiny_run, monkeypatch):
     running, peak, answered, lock = 0, 0, [], threading.Lock()
     release = threading.Event()
@@ -173,6 +175,7 @@ def stopped_run(tmp_path, data, monkeypatch):
     return RunFolder(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_stopped_run_is_not_deleted_by_a_new_one(tmp_path, tiny_data, monkeypatch):
     folder = stopped_run(tmp_path, tiny_data, monkeypatch)
     checkpoints = sorted(p.name for p in folder.checkpoint("ann").parent.iterdir())
@@ -183,6 +186,7 @@ def test_a_stopped_run_is_not_deleted_by_a_new_one(tmp_path, tiny_data, monkeypa
     assert RunFolder(out).is_complete()
 
 
+@pytest.mark.slow
 def test_a_folder_being_written_is_refused(tmp_path, tiny_data, monkeypatch):
     folder = stopped_run(tmp_path, tiny_data, monkeypatch)
     with folder.lock():  # as another process writing it holds it
@@ -195,6 +199,7 @@ def test_a_folder_being_written_is_refused(tmp_path, tiny_data, monkeypatch):
     assert not list(tmp_path.glob(".*.lock"))  # released and removed
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_folder(tmp_path):
     data = write_dataset(tmp_path / "data", n_train=2000, n_test=100)
     cfg = write_config(tmp_path / "c.json", resume_config())
@@ -302,6 +307,7 @@ def test_config_shapes_are_checked_against_the_header_before_building(tiny_run, 
 # -- 6. IDX gzip bombs -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_idx_gzip_bomb_costs_no_memory(tmp_path):
     header = struct.pack(">IIII", 0x803, 10, 28, 28)
     path = tmp_path / "bomb-idx3-ubyte.gz"
@@ -492,6 +498,7 @@ def raw_connection(url):
         yield s
 
 
+@pytest.mark.slow
 def test_slow_headers_and_bodies_are_cut_off(tiny_run):
     app = create_app(tiny_run, ServeConfig(header_timeout_s=0.5, body_timeout_s=0.5))
     with serving(app, http=timed_headers_protocol(0.5)) as url:
@@ -508,6 +515,7 @@ def test_slow_headers_and_bodies_are_cut_off(tiny_run):
             assert r.status == 200
 
 
+@pytest.mark.slow
 def test_a_full_disk_gets_one_line_and_the_run_stays_resumable(tmp_path, tiny_data, capsys, monkeypatch):
     from safetensors import SafetensorError
 

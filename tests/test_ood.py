@@ -93,6 +93,7 @@ def test_a_run_has_the_signal_and_every_prediction_carries_it(tiny_run):
     assert f"On the test images it flagged {rates['flagged']:.1%}" in (tiny_run / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_an_older_folder_predicts_without_it_and_the_ood_command_adds_it(tiny_run, tmp_path):
     old = tmp_path / "old-run"
     shutil.copytree(tiny_run, old)
@@ -120,6 +121,7 @@ def test_an_older_folder_predicts_without_it_and_the_ood_command_adds_it(tiny_ru
     np.testing.assert_allclose(fe.load(old).ood_score(images), fe.load(tiny_run).ood_score(images), atol=0.03)
 
 
+@pytest.mark.slow
 def test_predict_cli_says_when_it_does_not_know(tiny_run, tmp_path):
     from helpers import png_bytes
 

@@ -80,6 +80,7 @@ def test_load_reproduces_the_metrics_exactly(run):
     assert again["ensemble"]["accuracy"] == metrics["models"]["ensemble"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(run, tmp_path):
     out, data_dir = run
     second = fe.run_study(tiny_config(), tmp_path / "again", data_dir=data_dir, device="cpu", progress=False)
@@ -92,6 +93,7 @@ def test_existing_folder_is_not_overwritten(run):
         fe.run_study(tiny_config(), out, data_dir=data_dir, device="cpu", progress=False)
 
 
+@pytest.mark.slow
 def test_failed_run_leaves_no_folder_that_looks_complete_and_can_be_resumed(tmp_path, tiny_data, monkeypatch):
     def broken_report(*args):
         raise RuntimeError("disk full")
@@ -131,6 +133,7 @@ def flat(tree, path="") -> dict:
     return {k: v for key, sub in items for k, v in flat(sub, f"{path}/{key}").items()}
 
 
+@pytest.mark.slow
 def test_revote_writes_what_a_run_with_that_weighting_writes(run, tmp_path):
     out, data_dir = run
     copy = copy_run(out, tmp_path / "copy")
@@ -159,6 +162,7 @@ def test_revote_writes_what_a_run_with_that_weighting_writes(run, tmp_path):
         metrics["models"]["ensemble"]["accuracy"]  # `load` reproduces the new vote
 
 
+@pytest.mark.slow
 def test_revote_with_shift_tta_writes_what_a_run_with_it_writes(run, tmp_path):
     """TTA changes no training, so a finished run revoted with shift TTA is the run a config with it makes."""
     out, data_dir = run
@@ -226,6 +230,7 @@ def test_load_errors_name_the_problem(run, tmp_path):
         fe.load(no_config)
 
 
+@pytest.mark.slow
 def test_tensorboard_logs_when_asked(tmp_path, tiny_data):
     pytest.importorskip("tensorboard")
     out = fe.run_study(tiny_config(), tmp_path / "tb", data_dir=tiny_data, device="cpu", progress=False,

@@ -59,6 +59,7 @@ def test_predict_files_keeps_order_and_reports_bad_ones(tiny_run, folder):
     assert [out[0]["label"], out[3]["label"]] == [e["label"] for e in expected]
 
 
+@pytest.mark.slow
 def test_cli_json_lines_and_exit_code(tiny_run, folder):
     r = cli("predict", str(tiny_run), str(folder), "--json")
     assert r.returncode == 1  # one file failed
@@ -79,6 +80,7 @@ def test_cli_json_lines_and_exit_code(tiny_run, folder):
     assert "skipped" in r.stderr and "broken.png" in r.stderr and "1 of 4 files" in r.stderr
 
 
+@pytest.mark.slow
 def test_cli_text_top_k_and_success(tiny_run, folder):
     r = cli("predict", str(tiny_run), str(folder / "a.png"), str(folder / "sub"), "--top-k", "2")
     assert r.returncode == 0, r.stderr
@@ -89,6 +91,7 @@ def test_cli_text_top_k_and_success(tiny_run, folder):
     assert lines[0].count("%") == 2 + 2  # two classes, then the two members' picks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["predict", "/nonexistent/run", "x.png"], "does not exist"),
     (["predict", "RUN", "EMPTY"], "no image files"),

@@ -15,6 +15,7 @@ from fashion_ensemble.runs import PRETRAINED
 from helpers import garment_photo
 
 
+@pytest.mark.slow
 def test_the_shipped_model_reproduces_its_card(real_data):
     card = json.loads((PRETRAINED / "metrics.json").read_text())
     model = fe.pretrained()
@@ -32,6 +33,7 @@ def test_the_shipped_model_reproduces_its_card(real_data):
     assert size < 20 * 2**20, size
 
 
+@pytest.mark.slow
 def test_commands_use_the_shipped_model_without_a_run_folder(tmp_path):
     photo = tmp_path / "shoe.png"
     garment_photo().save(photo)

@@ -39,6 +39,7 @@ def same_run(a, b):
         assert strip == [{k: v for k, v in e.items() if k not in timings} for e in hb[name]["epochs"]]
 
 
+@pytest.mark.slow
 def test_sigkill_at_a_random_point_then_resume_equals_an_uninterrupted_run(tmp_path):
     data = write_dataset(tmp_path / "data", n_train=2000, n_test=200)
     cfg_file = tmp_path / "config.json"
@@ -73,6 +74,7 @@ def test_sigkill_at_a_random_point_then_resume_equals_an_uninterrupted_run(tmp_p
     assert not (tmp_path / ".killed.partial").exists() and not (tmp_path / "killed" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9])
 def test_resume_from_every_epoch_gives_the_same_weights(tmp_path, tiny_data, ema_decay):
     """In process: stop after epoch k (by copying the checkpoint then), resume, compare with the whole run."""
@@ -125,6 +127,7 @@ def test_a_damaged_checkpoint_says_so(tmp_path):
                      TrainConfig(epochs=1), seed=0, progress=False, checkpoint=ckpt)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--resume", "X", "--seed", "3"], "drop --seed"),
     (["--resume", "/nonexistent/run"], "nothing to resume"),
@@ -142,6 +145,7 @@ def test_resume_and_config_mistakes(tmp_path, args, message):
     assert r.returncode == 2 and message in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_parallel_members_give_a_complete_run(tmp_path, capsys):
     import fashion_ensemble as fe
 
@@ -155,6 +159,7 @@ def test_parallel_members_give_a_complete_run(tmp_path, capsys):
     assert not (out / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_how_to_resume(tmp_path):
     data = write_dataset(tmp_path / "data", n_train=2000, n_test=200)
     cfg_file = tmp_path / "config.json"

@@ -42,6 +42,7 @@ def run_copy(tiny_run, tmp_path):
     return shutil.copytree(tiny_run, tmp_path / "run")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, point, changed", [
     (["revote", "--weighting", "equal"], 1, False),  # before the commit: the old folder
     (["revote", "--weighting", "equal"], 6, True),  # half of the files moved in: the new one
@@ -74,6 +75,7 @@ def test_loading_refuses_files_that_do_not_belong_together(run_copy):
         fe.load(run_copy)
 
 
+@pytest.mark.slow
 def test_ood_rewrites_the_report_with_its_flag_rate(run_copy, tiny_run):
     pipeline.add_ood(run_copy, data_dir=tiny_run.parent / "data", device="cpu", flag_rate=0.2)
     assert describes(run_copy) == ("tuned", 0.2)
@@ -118,6 +120,7 @@ def test_a_damaged_or_foreign_ood_file_is_refused_in_one_line(run_copy, tensors,
     assert "\n" not in str(e.value) and "fashion-ensemble ood RUN" in str(e.value)
 
 
+@pytest.mark.slow
 def test_a_foreign_ood_file_stops_predict_and_serve_in_one_line(run_copy, tmp_path):
     tamper(run_copy / "ood.safetensors", metadata={"run_id": json.dumps("f" * 32)})
     image = tmp_path / "x.png"
@@ -218,6 +221,7 @@ def test_a_folder_without_a_fingerprint_is_scored_with_a_notice(folder_run, tmp_
         assert pipeline.evaluate(old, device="cpu")["ensemble"]["accuracy"] >= 0
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_metrics_byte_for_byte(folder_run, tmp_path, monkeypatch):
     run, _ = folder_run
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -12,6 +12,7 @@ from fashion_ensemble.errors import UserError
 from helpers import resume_config, write_dataset
 
 
+@pytest.mark.slow
 def test_two_seeds_summary_and_restart(tmp_path):
     data = write_dataset(tmp_path / "data", n_train=600, n_test=100)
     out = fe.run_seeds(resume_config(), [0, 1], tmp_path / "study", data_dir=data, device="cpu", progress=False)
@@ -43,6 +44,7 @@ def test_seeds_must_differ(tmp_path):
         fe.run_seeds(resume_config(), [3, 3], tmp_path / "x")
 
 
+@pytest.mark.slow
 def test_cli_seeds(tmp_path):
     data = write_dataset(tmp_path / "data", n_train=400, n_test=100)
     cfg = tmp_path / "c.json"

@@ -63,6 +63,7 @@ def test_the_study_uses_the_data_set_s_classes(animals):
     assert "| cat |" in report and "paper" not in report  # the paper's rows compare only on Fashion-MNIST
 
 
+@pytest.mark.slow
 def test_load_predict_export_and_serve_speak_the_data_set_s_classes(animals, tmp_path):
     model = fe.load(animals)
     assert model.classes == NAMES
@@ -113,6 +114,7 @@ def test_a_run_folder_from_before_loads_as_fashion_mnist(tiny_run, tmp_path):
         fe.load(old)
 
 
+@pytest.mark.slow
 def test_cli_run_with_data(tmp_path):
     data = idx_folder(tmp_path / "data", names=["a", "b", "c"])
     cfg = write_config(tmp_path / "c.json", smoke_config())
@@ -136,6 +138,7 @@ def folder_config(folder, **data):
     return cfg.replace(data=dataclasses.replace(cfg.data, source=str(folder), **data))
 
 
+@pytest.mark.slow
 def test_an_image_folder_trains_end_to_end_and_speaks_its_class_names(tmp_path):
     folder = image_folder(tmp_path / "photos")
     out = fe.run_study(folder_config(folder, pipeline="pad"), tmp_path / "run", device="cpu", progress=False)
@@ -237,6 +240,7 @@ def test_skipped_bad_images_are_counted_and_said(tmp_path, capsys):
     assert split.facts()["source"] == {"skipped_bad_images": 5}
 
 
+@pytest.mark.slow
 def test_leaks_count_images_and_are_said_when_the_run_starts(tmp_path, capsys):
     folder = image_folder(tmp_path / "photos", per_class=30, splits=["train", "test"])
     for i in range(20):  # 20 copies of one training image in test
@@ -258,6 +262,7 @@ def test_a_train_subset_of_a_folder_with_val_is_a_sample_of_every_class(tmp_path
     assert len(split.train[1]) == 12 and set(split.train[1].tolist()) == {0, 1, 2}  # not the first class alone
 
 
+@pytest.mark.slow
 def test_cli_image_folder_and_skip_bad_images(tmp_path):
     folder = image_folder(tmp_path / "photos")
     (folder / "bag" / "broken.png").write_bytes(b"not a png")
@@ -307,6 +312,7 @@ def colour_folder(root, per_class=40, side=48):
     return root
 
 
+@pytest.mark.slow
 def test_an_rgb_folder_at_32_pixels_trains_both_members_and_predicts(tmp_path):
     folder = colour_folder(tmp_path / "colours")
     out = fe.run_study(folder_config(folder, image_size=32, channels=3), tmp_path / "run", device="cpu",
@@ -417,6 +423,7 @@ def test_auto_precision_picks_bf16_only_where_it_is_native(monkeypatch):
     assert inference.choose_precision("auto", torch.device("cuda"))[0] == "bf16"
 
 
+@pytest.mark.slow
 def test_forced_bf16_trains_on_any_cpu_and_is_recorded(tmp_path):
     from fashion_ensemble.cli import build_parser, run_config
 
@@ -431,6 +438,7 @@ def test_forced_bf16_trains_on_any_cpu_and_is_recorded(tmp_path):
     assert "| bf16 |" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_bench_times_bf16_beside_fp32_where_it_is_native(monkeypatch, tiny_run):
     from fashion_ensemble import bench
 

@@ -121,6 +121,7 @@ def test_bench_eager_path_votes_as_predict_proba(tiny_run):
     np.testing.assert_allclose(eager_proba(ensemble, images), ensemble.predict_proba(images), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_using_a_model_imports_no_training(tiny_run, tmp_path):
     code = textwrap.dedent(f"""
         import sys

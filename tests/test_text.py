@@ -49,6 +49,7 @@ def test_the_report_shows_hostile_class_names_as_text(hostile_run):
     assert json.loads((hostile_run / "metrics.json").read_text())["classes"] == sorted(HOSTILE_CLASSES)
 
 
+@pytest.mark.slow
 def test_a_failing_plot_is_named_in_the_report_and_the_run_completes(tmp_path, tiny_data, monkeypatch):
     from helpers import smoke_config
 

@@ -107,6 +107,7 @@ def test_an_image_unlike_any_garment_is_shown_as_a_guess(browser, server, tmp_pa
     assert browser.find_element(By.ID, "verdict").text.startswith("Best guess:")
 
 
+@pytest.mark.slow
 def test_random_test_image_shows_its_true_label(browser, server):
     from selenium.webdriver.common.by import By
 
@@ -169,6 +170,7 @@ def hostile_server(hostile_run):
         yield url
 
 
+@pytest.mark.slow
 def test_hostile_class_names_show_as_text_and_run_no_script(browser, hostile_server):
     from selenium.webdriver.common.by import By
 
@@ -190,6 +192,7 @@ def test_hostile_class_names_show_as_text_and_run_no_script(browser, hostile_ser
     assert "<img src=x onerror=window.pwned=1>" in browser.find_element(By.ID, "classes").text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", ["/redoc", "/docs"])
 def test_the_api_docs_show_hostile_class_names_as_text(browser, hostile_server, page):
     browser.get(hostile_server + page)
