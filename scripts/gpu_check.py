@@ -87,7 +87,7 @@ def checks(device) -> list[tuple[str, bool, str]]:
     from fashion_ensemble.ensemble import Member
     from fashion_ensemble.inference import choose_precision, native_bf16
     from fashion_ensemble.models import build_model
-    from fashion_ensemble.train import to_tensor, train_member
+    from fashion_ensemble.trainer import to_tensor, train_member
 
     results = []
     precision, why = choose_precision("auto", device)

@@ -31,7 +31,7 @@ def tiny_run(tmp_path_factory) -> Path:
     import fashion_ensemble as fe
 
     root = tmp_path_factory.mktemp("tiny_run")
-    return fe.run_study(smoke_config(), root / "run", data_dir=write_dataset(root / "data"), device="cpu",
+    return fe.train(smoke_config(), root / "run", data_dir=write_dataset(root / "data"), device="cpu",
                         progress=False)
 
 
@@ -52,4 +52,4 @@ def hostile_run(tmp_path_factory) -> Path:
         folder = image_folder(root / "photos", classes=HOSTILE_CLASSES, per_class=30)
         cfg = smoke_config()
         cfg = cfg.replace(data=dataclasses.replace(cfg.data, source=str(folder), pipeline="pad"))
-        return fe.run_study(cfg, root / "run", device="cpu", progress=False)
+        return fe.train(cfg, root / "run", device="cpu", progress=False)

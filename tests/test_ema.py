@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from fashion_ensemble.config import ANNConfig, TrainConfig
 from fashion_ensemble.inference import predict_logits
 from fashion_ensemble.models import build_model
-from fashion_ensemble.train import to_tensor, train_member, update_ema
+from fashion_ensemble.trainer import to_tensor, train_member, update_ema
 from helpers import synthetic_images
 
 

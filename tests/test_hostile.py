@@ -30,6 +30,7 @@ from fashion_ensemble import runs
 from fashion_ensemble.cli import main
 from fashion_ensemble.data import read_idx
 from fashion_ensemble.errors import UserError
+from fashion_ensemble.pipeline import resume_study, run_study
 from fashion_ensemble.runs import RunFolder
 from fashion_ensemble.serve import ServeConfig, create_app, timed_headers_protocol
 from helpers import (
@@ -170,7 +171,7 @@ def stopped_run(tmp_path, data, monkeypatch):
 
     monkeypatch.setattr("fashion_ensemble.pipeline.write_report", broken_report)
     with pytest.raises(RuntimeError):
-        fe.run_study(smoke_config(), tmp_path / "run", data_dir=data, device="cpu", progress=False)
+        run_study(smoke_config(), tmp_path / "run", data_dir=data, device="cpu", progress=False)
     monkeypatch.undo()
     return RunFolder(tmp_path / "run")
 
@@ -180,9 +181,9 @@ def test_a_stopped_run_is_not_deleted_by_a_new_one(tmp_path, tiny_data, monkeypa
     folder = stopped_run(tmp_path, tiny_data, monkeypatch)
     checkpoints = sorted(p.name for p in folder.checkpoint("ann").parent.iterdir())
     with pytest.raises(UserError, match=r"--resume .*--restart"):
-        fe.run_study(smoke_config(), folder.path, data_dir=tiny_data, device="cpu", progress=False)
+        run_study(smoke_config(), folder.path, data_dir=tiny_data, device="cpu", progress=False)
     assert sorted(p.name for p in folder.checkpoint("ann").parent.iterdir()) == checkpoints  # kept
-    out = fe.run_study(smoke_config(), folder.path, data_dir=tiny_data, device="cpu", progress=False, restart=True)
+    out = run_study(smoke_config(), folder.path, data_dir=tiny_data, device="cpu", progress=False, restart=True)
     assert RunFolder(out).is_complete()
 
 
@@ -191,11 +192,11 @@ def test_a_folder_being_written_is_refused(tmp_path, tiny_data, monkeypatch):
     folder = stopped_run(tmp_path, tiny_data, monkeypatch)
     with folder.lock():  # as another process writing it holds it
         with pytest.raises(UserError, match="being written by another process"):
-            fe.resume_study(folder.path, data_dir=tiny_data, device="cpu", progress=False)
+            resume_study(folder.path, data_dir=tiny_data, device="cpu", progress=False)
         with pytest.raises(UserError, match="being written by another process"):
-            fe.run_study(smoke_config(), folder.path, data_dir=tiny_data, device="cpu", progress=False, restart=True)
+            run_study(smoke_config(), folder.path, data_dir=tiny_data, device="cpu", progress=False, restart=True)
     assert folder.is_partial()
-    assert RunFolder(fe.resume_study(folder.path, data_dir=tiny_data, device="cpu", progress=False)).is_complete()
+    assert RunFolder(resume_study(folder.path, data_dir=tiny_data, device="cpu", progress=False)).is_complete()
     assert not list(tmp_path.glob(".*.lock"))  # released and removed
 
 
@@ -407,7 +408,7 @@ def test_a_tampered_checkpoint_is_refused(tmp_path, tiny_data, monkeypatch, case
     TAMPERED[case](meta)
     save_file(load_file(str(path)), str(path), metadata={"state": json.dumps(meta)})
     with pytest.raises(UserError, match="unreadable training checkpoint.*delete it"):
-        fe.resume_study(folder.path, data_dir=tiny_data, device="cpu", progress=False)
+        resume_study(folder.path, data_dir=tiny_data, device="cpu", progress=False)
 
 
 def test_output_paths_that_cannot_be_written_get_one_line(tiny_run, tmp_path, capsys):
@@ -531,13 +532,13 @@ def test_a_full_disk_gets_one_line_and_the_run_stays_resumable(tmp_path, tiny_da
     assert code == 2 and "No space left on device" in err and one_line(err), err
     assert RunFolder(tmp_path / "run").is_partial()  # nothing looks complete; --resume can go on once there is space
     monkeypatch.undo()
-    assert RunFolder(fe.resume_study(tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)).is_complete()
+    assert RunFolder(resume_study(tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)).is_complete()
 
 
 def test_refused_resumes_and_runs_create_no_folders(tmp_path, tiny_data):
     with pytest.raises(UserError, match="nothing to resume"):
-        fe.resume_study(tmp_path / "no" / "such" / "run", data_dir=tiny_data, device="cpu")
+        resume_study(tmp_path / "no" / "such" / "run", data_dir=tiny_data, device="cpu")
     with pytest.raises(UserError, match="does not exist"):
-        fe.run_study(smoke_config(), tmp_path / "runs" / "x", data_dir=tmp_path / "no-data", device="cpu")
+        run_study(smoke_config(), tmp_path / "runs" / "x", data_dir=tmp_path / "no-data", device="cpu")
     assert not (tmp_path / "no").exists()  # a refused resume creates nothing
     assert list((tmp_path / "runs").iterdir()) == []  # a refused run: the run's parent only, no lock, no partial

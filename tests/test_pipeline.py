@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 import fashion_ensemble as fe
 from fashion_ensemble.config import EnsembleConfig, map_members
 from fashion_ensemble.errors import UserError
+from fashion_ensemble.pipeline import resume_study, run_study
 from helpers import smoke_config as tiny_config
 from helpers import write_dataset
 
@@ -23,7 +24,7 @@ RUN_FILES = ["config.json", "ann.safetensors", "cnn.safetensors", "ensemble.json
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     data_dir = write_dataset(root / "data")
-    out = fe.run_study(tiny_config(), root / "run", data_dir=data_dir, device="cpu", progress=False)
+    out = run_study(tiny_config(), root / "run", data_dir=data_dir, device="cpu", progress=False)
     return out, data_dir
 
 
@@ -83,14 +84,14 @@ def test_load_reproduces_the_metrics_exactly(run):
 @pytest.mark.slow
 def test_same_seed_same_metrics(run, tmp_path):
     out, data_dir = run
-    second = fe.run_study(tiny_config(), tmp_path / "again", data_dir=data_dir, device="cpu", progress=False)
+    second = run_study(tiny_config(), tmp_path / "again", data_dir=data_dir, device="cpu", progress=False)
     assert (second / "metrics.json").read_bytes() == (out / "metrics.json").read_bytes()
 
 
 def test_existing_folder_is_not_overwritten(run):
     out, data_dir = run
     with pytest.raises(UserError, match="already exists"):
-        fe.run_study(tiny_config(), out, data_dir=data_dir, device="cpu", progress=False)
+        run_study(tiny_config(), out, data_dir=data_dir, device="cpu", progress=False)
 
 
 @pytest.mark.slow
@@ -100,12 +101,12 @@ def test_failed_run_leaves_no_folder_that_looks_complete_and_can_be_resumed(tmp_
 
     monkeypatch.setattr("fashion_ensemble.pipeline.write_report", broken_report)  # fails after training
     with pytest.raises(RuntimeError, match="disk full"):
-        fe.run_study(tiny_config(), tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
+        run_study(tiny_config(), tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".run.partial", "data"]  # hidden, kept for --resume
     assert {p.name for p in (tmp_path / ".run.partial" / "checkpoints").iterdir()} == {"ann.safetensors",
                                                                                       "cnn.safetensors"}
     monkeypatch.undo()
-    out = fe.resume_study(tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
+    out = resume_study(tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
     assert (out / "report.md").is_file() and not (out / "checkpoints").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "run"]
 
@@ -113,9 +114,9 @@ def test_failed_run_leaves_no_folder_that_looks_complete_and_can_be_resumed(tmp_
 def test_resume_needs_something_to_resume(run, tmp_path):
     out, data_dir = run
     with pytest.raises(UserError, match="is complete"):
-        fe.resume_study(out, data_dir=data_dir, device="cpu")
+        resume_study(out, data_dir=data_dir, device="cpu")
     with pytest.raises(UserError, match="nothing to resume"):
-        fe.resume_study(tmp_path / "never", data_dir=data_dir, device="cpu")
+        resume_study(tmp_path / "never", data_dir=data_dir, device="cpu")
 
 
 def copy_run(src, dst):
@@ -139,7 +140,7 @@ def test_revote_writes_what_a_run_with_that_weighting_writes(run, tmp_path):
     copy = copy_run(out, tmp_path / "copy")
     assert fe.revote(copy, weighting="log_loss", calibrate=False, data_dir=data_dir, device="cpu") == [copy]
     cfg = tiny_config()
-    fresh = fe.run_study(cfg.replace(ensemble=EnsembleConfig(weights="log_loss", calibrate=False)), tmp_path / "fresh",
+    fresh = run_study(cfg.replace(ensemble=EnsembleConfig(weights="log_loss", calibrate=False)), tmp_path / "fresh",
                          data_dir=data_dir, device="cpu", progress=False)
     for name in ("config.json", "ensemble.json"):
         assert (copy / name).read_text() == (fresh / name).read_text(), name
@@ -169,7 +170,7 @@ def test_revote_with_shift_tta_writes_what_a_run_with_it_writes(run, tmp_path):
     copy = copy_run(out, tmp_path / "copy")
     fe.revote(copy, tta_shift=1, data_dir=data_dir, device="cpu")
     cfg = tiny_config()
-    fresh = fe.run_study(map_members(cfg, lambda m: dataclasses.replace(m, tta_shift=1)), tmp_path / "fresh",
+    fresh = run_study(map_members(cfg, lambda m: dataclasses.replace(m, tta_shift=1)), tmp_path / "fresh",
                          data_dir=data_dir, device="cpu", progress=False)
     assert (copy / "config.json").read_text() == (fresh / "config.json").read_text()
     for name in ("ensemble.json", "metrics.json"):  # up to rounding: fit on members as trained against as loaded
@@ -233,7 +234,7 @@ def test_load_errors_name_the_problem(run, tmp_path):
 @pytest.mark.slow
 def test_tensorboard_logs_when_asked(tmp_path, tiny_data):
     pytest.importorskip("tensorboard")
-    out = fe.run_study(tiny_config(), tmp_path / "tb", data_dir=tiny_data, device="cpu", progress=False,
+    out = run_study(tiny_config(), tmp_path / "tb", data_dir=tiny_data, device="cpu", progress=False,
                        tensorboard=True)
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
 

@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from fashion_ensemble.config import ANNConfig, CNNConfig, TrainConfig
 from fashion_ensemble.errors import UserError
 from fashion_ensemble.models import build_model
-from fashion_ensemble.train import train_member
+from fashion_ensemble.pipeline import run_study
+from fashion_ensemble.trainer import train_member
 from helpers import resume_config, stopping_cli, wait_until_stopped, write_dataset
 
 
@@ -94,7 +95,7 @@ def test_resume_from_every_epoch_gives_the_same_weights(tmp_path, tiny_data, ema
     ckpt = tmp_path / "ck.safetensors"
     snapshots = []
 
-    import fashion_ensemble.train as train_mod
+    import fashion_ensemble.trainer as train_mod
 
     real_save = train_mod.save_checkpoint
 
@@ -147,10 +148,9 @@ def test_resume_and_config_mistakes(tmp_path, args, message):
 
 @pytest.mark.slow
 def test_parallel_members_give_a_complete_run(tmp_path, capsys):
-    import fashion_ensemble as fe
 
     data = write_dataset(tmp_path / "data", n_train=600, n_test=100)
-    out = fe.run_study(resume_config(), tmp_path / "par", data_dir=data, device="cpu", progress=True, parallel=True)
+    out = run_study(resume_config(), tmp_path / "par", data_dir=data, device="cpu", progress=True, parallel=True)
     said = capsys.readouterr().out
     cores = os.cpu_count() or 1
     assert ("in parallel: 2 processes" in said) == (cores >= 2), said

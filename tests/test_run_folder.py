@@ -16,6 +16,7 @@ from safetensors.numpy import save_file
 import fashion_ensemble as fe
 from fashion_ensemble import pipeline
 from fashion_ensemble.errors import Notice, UserError
+from fashion_ensemble.pipeline import run_study
 from fashion_ensemble.runs import RunFolder
 from helpers import image_folder, png_bytes, smoke_config, stopping_cli, synthetic_images, wait_until_stopped
 
@@ -153,7 +154,7 @@ def folder_run(tmp_path_factory):
         photos = image_folder(root / "photos")
         cfg = smoke_config()
         cfg = cfg.replace(data=dataclasses.replace(cfg.data, source=str(photos), pipeline="pad"))
-        yield fe.run_study(cfg, root / "run", device="cpu", progress=False), photos
+        yield run_study(cfg, root / "run", device="cpu", progress=False), photos
 
 
 def files_of(folder):
@@ -225,6 +226,6 @@ def test_a_folder_without_a_fingerprint_is_scored_with_a_notice(folder_run, tmp_
 def test_the_same_seed_gives_the_same_metrics_byte_for_byte(folder_run, tmp_path, monkeypatch):
     run, _ = folder_run
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    again = fe.run_study(RunFolder(run).config(), tmp_path / "again", device="cpu", progress=False)
+    again = run_study(RunFolder(run).config(), tmp_path / "again", device="cpu", progress=False)
     assert (again / "metrics.json").read_bytes() == (run / "metrics.json").read_bytes()
     assert (again / "ensemble.json").read_bytes() == (run / "ensemble.json").read_bytes()

@@ -9,13 +9,15 @@ import pytest
 
 import fashion_ensemble as fe
 from fashion_ensemble.errors import UserError
+from fashion_ensemble.runs import RunFolder
+from fashion_ensemble.seeds import run_seeds
 from helpers import resume_config, write_dataset
 
 
 @pytest.mark.slow
 def test_two_seeds_summary_and_restart(tmp_path):
     data = write_dataset(tmp_path / "data", n_train=600, n_test=100)
-    out = fe.run_seeds(resume_config(), [0, 1], tmp_path / "study", data_dir=data, device="cpu", progress=False)
+    out = run_seeds(resume_config(), [0, 1], tmp_path / "study", data_dir=data, device="cpu", progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["seed0", "seed1", "summary.json", "summary.md"]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["seeds"] == [0, 1]
@@ -29,7 +31,7 @@ def test_two_seeds_summary_and_restart(tmp_path):
     assert "± " in (out / "summary.md").read_text()
 
     stamp = (out / "seed0" / "metrics.json").stat().st_mtime_ns
-    fe.run_seeds(resume_config(), [0, 1], out, data_dir=data, device="cpu", progress=False)  # both done: skipped
+    run_seeds(resume_config(), [0, 1], out, data_dir=data, device="cpu", progress=False)  # both done: skipped
     assert (out / "seed0" / "metrics.json").stat().st_mtime_ns == stamp
 
     assert fe.revote(out, weighting="equal", data_dir=data, device="cpu") == [out / "seed0", out / "seed1"]
@@ -41,7 +43,7 @@ def test_two_seeds_summary_and_restart(tmp_path):
 
 def test_seeds_must_differ(tmp_path):
     with pytest.raises(UserError, match="two or more different seeds"):
-        fe.run_seeds(resume_config(), [3, 3], tmp_path / "x")
+        run_seeds(resume_config(), [3, 3], tmp_path / "x")
 
 
 @pytest.mark.slow
@@ -70,3 +72,33 @@ def test_the_report_says_in_words_whether_the_ensemble_beat_each_member():
     assert "in 1 of 3 seeds, **not in the other 2** (behind it in 1)" in seeds_verdict(
         "cnn", {"p_values": [0.01, 0.4, 0.8], "ahead": [1, 1, -1]})
     assert "in 1 of 2 seeds" in seeds_verdict("cnn", {"p_values": [0.01, 0.4]})  # a summary from before "ahead"
+
+
+@pytest.mark.slow
+def test_train_starts_keeps_resumes_and_refuses_like_the_cli(tmp_path, tiny_data, monkeypatch):
+    from helpers import smoke_config, write_config
+
+    def full_disk(*args):
+        raise OSError("no space left on device")
+
+    out = tmp_path / "run"
+    cfg_file = write_config(tmp_path / "c.json", smoke_config())
+    options = dict(data_dir=tiny_data, device="cpu", progress=False)
+    monkeypatch.setattr("fashion_ensemble.pipeline.write_report", full_disk)
+    with pytest.raises(OSError):  # stopped after training: its checkpoints stay
+        fe.train(cfg_file, out, **options)  # a config file, as `run --config`
+    monkeypatch.undo()
+    assert RunFolder(out).is_partial()
+    assert fe.train(smoke_config(), out, **options) == out and RunFolder(out).is_complete()  # resumed
+    stamp = (out / "metrics.json").stat().st_mtime_ns
+    assert fe.train(smoke_config(), out, **options) == out  # complete: kept, nothing trained
+    assert (out / "metrics.json").stat().st_mtime_ns == stamp
+    with pytest.raises(UserError, match="holds a complete run of another configuration"):
+        fe.train(smoke_config().replace(seed=1), out, **options)
+
+
+def test_the_old_ways_in_still_work_and_say_what_replaces_them():
+    for name in ("run_study", "resume_study", "run", "run_seeds"):
+        with pytest.warns(DeprecationWarning, match="use fe.train"):
+            assert callable(getattr(fe, name))
+    assert "train" in dir(fe) and "run_study" not in fe.__all__

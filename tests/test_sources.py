@@ -17,6 +17,7 @@ import fashion_ensemble as fe
 from fashion_ensemble.data import FILES, load_source
 from fashion_ensemble.errors import Notice, UserError
 from fashion_ensemble.export import export_onnx
+from fashion_ensemble.pipeline import run_study
 from fashion_ensemble.predict import predict_files
 from fashion_ensemble.preprocess import preprocess
 from fashion_ensemble.serve import ServeConfig, create_app
@@ -47,7 +48,7 @@ def config_for(folder):
 @pytest.fixture(scope="module")
 def animals(tmp_path_factory):
     root = tmp_path_factory.mktemp("animals")
-    return fe.run_study(config_for(idx_folder(root / "data")), root / "run", device="cpu", progress=False)
+    return run_study(config_for(idx_folder(root / "data")), root / "run", device="cpu", progress=False)
 
 
 def test_the_study_uses_the_data_set_s_classes(animals):
@@ -141,7 +142,7 @@ def folder_config(folder, **data):
 @pytest.mark.slow
 def test_an_image_folder_trains_end_to_end_and_speaks_its_class_names(tmp_path):
     folder = image_folder(tmp_path / "photos")
-    out = fe.run_study(folder_config(folder, pipeline="pad"), tmp_path / "run", device="cpu", progress=False)
+    out = run_study(folder_config(folder, pipeline="pad"), tmp_path / "run", device="cpu", progress=False)
     m = json.loads((out / "metrics.json").read_text())
     assert m["classes"] == ["bag", "coat", "shoe"]  # sorted, as torchvision and Keras do
     assert sum(m["split"]["sizes"].values()) == 120 and m["split"]["sizes"]["test"] == 12  # 80/10/10
@@ -315,7 +316,7 @@ def colour_folder(root, per_class=40, side=48):
 @pytest.mark.slow
 def test_an_rgb_folder_at_32_pixels_trains_both_members_and_predicts(tmp_path):
     folder = colour_folder(tmp_path / "colours")
-    out = fe.run_study(folder_config(folder, image_size=32, channels=3), tmp_path / "run", device="cpu",
+    out = run_study(folder_config(folder, image_size=32, channels=3), tmp_path / "run", device="cpu",
                        progress=False)
     m = json.loads((out / "metrics.json").read_text())
     assert m["classes"] == ["blue", "green", "red"] and set(m["models"]) == {"ann", "cnn", "ensemble"}
@@ -431,7 +432,7 @@ def test_forced_bf16_trains_on_any_cpu_and_is_recorded(tmp_path):
     cfg = run_config(build_parser().parse_args(["run", "--config", str(cfg_file), "--precision", "bf16"]))
     assert all(m.train.precision == "bf16" for m in cfg.members.values())
     folder = image_folder(tmp_path / "photos", per_class=30)
-    out = fe.run_study(cfg.replace(data=dataclasses.replace(cfg.data, source=str(folder), pipeline="pad")),
+    out = run_study(cfg.replace(data=dataclasses.replace(cfg.data, source=str(folder), pipeline="pad")),
                        tmp_path / "run", device="cpu", progress=False)
     history = json.loads((out / "history.json").read_text())["members"]
     assert all(e["precision"] == "bf16" and np.isfinite(e["val_loss"]) for h in history.values() for e in h["epochs"])

@@ -133,7 +133,7 @@ def test_using_a_model_imports_no_training(tiny_run, tmp_path):
         model.predict_proba(np.zeros((2, 28, 28), np.uint8))
         export_onnx(model, {str(tmp_path / "m.onnx")!r})
         serve.create_app({str(tiny_run)!r})
-        loaded = [m for m in ("fashion_ensemble.train", "fashion_ensemble.data", "fashion_ensemble.pipeline",
+        loaded = [m for m in ("fashion_ensemble.trainer", "fashion_ensemble.data", "fashion_ensemble.pipeline",
                               "fashion_ensemble.metrics", "sklearn") if m in sys.modules]
         print(loaded)
     """)

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 
 import fashion_ensemble as fe
 from conftest import HOSTILE_CLASSES
+from fashion_ensemble.pipeline import run_study
 from fashion_ensemble.serve import create_app
 from fashion_ensemble.text import markdown, one_line
 
@@ -57,7 +58,7 @@ def test_a_failing_plot_is_named_in_the_report_and_the_run_completes(tmp_path, t
         raise ValueError("mathtext says no")
 
     monkeypatch.setattr("fashion_ensemble.report.plot_per_class_f1", broken)
-    out = fe.run_study(smoke_config(), tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
+    out = run_study(smoke_config(), tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
     report = (out / "report.md").read_text()
     assert fe.RunFolder(out).is_complete() and fe.load(out)
     assert "per_class_f1.png could not be drawn (ValueError: mathtext says no)" in report

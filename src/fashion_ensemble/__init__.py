@@ -1,7 +1,7 @@
 """fashion-ensemble: an ANN + depthwise-separable CNN soft-voting ensemble for Fashion-MNIST.
 
     import fashion_ensemble as fe
-    run = fe.run_study(fe.profile("default"))          # train, score, report → runs/<name>/
+    run = fe.train("default")                           # train, score, report → runs/<name>/ (resumes if stopped)
     model = fe.load(run)                                # rebuild from the folder alone
     proba = model.predict_proba(images)                 # (N, 28, 28) uint8 or [0, 1] float → (N, 10)
                                                         # (or the run's own geometry and classes)
@@ -22,15 +22,24 @@ _API = {  # name → the module that owns it
     "load_raw": "data", "make_split": "data",
     "Member": "ensemble", "SoftVotingEnsemble": "ensemble",
     "RunFolder": "runs", "load": "runs", "pretrained": "runs",
-    "evaluate": "pipeline", "resume_study": "pipeline", "run_study": "pipeline",
-    "run": "seeds", "run_seeds": "seeds", "summarize": "seeds", "revote": "seeds",
+    "evaluate": "pipeline",
+    "train": "seeds", "summarize": "seeds", "revote": "seeds",
     "OnnxEnsemble": "export", "export_onnx": "export",
 }
+# The four ways to start training before `fe.train`: they still work, for one version, and say what replaces them.
+_DEPRECATED = {"run_study": "pipeline", "resume_study": "pipeline", "run": "seeds", "run_seeds": "seeds"}
 __all__ = sorted(_API)
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
+    if name in _DEPRECATED:  # not cached: each use warns
+        import warnings
+
+        warnings.warn(f"fe.{name} is deprecated and will be removed in the next version: use fe.train (it starts, "
+                      "resumes or keeps a run folder, and takes seeds=N; CHANGELOG.md)", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(importlib.import_module(f".{_DEPRECATED[name]}", __name__), name)
     if name not in _API:
         raise AttributeError(f"module 'fashion_ensemble' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)

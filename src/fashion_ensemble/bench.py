@@ -38,7 +38,7 @@ from .inference import native_bf16, to_nchw
 from .models import build_model
 from .probabilities import member_proba
 from .runs import RunFolder
-from .train import train_member
+from .trainer import train_member
 
 MILESTONES = (0.85, 0.90, 0.92, 0.93, 0.94)
 

@@ -35,7 +35,7 @@ from .preprocess import as_photo, preprocess
 from .report import write_report
 from .runs import CONFIG, ENSEMBLE, HISTORY, METRICS, REPORT, RunFolder, default_path, ensemble_spec, write_json
 from .scoring import predict, score
-from .train import train_member
+from .trainer import train_member
 
 
 @dataclass(frozen=True)

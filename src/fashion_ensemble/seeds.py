@@ -1,6 +1,6 @@
 """Several seeds: each a full run of the study in its own folder, then every metric's mean ± std across them.
-`run` is the `run` command: one run folder, or a multi-seed study folder; `revote`, the `revote` command, fits the
-vote of either again.
+`train` is the one way in from Python (start, resume or keep, as the CLI does); `run` is the `run` command: one run
+folder, or a multi-seed study folder; `revote`, the `revote` command, fits the vote of either again.
 
     OUT/seed0/, OUT/seed1/, ...   complete run folders (each resumable on its own, as `run_study` writes them)
     OUT/summary.json              {"seeds", "runs", "models": {name: {metric: {"mean", "std", "values"}}}, ...}
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import distributed, pipeline
-from .config import RunConfig
+from .config import PROFILES, RunConfig, profile, read_config_file
 from .errors import UserError
 from .pipeline import run_or_resume, run_study
 from .report import write_summary
@@ -26,6 +26,30 @@ from .runs import RunFolder, default_path, read_json, write_json
 
 SCALARS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "log_loss", "errors")  # ECE: from calibration
 SUMMARY, SUMMARY_MD = "summary.json", "summary.md"
+
+
+def train(config: RunConfig | str = "default", out: str | os.PathLike | None = None, *, seeds: int = 1,
+          restart: bool = False, **options) -> Path:
+    """Train the study, the one way in from Python, as `fashion-ensemble run` does; returns the run folder (or, with
+    `seeds` > 1, the study folder of seeds config.seed .. config.seed + seeds - 1).
+
+    `config`: a RunConfig, a profile name ("quick", "default", "best", "paper") or a config JSON file (a run
+    folder's config.json). At `out` (default: a new runs/<profile>-<protocol>-seed<N>-<time>), a complete run of
+    this config is kept as it is, a stopped one is resumed from its checkpoints (`restart`: started over instead),
+    and a folder of another config is refused. `options`: data_dir, device ("auto"), progress (True), tensorboard,
+    parallel (members in separate processes)."""
+    cfg = config if isinstance(config, RunConfig) else (
+        profile(config) if config in PROFILES else read_config_file(config))
+    if seeds > 1 or out is None or restart:
+        return run(cfg, out, seeds=seeds, restart=restart, **options)
+    folder = RunFolder(out)
+    if folder.is_complete() or folder.is_partial():
+        if folder.config().to_dict() != cfg.to_dict():
+            state = "complete" if folder.is_complete() else "stopped"
+            raise UserError(f"{folder.path} holds a {state} run of another configuration; give another out (or, "
+                            "for a stopped run, restart=True to start it over with this one)")
+        return pipeline.run_or_resume(cfg, out, **options)
+    return pipeline.run_study(cfg, out, **options)
 
 
 def run(cfg: RunConfig, out: str | os.PathLike | None = None, *, seeds: int = 1, restart: bool = False,
