@@ -229,3 +229,23 @@ def test_the_same_seed_gives_the_same_metrics_byte_for_byte(folder_run, tmp_path
     again = run_study(RunFolder(run).config(), tmp_path / "again", device="cpu", progress=False)
     assert (again / "metrics.json").read_bytes() == (run / "metrics.json").read_bytes()
     assert (again / "ensemble.json").read_bytes() == (run / "ensemble.json").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_resume_on_data_that_changed_since_the_run_started_is_refused(tmp_path, monkeypatch):
+    from fashion_ensemble.pipeline import resume_study
+    from helpers import write_dataset
+
+    def full_disk(*args):
+        raise OSError("no space left on device")
+
+    data = write_dataset(tmp_path / "data")
+    monkeypatch.setattr("fashion_ensemble.pipeline.write_report", full_disk)
+    with pytest.raises(OSError):  # stopped after training, its checkpoints kept
+        run_study(smoke_config(), tmp_path / "run", data_dir=data, device="cpu", progress=False)
+    monkeypatch.undo()
+    write_dataset(data, seed=5)  # other images, the same sizes
+    with pytest.raises(UserError, match=r"its data changed since the run started \(train: as many images .*--restart"):
+        resume_study(tmp_path / "run", data_dir=data, device="cpu", progress=False)
+    write_dataset(data)  # the data it started on: resumed
+    assert RunFolder(resume_study(tmp_path / "run", data_dir=data, device="cpu", progress=False)).is_complete()

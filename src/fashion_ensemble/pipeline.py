@@ -81,9 +81,11 @@ def run_study(
     with _writing(folder):
         split = make_split(cfg.data, data_dir, progress=progress)  # bad data fails here, before the folder is made
         if distributed.is_main():
-            for note in leaks(split):
+            facts = split.facts()
+            for note in leaks(split, facts):
                 warnings.warn(note, Notice, stacklevel=2)
-            folder.start(cfg, restart=restart)  # a stopped run's checkpoints: refused unless `restart`
+            # a stopped run's checkpoints: refused unless `restart`
+            folder.start(cfg, restart=restart, split_facts={"classes": list(split.classes), **facts})
             if progress:
                 print(f"writing {folder.path} (if stopped: fashion-ensemble run --resume {folder.path})", flush=True)
         distributed.barrier()
@@ -110,6 +112,13 @@ def resume_study(out: str | os.PathLike, *, data_dir=None, device: str | torch.d
         if progress and distributed.is_main():
             print(f"resuming {folder.path}", flush=True)
         split = make_split(cfg.data, data_dir, progress=progress)
+        started_on = folder.started_on()  # None: stopped by a version that did not record it
+        if started_on is not None:
+            changed = class_changes(started_on["classes"], split.classes)
+            differences = [changed] if changed else split.compare(started_on)
+            if differences:
+                raise UserError(f"{folder.path}: its data changed since the run started ({'; '.join(differences)}); "
+                                "resume it on the data it started on, or start over with --restart")
         with _resume_hint(folder):
             return _study(cfg, split, folder, opts)
 
@@ -125,15 +134,15 @@ def _resume_hint(folder: RunFolder):
         raise
 
 
-def leaks(split: Split) -> list[str]:
-    """A sentence for each pair of parts that share images (exact copies): a score on such a test part is
-    optimistic, and a user should hear it when the run starts, not only in its report."""
+def leaks(split: Split, facts: dict) -> list[str]:
+    """A sentence for each pair of parts that share images (exact copies; `facts`: the split's), since a score on
+    such a test part is optimistic, and a user should hear it when the run starts, not only in its report."""
     what = {"train/val": "validation images {} copies of training images (early stopping and the vote see them)",
             "train/test": "test images {} copies of training images (the test score is optimistic)",
             "val/test": "test images {} copies of validation images (the vote was fit on them)"}
     return [f"{n:,} of the {len(split.val[1] if pair == 'train/val' else split.test[1]):,} "
             f"{what[pair].format('is a' if n == 1 else 'are')}; remove the duplicates from the data to score it fairly"
-            for pair, n in split.facts()["cross_split_duplicates"].items() if n]
+            for pair, n in facts["cross_split_duplicates"].items() if n]
 
 
 def split_as_trained(folder: RunFolder, data_dir=None, progress: bool = False) -> Split:

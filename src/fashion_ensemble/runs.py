@@ -10,7 +10,8 @@ Weights in safetensors, everything else JSON; nothing is ever unpickled.
     runs/<name>/history.json            {"members": {name: {"best_epoch", "epochs": [...]}}, "timing": {...}}
     runs/<name>/metrics.json            test-split scores: {"protocol", "seed", "models": {...}, ...}
     runs/<name>/report.md + *.png       the report (report.py) and its plots
-    runs/.<name>.partial/               the same folder while a run writes it, with checkpoints/<member>.safetensors;
+    runs/.<name>.partial/               the same folder while a run writes it, with checkpoints/<member>.safetensors
+                                        and checkpoints/split.json (the split's facts: a resume must find the same);
                                         renamed to <name> when complete (a complete folder holds no checkpoints)
     runs/.<name>.lock                   held (flock) by the process writing the folder; a second one is refused
     runs/<name>/.rewrite/               new versions of some of a complete folder's files (`revote`, `ood`): they
@@ -54,6 +55,7 @@ FORMAT = "fashion-ensemble/1"
 CONFIG, ENSEMBLE, HISTORY, METRICS, REPORT = "config.json", "ensemble.json", "history.json", "metrics.json", "report.md"
 PARTIAL = ".partial"
 REWRITE, COMMITTED = ".rewrite", "COMMITTED"
+STARTED_ON = "split.json"  # in a partial folder's checkpoints/: what a resume must train on again
 
 
 def default_path(cfg: RunConfig, *, seeds: str | None = None, prefix: str = "", root: str | os.PathLike = "runs"
@@ -243,9 +245,10 @@ class RunFolder:
         shutil.rmtree(stage, ignore_errors=True)
 
     # -- writing (into the partial folder) ------------------------------------------------------------------------
-    def start(self, cfg: RunConfig, *, restart: bool = False) -> None:
-        """A fresh partial folder holding config.json. A stopped run's partial folder (its checkpoints) is refused
-        unless `restart` says to delete it."""
+    def start(self, cfg: RunConfig, *, restart: bool = False, split_facts: dict | None = None) -> None:
+        """A fresh partial folder holding config.json, and beside the checkpoints the facts of the split it trains
+        on (`started_on`). A stopped run's partial folder (its checkpoints) is refused unless `restart` says to delete
+        it."""
         if self.is_partial():
             if not restart:
                 raise UserError(f"a stopped run of {self.path} is in {self.partial} (its checkpoints): go on with "
@@ -254,6 +257,14 @@ class RunFolder:
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True)
         write_json(self.partial / CONFIG, cfg.to_dict())
+        if split_facts is not None:
+            (self.partial / "checkpoints").mkdir()
+            write_json(self.partial / "checkpoints" / STARTED_ON, split_facts)
+
+    def started_on(self) -> dict | None:
+        """The split facts a stopped run recorded when it started (None: a run from before they were recorded)."""
+        path = self.partial / "checkpoints" / STARTED_ON
+        return read_json(path) if path.is_file() else None
 
     def save_ensemble(self, ensemble: SoftVotingEnsemble, weighting: str) -> None:
         """Each member's weights and ensemble.json (kinds, files, temperatures, voting weights, and the run's id:
