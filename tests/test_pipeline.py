@@ -103,8 +103,8 @@ def test_failed_run_leaves_no_folder_that_looks_complete_and_can_be_resumed(tmp_
     with pytest.raises(RuntimeError, match="disk full"):
         run_study(tiny_config(), tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".run.partial", "data"]  # hidden, kept for --resume
-    assert {p.name for p in (tmp_path / ".run.partial" / "checkpoints").iterdir()} == {"ann.safetensors",
-                                                                                      "cnn.safetensors"}
+    assert {p.name for p in (tmp_path / ".run.partial" / "checkpoints").iterdir()} == {
+        "ann.safetensors", "cnn.safetensors", "split.json"}  # each member's state, and the data it trains on
     monkeypatch.undo()
     out = resume_study(tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
     assert (out / "report.md").is_file() and not (out / "checkpoints").exists()
