@@ -195,15 +195,16 @@ class Split:
         """How this split differs from the one a run recorded (its metrics.json "split" facts), part by part, in
         words: [] when it is the same. Facts written before fingerprints existed compare by sizes and class counts."""
         differences = []
-        now = self.facts()
-        for part in ("train", "val", "test"):
-            was_n, now_n = recorded["sizes"][part], now["sizes"][part]
+        fingerprint = self.fingerprint()  # not `facts`: its duplicate search hashes every image once more
+        for part, (_, labels) in (("train", self.train), ("val", self.val), ("test", self.test)):
+            was_n, now_n = recorded["sizes"][part], len(labels)
             if was_n != now_n:
+                now_counts = np.bincount(labels, minlength=len(self.classes)).tolist()
                 counts = [f"{c} {a} → {b}" for c, a, b in zip(self.classes, recorded["class_counts"][part],
-                                                               now["class_counts"][part]) if a != b]
+                                                               now_counts) if a != b]
                 differences.append(f"{part}: {was_n:,} images then, {now_n:,} now ({', '.join(counts[:4])}"
                                    f"{', ...' if len(counts) > 4 else ''})")
-            elif "fingerprint" in recorded and recorded["fingerprint"][part] != now["fingerprint"][part]:
+            elif "fingerprint" in recorded and recorded["fingerprint"][part] != fingerprint[part]:
                 differences.append(f"{part}: as many images ({now_n:,}), but other images or labels")
         return differences
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from .config import PIPELINES
 from .errors import Notice, UserError
-from .preprocess import IMAGE_SUFFIXES, SIZE, ImageError, image_files, preprocess
+from .preprocess import IMAGE_SUFFIXES, SIZE, ImageError, hidden, image_files, preprocess
 
 SPLITS = ("train", "val", "test")
 
@@ -42,11 +42,6 @@ CACHE_VERSION = 1  # bump when decoding changes, so that old caches are not used
 def is_image_folder(folder: Path) -> bool:
     """A folder of class sub-folders (or of split folders holding them)."""
     return folder.is_dir() and any(p.is_dir() and not hidden(p) for p in folder.iterdir())
-
-
-def hidden(path: Path) -> bool:
-    """The one rule for what a folder walk leaves out: names starting with "." (system and editor files)."""
-    return path.name.startswith(".")
 
 
 def check_class_names(names: list[str], where: Path) -> None:

@@ -327,6 +327,11 @@ def as_photo(image28: np.ndarray, size: int = 224, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def hidden(path: Path) -> bool:
+    """The one rule for what a folder walk leaves out: names starting with "." (system and editor files)."""
+    return path.name.startswith(".")
+
+
 def image_files(paths, hidden_out: list | None = None) -> list[Path]:
     """Files named directly, plus the image files (by suffix, regular files only) anywhere under named folders, in a
     stable order. Hidden entries under a folder (names starting with ".": `.DS_Store`, macOS's `._x.png`,
@@ -337,13 +342,13 @@ def image_files(paths, hidden_out: list | None = None) -> list[Path]:
         if p.is_dir():
             found = []
             for root, dirs, names in os.walk(p, followlinks=False):
-                for d in [d for d in dirs if d.startswith(".")]:
+                for d in [d for d in dirs if hidden(Path(d))]:
                     dirs.remove(d)  # not walked into
                     if hidden_out is not None:
                         hidden_out.append(Path(root) / d)
                 for n in names:
                     f = Path(root) / n
-                    if n.startswith("."):
+                    if hidden(f):
                         if hidden_out is not None and f.suffix.lower() in IMAGE_SUFFIXES:
                             hidden_out.append(f)
                     elif f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
