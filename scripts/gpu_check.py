@@ -50,8 +50,8 @@ def environment(device) -> dict:
     """A run's environment facts (pipeline.environment), and the GPU's own."""
     import torch
 
-    from fashion_ensemble.inference import native_bf16
-    from fashion_ensemble.pipeline import environment as run_environment
+    from fashion_ensemble.model.inference import native_bf16
+    from fashion_ensemble.study.pipeline import environment as run_environment
 
     facts = {k: v for k, v in run_environment(device).items() if k not in ("command", "gpu")}
     facts["native_bf16"] = native_bf16(device)
@@ -82,12 +82,12 @@ def checks(device) -> list[tuple[str, bool, str]]:
     import numpy as np
     import torch
 
-    from fashion_ensemble.augment import augment
     from fashion_ensemble.config import ANNConfig, AugmentConfig, CNNConfig, TrainConfig
-    from fashion_ensemble.ensemble import Member
-    from fashion_ensemble.inference import choose_precision, native_bf16
-    from fashion_ensemble.models import build_model
-    from fashion_ensemble.trainer import to_tensor, train_member
+    from fashion_ensemble.members import build_model
+    from fashion_ensemble.model.ensemble import Member
+    from fashion_ensemble.model.inference import choose_precision, native_bf16
+    from fashion_ensemble.training.augment import augment
+    from fashion_ensemble.training.trainer import to_tensor, train_member
 
     results = []
     precision, why = choose_precision("auto", device)
@@ -130,8 +130,8 @@ def checks(device) -> list[tuple[str, bool, str]]:
 def study(profile: str, overrides: list[str], device, data_dir, out: Path) -> dict:
     """One full study; its accuracies and times."""
     from fashion_ensemble.config import resolve
-    from fashion_ensemble.pipeline import run_study
-    from fashion_ensemble.runs import RunFolder
+    from fashion_ensemble.model.runs import RunFolder
+    from fashion_ensemble.study.pipeline import run_study
 
     cfg = resolve(profile_name=profile, overrides=overrides)
     start = time.perf_counter()

@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT / "src"))
 import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits, load_sample_images  # noqa: E402
 
-from fashion_ensemble import runs  # noqa: E402
-from fashion_ensemble.data import make_split  # noqa: E402
-from fashion_ensemble.preprocess import ImageError, as_photo, preprocess  # noqa: E402
+from fashion_ensemble.data.split import make_split  # noqa: E402
+from fashion_ensemble.model import runs  # noqa: E402
+from fashion_ensemble.model.preprocess import ImageError, as_photo, preprocess  # noqa: E402
 
 SKIMAGE_PHOTOS = ("astronaut", "camera", "cat", "coffee", "coins", "horse", "moon", "page", "text", "rocket",
                   "hubble_deep_field", "immunohistochemistry", "grass", "gravel", "brick", "clock", "colorwheel",

@@ -27,8 +27,8 @@ def worker(member: str, profile_name: str, images: int, threads: int) -> float:
     import numpy as np
     import torch
 
-    from fashion_ensemble.bench import ours_train_images_per_s
     from fashion_ensemble.config import profile
+    from fashion_ensemble.tools.bench import ours_train_images_per_s
 
     torch.set_num_threads(threads)
     m = profile(profile_name).members[member]

@@ -26,11 +26,11 @@ import torch  # noqa: E402
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from fashion_ensemble.data import make_split  # noqa: E402
+from fashion_ensemble.data.split import make_split  # noqa: E402
 from fashion_ensemble.errors import UserError  # noqa: E402
-from fashion_ensemble.report import test_time_views  # noqa: E402
-from fashion_ensemble.runs import PRETRAINED, RunFolder  # noqa: E402
-from fashion_ensemble.seeds import read_summary  # noqa: E402
+from fashion_ensemble.model.runs import PRETRAINED, RunFolder  # noqa: E402
+from fashion_ensemble.study.report import test_time_views  # noqa: E402
+from fashion_ensemble.study.seeds import read_summary  # noqa: E402
 from fashion_ensemble.text import markdown  # noqa: E402
 
 COPIED = ("config.json", "ensemble.json", "metrics.json", "ood.safetensors", "report.md", "training_curves.png",

@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT / "src"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from fashion_ensemble.bench import ours_train_images_per_s  # noqa: E402
 from fashion_ensemble.config import PROFILES, RunConfig, profile, read_config_file  # noqa: E402
+from fashion_ensemble.tools.bench import ours_train_images_per_s  # noqa: E402
 
 
 def recipe(source: str) -> RunConfig:

@@ -29,13 +29,13 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import numpy as np  # noqa: E402
 
-from fashion_ensemble import runs  # noqa: E402
 from fashion_ensemble.config import WEIGHTINGS  # noqa: E402
-from fashion_ensemble.data import make_split  # noqa: E402
-from fashion_ensemble.ensemble import SoftVotingEnsemble, soft_vote  # noqa: E402
+from fashion_ensemble.data.split import make_split  # noqa: E402
 from fashion_ensemble.errors import UserError  # noqa: E402
-from fashion_ensemble.metrics import mcnemar_exact  # noqa: E402
-from fashion_ensemble.scoring import Predictions, predict, score  # noqa: E402
+from fashion_ensemble.model import runs  # noqa: E402
+from fashion_ensemble.model.ensemble import SoftVotingEnsemble, soft_vote  # noqa: E402
+from fashion_ensemble.study.metrics import mcnemar_exact  # noqa: E402
+from fashion_ensemble.study.scoring import Predictions, predict, score  # noqa: E402
 
 
 def parse(spec: str) -> tuple[str, Path, str]:

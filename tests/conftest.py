@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fashion_ensemble.data import DEFAULT_DATA_DIR, FILES
+from fashion_ensemble.data.idx import DEFAULT_DATA_DIR, FILES
 from helpers import smoke_config, write_dataset
 
 REAL_DATA = Path(DEFAULT_DATA_DIR)

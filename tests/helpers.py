@@ -24,7 +24,7 @@ from fashion_ensemble.config import (
     RunConfig,
     TrainConfig,
 )
-from fashion_ensemble.data import FILES
+from fashion_ensemble.data.idx import FILES
 
 # -- IDX data sets ---------------------------------------------------------------------------------------------------
 
@@ -179,7 +179,7 @@ def serving(app, **uvicorn_config):
 
     import uvicorn
 
-    from fashion_ensemble.loadtest import free_port
+    from fashion_ensemble.tools.loadtest import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **uvicorn_config))

@@ -23,7 +23,7 @@ def main() -> int:
     point, rest = sys.argv[1], sys.argv[sys.argv.index("--") + 1 :]
     kind, *spec = point.split(":")
     if kind == "checkpoint":
-        import fashion_ensemble.trainer as train
+        import fashion_ensemble.training.trainer as train
 
         member, epoch, when = spec[0], int(spec[1]), spec[2]
         real = train.save_checkpoint

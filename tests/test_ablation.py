@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from fashion_ensemble import ablation, levers
 from fashion_ensemble.config import override
 from fashion_ensemble.errors import UserError
+from fashion_ensemble.study import ablation, levers
 from helpers import smoke_config as smoke
 from helpers import write_config, write_dataset
 

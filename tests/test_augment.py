@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from fashion_ensemble.augment import (
+from fashion_ensemble.config import AugmentConfig
+from fashion_ensemble.training.augment import (
     augment,
     gaussian_blur_matrix,
     random_elastic,
@@ -9,7 +10,6 @@ from fashion_ensemble.augment import (
     random_flip,
     random_translate,
 )
-from fashion_ensemble.config import AugmentConfig
 
 
 def batch(n=64, seed=0):

@@ -16,7 +16,7 @@ from hypothesis.extra.numpy import arrays
 from safetensors.torch import save_file
 
 from fashion_ensemble.cli import main
-from fashion_ensemble.data import FILES, read_idx
+from fashion_ensemble.data.idx import FILES, read_idx
 from fashion_ensemble.errors import UserError
 from helpers import idx_bytes, write_dataset
 

@@ -20,7 +20,7 @@ def test_profiles_round_trip_through_json(name):
 def test_profiles_build_their_members(name):
     import torch
 
-    from fashion_ensemble.models import build_model
+    from fashion_ensemble.members import build_model
 
     for member_name, member in CONFIGS[name]().members.items():
         model = build_model(member.kind, member.model).eval()
@@ -30,7 +30,7 @@ def test_profiles_build_their_members(name):
 
 
 def test_best_profile_trains_bigger_members_longer_than_default():
-    from fashion_ensemble.models import build_model
+    from fashion_ensemble.members import build_model
 
     best, default = profile("best").members, profile("default").members
     for name in ("ann", "cnn"):

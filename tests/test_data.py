@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from fashion_ensemble.config import DataConfig
-from fashion_ensemble.data import CLASSES, FILES, load_raw, make_split, one_hot, read_idx
+from fashion_ensemble.data.idx import FILES, load_raw, read_idx
+from fashion_ensemble.data.split import CLASSES, make_split, one_hot
 from fashion_ensemble.errors import UserError
 from helpers import idx_bytes, write_dataset, write_idx
 

@@ -12,11 +12,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fashion_ensemble.config import ANNConfig, AugmentConfig, TrainConfig
-from fashion_ensemble.data import load_raw
-from fashion_ensemble.inference import predict_logits
-from fashion_ensemble.loadtest import free_port
-from fashion_ensemble.models import build_model
-from fashion_ensemble.trainer import to_tensor, train_member
+from fashion_ensemble.data.idx import load_raw
+from fashion_ensemble.members import build_model
+from fashion_ensemble.model.inference import predict_logits
+from fashion_ensemble.tools.loadtest import free_port
+from fashion_ensemble.training.trainer import to_tensor, train_member
 
 CFG = TrainConfig(epochs=4, batch_size=128, patience=10, augment=AugmentConfig(epochs=0))
 

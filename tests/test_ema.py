@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from fashion_ensemble.config import ANNConfig, TrainConfig
-from fashion_ensemble.inference import predict_logits
-from fashion_ensemble.models import build_model
-from fashion_ensemble.trainer import to_tensor, train_member, update_ema
+from fashion_ensemble.members import build_model
+from fashion_ensemble.model.inference import predict_logits
+from fashion_ensemble.training.trainer import to_tensor, train_member, update_ema
 from helpers import synthetic_images
 
 

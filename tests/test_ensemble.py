@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from fashion_ensemble.config import ANNConfig, EnsembleConfig
-from fashion_ensemble.ensemble import Member, SoftVotingEnsemble, check_weights, soft_vote, tune_weights
 from fashion_ensemble.errors import UserError
-from fashion_ensemble.inference import check_images, predict_logits
-from fashion_ensemble.models import build_model
-from fashion_ensemble.probabilities import temperature_scale
+from fashion_ensemble.members import build_model
+from fashion_ensemble.model.ensemble import Member, SoftVotingEnsemble, check_weights, soft_vote, tune_weights
+from fashion_ensemble.model.inference import check_images, predict_logits
+from fashion_ensemble.model.probabilities import temperature_scale
 
 
 def test_soft_vote_is_the_weighted_average():

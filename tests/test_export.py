@@ -11,11 +11,11 @@ import torch
 
 import fashion_ensemble as fe
 from fashion_ensemble.config import ANNConfig, CNNConfig
-from fashion_ensemble.data import load_raw
-from fashion_ensemble.ensemble import Member, SoftVotingEnsemble
+from fashion_ensemble.data.idx import load_raw
 from fashion_ensemble.errors import UserError
-from fashion_ensemble.export import OnnxEnsemble, export_onnx
-from fashion_ensemble.models import build_model
+from fashion_ensemble.members import build_model
+from fashion_ensemble.model.ensemble import Member, SoftVotingEnsemble
+from fashion_ensemble.serving.export import OnnxEnsemble, export_onnx
 
 
 @pytest.mark.slow

@@ -25,14 +25,14 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import fashion_ensemble as fe
-from fashion_ensemble import preprocess as pp
-from fashion_ensemble import runs
 from fashion_ensemble.cli import main
-from fashion_ensemble.data import read_idx
+from fashion_ensemble.data.idx import read_idx
 from fashion_ensemble.errors import UserError
-from fashion_ensemble.pipeline import resume_study, run_study
-from fashion_ensemble.runs import RunFolder
-from fashion_ensemble.serve import ServeConfig, create_app, timed_headers_protocol
+from fashion_ensemble.model import preprocess as pp
+from fashion_ensemble.model import runs
+from fashion_ensemble.model.runs import RunFolder
+from fashion_ensemble.serving.serve import ServeConfig, create_app, timed_headers_protocol
+from fashion_ensemble.study.pipeline import resume_study, run_study
 from helpers import (
     garment_photo,
     multipart,
@@ -169,7 +169,7 @@ def stopped_run(tmp_path, data, monkeypatch):
     def broken_report(*args):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("fashion_ensemble.pipeline.write_report", broken_report)
+    monkeypatch.setattr("fashion_ensemble.study.pipeline.write_report", broken_report)
     with pytest.raises(RuntimeError):
         run_study(smoke_config(), tmp_path / "run", data_dir=data, device="cpu", progress=False)
     monkeypatch.undo()
@@ -520,7 +520,7 @@ def test_slow_headers_and_bodies_are_cut_off(tiny_run):
 def test_a_full_disk_gets_one_line_and_the_run_stays_resumable(tmp_path, tiny_data, capsys, monkeypatch):
     from safetensors import SafetensorError
 
-    from fashion_ensemble import checkpoint
+    from fashion_ensemble.training import checkpoint
 
     def full(*args, **kwargs):
         raise SafetensorError("No space left on device (os error 28)")

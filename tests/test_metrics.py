@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from fashion_ensemble.metrics import classification_metrics, most_confused, similar_class_confusions
+from fashion_ensemble.study.metrics import classification_metrics, most_confused, similar_class_confusions
 
 CLASSES3 = ("a", "b", "c")
 
@@ -59,7 +59,7 @@ def test_similar_class_confusions_share():
 def test_mcnemar_on_a_hand_made_table():
     from scipy.stats import binom
 
-    from fashion_ensemble.metrics import mcnemar_exact
+    from fashion_ensemble.study.metrics import mcnemar_exact
 
     y = np.zeros(20, int)
     a = np.array([0] * 12 + [1] * 8)  # A right on the first 12
@@ -73,7 +73,7 @@ def test_mcnemar_on_a_hand_made_table():
 
 
 def test_ece_on_a_hand_made_case():
-    from fashion_ensemble.metrics import expected_calibration_error
+    from fashion_ensemble.study.metrics import expected_calibration_error
 
     # Two bins used: confidence 0.9 (4 images, 3 right: gap 0.15) and 0.6 (2 images, both right: gap 0.4).
     proba = np.array([[0.9, 0.1]] * 4 + [[0.6, 0.4]] * 2)
@@ -84,7 +84,7 @@ def test_ece_on_a_hand_made_case():
 
 
 def test_bootstrap_ci_brackets_the_accuracy():
-    from fashion_ensemble.metrics import bootstrap_accuracy_ci
+    from fashion_ensemble.study.metrics import bootstrap_accuracy_ci
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 10, 2000)
@@ -96,8 +96,8 @@ def test_bootstrap_ci_brackets_the_accuracy():
 
 
 def test_temperature_scaling_on_a_hand_made_case():
-    from fashion_ensemble.metrics import calibration, reliability
-    from fashion_ensemble.probabilities import fit_temperature, temperature_scale
+    from fashion_ensemble.model.probabilities import fit_temperature, temperature_scale
+    from fashion_ensemble.study.metrics import calibration, reliability
 
     # Logits (2, 0): softmax 0.881 on class 0, right 3 times in 4. The NLL-optimal temperature makes the top
     # probability 0.75: 1/(1 + e^(-2/T)) = 0.75 → T = 2 / ln 3.
@@ -115,7 +115,7 @@ def test_temperature_scaling_on_a_hand_made_case():
 
 
 def test_top_errors_are_the_most_confident_mistakes():
-    from fashion_ensemble.metrics import top_errors
+    from fashion_ensemble.study.metrics import top_errors
 
     y = np.array([0, 1, 2, 0])
     proba = np.array([[0.9, 0.1, 0.0], [0.7, 0.3, 0.0], [0.05, 0.9, 0.05], [0.4, 0.6, 0.0]])

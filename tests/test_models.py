@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from fashion_ensemble.config import ANNConfig, CNNConfig
-from fashion_ensemble.models import Dropout, DSBlock, Normalize, Residual, build_model
+from fashion_ensemble.members import build_model
+from fashion_ensemble.members.cnn import DSBlock, Residual
+from fashion_ensemble.members.layers import Dropout, Normalize
 
 
 @pytest.mark.parametrize(

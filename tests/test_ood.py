@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import fashion_ensemble as fe
-from fashion_ensemble import ood
 from fashion_ensemble.errors import UserError
-from fashion_ensemble.predict import records
+from fashion_ensemble.model import ood
+from fashion_ensemble.serving.predict import records
 from helpers import synthetic_images
 
 

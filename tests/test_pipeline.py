@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 import fashion_ensemble as fe
 from fashion_ensemble.config import EnsembleConfig, map_members
 from fashion_ensemble.errors import UserError
-from fashion_ensemble.pipeline import resume_study, run_study
+from fashion_ensemble.study.pipeline import resume_study, run_study
 from helpers import smoke_config as tiny_config
 from helpers import write_dataset
 
@@ -99,7 +99,7 @@ def test_failed_run_leaves_no_folder_that_looks_complete_and_can_be_resumed(tmp_
     def broken_report(*args):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("fashion_ensemble.pipeline.write_report", broken_report)  # fails after training
+    monkeypatch.setattr("fashion_ensemble.study.pipeline.write_report", broken_report)  # fails after training
     with pytest.raises(RuntimeError, match="disk full"):
         run_study(tiny_config(), tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".run.partial", "data"]  # hidden, kept for --resume
@@ -249,7 +249,7 @@ def test_the_report_says_where_with_what_and_how_long(tiny_run):
 
 
 def test_the_weighting_sentence_does_not_repeat_itself():
-    from fashion_ensemble.report import _weighting
+    from fashion_ensemble.study.report import _weighting
 
     same = {"tuned_weights": {"ann": 0.5, "cnn": 0.5}, "ensemble_equal_weights": {"accuracy": 0.9},
             "ensemble_tuned_weights": {"accuracy": 0.9}}

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import fashion_ensemble as fe
-from fashion_ensemble.data import CLASSES
-from fashion_ensemble.predict import predict_files, records
-from fashion_ensemble.preprocess import as_photo, preprocess
+from fashion_ensemble.data.split import CLASSES
+from fashion_ensemble.model.preprocess import as_photo, preprocess
+from fashion_ensemble.serving.predict import predict_files, records
 from helpers import png_bytes, synthetic_images
 
 
@@ -105,7 +105,7 @@ def test_cli_mistakes(tiny_run, tmp_path, args, message):
 
 def test_predict_proba_takes_what_preprocess_takes(tiny_run, tmp_path):
     from fashion_ensemble.errors import UserError
-    from fashion_ensemble.export import OnnxEnsemble
+    from fashion_ensemble.serving.export import OnnxEnsemble
     from helpers import garment_photo
 
     model = fe.load(tiny_run)

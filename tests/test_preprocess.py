@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from fashion_ensemble.preprocess import ImageError, as_photo, image_files, preprocess
+from fashion_ensemble.model.preprocess import ImageError, as_photo, image_files, preprocess
 from helpers import garment_photo, patched_png, png_bytes
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import fashion_ensemble as fe
-from fashion_ensemble.data import load_raw
+from fashion_ensemble.data.idx import load_raw
 from fashion_ensemble.errors import UserError
-from fashion_ensemble.runs import PRETRAINED
+from fashion_ensemble.model.runs import PRETRAINED
 from helpers import garment_photo
 
 

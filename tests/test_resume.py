@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 
 from fashion_ensemble.config import ANNConfig, CNNConfig, TrainConfig
 from fashion_ensemble.errors import UserError
-from fashion_ensemble.models import build_model
-from fashion_ensemble.pipeline import run_study
-from fashion_ensemble.trainer import train_member
+from fashion_ensemble.members import build_model
+from fashion_ensemble.study.pipeline import run_study
+from fashion_ensemble.training.trainer import train_member
 from helpers import resume_config, stopping_cli, wait_until_stopped, write_dataset
 
 
@@ -95,7 +95,7 @@ def test_resume_from_every_epoch_gives_the_same_weights(tmp_path, tiny_data, ema
     ckpt = tmp_path / "ck.safetensors"
     snapshots = []
 
-    import fashion_ensemble.trainer as train_mod
+    import fashion_ensemble.training.trainer as train_mod
 
     real_save = train_mod.save_checkpoint
 

@@ -14,10 +14,10 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 import fashion_ensemble as fe
-from fashion_ensemble import pipeline
 from fashion_ensemble.errors import Notice, UserError
-from fashion_ensemble.pipeline import run_study
-from fashion_ensemble.runs import RunFolder
+from fashion_ensemble.model.runs import RunFolder
+from fashion_ensemble.study import pipeline
+from fashion_ensemble.study.pipeline import run_study
 from helpers import image_folder, png_bytes, smoke_config, stopping_cli, synthetic_images, wait_until_stopped
 
 # -- a rewrite is one unit --------------------------------------------------------------------------------------------
@@ -233,14 +233,14 @@ def test_the_same_seed_gives_the_same_metrics_byte_for_byte(folder_run, tmp_path
 
 @pytest.mark.slow
 def test_a_resume_on_data_that_changed_since_the_run_started_is_refused(tmp_path, monkeypatch):
-    from fashion_ensemble.pipeline import resume_study
+    from fashion_ensemble.study.pipeline import resume_study
     from helpers import write_dataset
 
     def full_disk(*args):
         raise OSError("no space left on device")
 
     data = write_dataset(tmp_path / "data")
-    monkeypatch.setattr("fashion_ensemble.pipeline.write_report", full_disk)
+    monkeypatch.setattr("fashion_ensemble.study.pipeline.write_report", full_disk)
     with pytest.raises(OSError):  # stopped after training, its checkpoints kept
         run_study(smoke_config(), tmp_path / "run", data_dir=data, device="cpu", progress=False)
     monkeypatch.undo()

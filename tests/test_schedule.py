@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from fashion_ensemble.schedule import lc3_factor
+from fashion_ensemble.training.schedule import lc3_factor
 
 
 def factors(total=100, warmup=0.1, finetune=0.2, low=0.05):

@@ -9,8 +9,8 @@ import pytest
 
 import fashion_ensemble as fe
 from fashion_ensemble.errors import UserError
-from fashion_ensemble.runs import RunFolder
-from fashion_ensemble.seeds import run_seeds
+from fashion_ensemble.model.runs import RunFolder
+from fashion_ensemble.study.seeds import run_seeds
 from helpers import resume_config, write_dataset
 
 
@@ -59,7 +59,7 @@ def test_cli_seeds(tmp_path):
 
 
 def test_the_report_says_in_words_whether_the_ensemble_beat_each_member():
-    from fashion_ensemble.report import seeds_verdict, verdict
+    from fashion_ensemble.study.report import seeds_verdict, verdict
 
     def s(won, lost, p):
         return {"a_right_b_wrong": won, "a_wrong_b_right": lost, "p_value": p}
@@ -84,7 +84,7 @@ def test_train_starts_keeps_resumes_and_refuses_like_the_cli(tmp_path, tiny_data
     out = tmp_path / "run"
     cfg_file = write_config(tmp_path / "c.json", smoke_config())
     options = dict(data_dir=tiny_data, device="cpu", progress=False)
-    monkeypatch.setattr("fashion_ensemble.pipeline.write_report", full_disk)
+    monkeypatch.setattr("fashion_ensemble.study.pipeline.write_report", full_disk)
     with pytest.raises(OSError):  # stopped after training: its checkpoints stay
         fe.train(cfg_file, out, **options)  # a config file, as `run --config`
     monkeypatch.undo()

@@ -9,11 +9,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 import fashion_ensemble as fe
-from fashion_ensemble.data import CLASSES, load_raw
+from fashion_ensemble.data.idx import load_raw
+from fashion_ensemble.data.split import CLASSES
 from fashion_ensemble.errors import UserError
-from fashion_ensemble.predict import records
-from fashion_ensemble.preprocess import preprocess
-from fashion_ensemble.serve import Batcher, ServeConfig, create_app
+from fashion_ensemble.model.preprocess import preprocess
+from fashion_ensemble.serving.predict import records
+from fashion_ensemble.serving.serve import Batcher, ServeConfig, create_app
 from helpers import garment_photo, patched_png, png_bytes, synthetic_images
 
 LOCAL = "http://localhost"  # the service answers only its own host names (TestClient's default is "testserver")

@@ -14,13 +14,14 @@ import torch
 from fastapi.testclient import TestClient
 
 import fashion_ensemble as fe
-from fashion_ensemble.data import FILES, load_source
+from fashion_ensemble.data.idx import FILES
+from fashion_ensemble.data.sources import load_source
 from fashion_ensemble.errors import Notice, UserError
-from fashion_ensemble.export import export_onnx
-from fashion_ensemble.pipeline import run_study
-from fashion_ensemble.predict import predict_files
-from fashion_ensemble.preprocess import preprocess
-from fashion_ensemble.serve import ServeConfig, create_app
+from fashion_ensemble.model.preprocess import preprocess
+from fashion_ensemble.serving.export import export_onnx
+from fashion_ensemble.serving.predict import predict_files
+from fashion_ensemble.serving.serve import ServeConfig, create_app
+from fashion_ensemble.study.pipeline import run_study
 from helpers import image_folder, png_bytes, smoke_config, synthetic_images, write_config, write_idx
 
 NAMES = ["cat", "dog", "bird"]
@@ -156,7 +157,7 @@ def test_an_image_folder_trains_end_to_end_and_speaks_its_class_names(tmp_path):
 
 
 def test_split_folders_are_kept_and_decoding_is_cached(tmp_path):
-    from fashion_ensemble.imagefolder import load_image_folder
+    from fashion_ensemble.data.imagefolder import load_image_folder
 
     folder = image_folder(tmp_path / "photos", per_class=12, splits=["train", "val", "test"])
     raw, classes, facts = load_image_folder(folder, pipeline="pad", progress=False)
@@ -281,7 +282,7 @@ def test_balanced_accuracy_and_data_check_on_a_folder(tmp_path, capsys, animals)
     from sklearn.metrics import balanced_accuracy_score
 
     from fashion_ensemble.cli import main
-    from fashion_ensemble.metrics import classification_metrics
+    from fashion_ensemble.study.metrics import classification_metrics
 
     y = np.array([0, 0, 0, 0, 1, 2])
     proba = np.eye(3)[[0, 0, 0, 1, 1, 1]]  # class 0: 3 of 4 right, class 1 right, class 2 wrong
@@ -411,7 +412,7 @@ def test_no_flips_turns_every_mirror_off(tmp_path):
 
 
 def test_auto_precision_picks_bf16_only_where_it_is_native(monkeypatch):
-    from fashion_ensemble import inference
+    from fashion_ensemble.model import inference
 
     cpu = torch.device("cpu")
     assert inference.choose_precision("fp32", cpu)[0] == "fp32" and inference.choose_precision("bf16", cpu)[0] == "bf16"
@@ -441,7 +442,7 @@ def test_forced_bf16_trains_on_any_cpu_and_is_recorded(tmp_path):
 
 @pytest.mark.slow
 def test_bench_times_bf16_beside_fp32_where_it_is_native(monkeypatch, tiny_run):
-    from fashion_ensemble import bench
+    from fashion_ensemble.tools import bench
 
     labels = np.arange(256) % 10
     monkeypatch.setattr(bench, "native_bf16", lambda device: True)

@@ -10,16 +10,16 @@ import pytest
 import torch
 
 import fashion_ensemble as fe
-from fashion_ensemble import distributed
-from fashion_ensemble.checkpoint import TrainState
 from fashion_ensemble.config import resolve
-from fashion_ensemble.data import make_split
-from fashion_ensemble.ensemble import tune_weights
+from fashion_ensemble.data.split import make_split
 from fashion_ensemble.errors import UserError
-from fashion_ensemble.pipeline import run_facts, train_members
-from fashion_ensemble.probabilities import member_proba, softmax, temperature_scale
-from fashion_ensemble.runs import RunFolder, default_path
-from fashion_ensemble.scoring import predict, score
+from fashion_ensemble.model.ensemble import tune_weights
+from fashion_ensemble.model.probabilities import member_proba, softmax, temperature_scale
+from fashion_ensemble.model.runs import RunFolder, default_path
+from fashion_ensemble.study.pipeline import run_facts, train_members
+from fashion_ensemble.study.scoring import predict, score
+from fashion_ensemble.training import distributed
+from fashion_ensemble.training.checkpoint import TrainState
 from helpers import smoke_config, write_config, write_dataset
 
 
@@ -114,7 +114,7 @@ def test_the_member_the_onnx_graph_and_bench_share_one_tta_and_temperature():
 
 
 def test_bench_eager_path_votes_as_predict_proba(tiny_run):
-    from fashion_ensemble.bench import eager_proba
+    from fashion_ensemble.tools.bench import eager_proba
 
     ensemble = fe.load(tiny_run)  # calibrated members, one with flip TTA
     images = np.random.default_rng(1).integers(0, 256, (8, 28, 28), dtype=np.uint8)
@@ -127,14 +127,15 @@ def test_using_a_model_imports_no_training(tiny_run, tmp_path):
         import sys
         import numpy as np
         import fashion_ensemble as fe
-        from fashion_ensemble import predict, serve
-        from fashion_ensemble.export import export_onnx
+        from fashion_ensemble.serving import predict
+        from fashion_ensemble.serving import serve
+        from fashion_ensemble.serving.export import export_onnx
         model = fe.load({str(tiny_run)!r})
         model.predict_proba(np.zeros((2, 28, 28), np.uint8))
         export_onnx(model, {str(tmp_path / "m.onnx")!r})
         serve.create_app({str(tiny_run)!r})
-        loaded = [m for m in ("fashion_ensemble.trainer", "fashion_ensemble.data", "fashion_ensemble.pipeline",
-                              "fashion_ensemble.metrics", "sklearn") if m in sys.modules]
+        loaded = [m for m in sys.modules if m.startswith(("fashion_ensemble.training", "fashion_ensemble.data",
+                                                          "fashion_ensemble.study", "sklearn"))]
         print(loaded)
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -143,8 +144,8 @@ def test_using_a_model_imports_no_training(tiny_run, tmp_path):
 
 
 def test_training_state_is_typed_and_checkpointed(tmp_path, tiny_data):
-    from fashion_ensemble.checkpoint import load_checkpoint, save_checkpoint
-    from fashion_ensemble.models import build_model
+    from fashion_ensemble.members import build_model
+    from fashion_ensemble.training.checkpoint import load_checkpoint, save_checkpoint
 
     cfg = smoke_config().members["ann"]
     model = build_model(cfg.kind, cfg.model)

@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 import fashion_ensemble as fe
 from conftest import HOSTILE_CLASSES
-from fashion_ensemble.pipeline import run_study
-from fashion_ensemble.serve import create_app
+from fashion_ensemble.serving.serve import create_app
+from fashion_ensemble.study.pipeline import run_study
 from fashion_ensemble.text import markdown, one_line
 
 
@@ -57,7 +57,7 @@ def test_a_failing_plot_is_named_in_the_report_and_the_run_completes(tmp_path, t
     def broken(metrics):
         raise ValueError("mathtext says no")
 
-    monkeypatch.setattr("fashion_ensemble.report.plot_per_class_f1", broken)
+    monkeypatch.setattr("fashion_ensemble.study.report.plot_per_class_f1", broken)
     out = run_study(smoke_config(), tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
     report = (out / "report.md").read_text()
     assert fe.RunFolder(out).is_complete() and fe.load(out)

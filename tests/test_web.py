@@ -8,9 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from fashion_ensemble import loadtest
-from fashion_ensemble.data import CLASSES, load_raw
-from fashion_ensemble.serve import ServeConfig, create_app
+from fashion_ensemble.data.idx import load_raw
+from fashion_ensemble.data.split import CLASSES
+from fashion_ensemble.serving.serve import ServeConfig, create_app
+from fashion_ensemble.tools import loadtest
 from helpers import garment_photo, png_bytes, serving
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -160,8 +161,8 @@ def test_dropping_an_image_classifies_it(browser, server):
 
 @pytest.fixture(scope="module")
 def hostile_server(hostile_run):
-    from fashion_ensemble import data
-    from fashion_ensemble.runs import RunFolder
+    from fashion_ensemble.data.split import split as data
+    from fashion_ensemble.model.runs import RunFolder
 
     def examples():
         return data.part(RunFolder(hostile_run).config().data, "test", progress=False)

@@ -15,19 +15,20 @@ from __future__ import annotations
 import importlib
 
 _API = {  # name → the module that owns it
-    "CLASSES": "classes",
+    "CLASSES": "config.classes",
     "PROFILES": "config", "RunConfig": "config", "profile": "config",
     "DataConfig": "config", "ANNConfig": "config", "CNNConfig": "config",
     "UserError": "errors",
-    "load_raw": "data", "make_split": "data",
-    "Member": "ensemble", "SoftVotingEnsemble": "ensemble",
-    "RunFolder": "runs", "load": "runs", "pretrained": "runs",
-    "evaluate": "pipeline",
-    "train": "seeds", "summarize": "seeds", "revote": "seeds",
-    "OnnxEnsemble": "export", "export_onnx": "export",
+    "load_raw": "data.idx", "make_split": "data.split",
+    "Member": "model.ensemble", "SoftVotingEnsemble": "model.ensemble",
+    "RunFolder": "model.runs", "load": "model.runs", "pretrained": "model.runs",
+    "evaluate": "study.pipeline",
+    "train": "study.seeds", "summarize": "study.seeds", "revote": "study.seeds",
+    "OnnxEnsemble": "serving.export", "export_onnx": "serving.export",
 }
 # The four ways to start training before `fe.train`: they still work, for one version, and say what replaces them.
-_DEPRECATED = {"run_study": "pipeline", "resume_study": "pipeline", "run": "seeds", "run_seeds": "seeds"}
+_DEPRECATED = {"run_study": "study.pipeline", "resume_study": "study.pipeline", "run": "study.seeds",
+               "run_seeds": "study.seeds"}
 __all__ = sorted(_API)
 __version__ = "0.1.0"
 

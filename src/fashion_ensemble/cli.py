@@ -13,10 +13,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import __version__, config
-from .config import PROFILES, PROTOCOLS
-from .errors import Notice, UserError
-from .levers import LEVERS
+from fashion_ensemble import __version__, config
+from fashion_ensemble.config import PROFILES, PROTOCOLS
+from fashion_ensemble.errors import Notice, UserError
+from fashion_ensemble.study.levers import LEVERS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,8 +254,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args) -> int:
-    from . import distributed, pipeline, seeds
-    from .runs import RunFolder
+    from fashion_ensemble.model.runs import RunFolder
+    from fashion_ensemble.study import pipeline, seeds
+    from fashion_ensemble.training import distributed
 
     options = dict(data_dir=args.data_dir, device=distributed.start(args.device), progress=not args.quiet,
                    tensorboard=args.tensorboard, parallel=args.parallel)
@@ -286,7 +287,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from . import ablation
+    from fashion_ensemble.study import ablation
 
     levers = None if args.levers is None else [x.strip() for x in args.levers.split(",") if x.strip()]
     out = ablation.run_ablation(run_config(args), args.out, levers, data_dir=args.data_dir, device=args.device,
@@ -305,7 +306,7 @@ def run_config(args) -> config.RunConfig:
 
 
 def cmd_evaluate(args) -> int:
-    from . import pipeline
+    from fashion_ensemble.study import pipeline
 
     if sys.stderr.isatty():  # a person waiting; logs and pipes get the result (or one line of error) alone
         print(f"evaluating {args.run_dir} on its test split{' as photos' if args.photos else ''}: each member, the "
@@ -319,8 +320,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_revote(args) -> int:
-    from . import seeds
-    from .runs import RunFolder
+    from fashion_ensemble.model.runs import RunFolder
+    from fashion_ensemble.study import seeds
 
     if sys.stderr.isatty():  # a person waiting; logs and pipes get the result alone
         print(f"revoting {args.run_dir}: every member on its validation and test splits, the new vote, its report "
@@ -344,7 +345,8 @@ def cmd_revote(args) -> int:
 
 
 def cmd_ood(args) -> int:
-    from . import ood, pipeline
+    from fashion_ensemble.model import ood
+    from fashion_ensemble.study import pipeline
 
     rates = pipeline.add_ood(args.run_dir, data_dir=args.data_dir, device=args.device,
                              flag_rate=args.flag_rate or ood.FLAG_RATE)
@@ -390,8 +392,10 @@ def port(text: str) -> int:
 def cmd_predict(args) -> int:
     from tqdm import tqdm
 
-    from . import distributed, predict, runs
-    from .text import terminal
+    from fashion_ensemble.model import runs
+    from fashion_ensemble.serving import predict
+    from fashion_ensemble.text import terminal
+    from fashion_ensemble.training import distributed
 
     first = Path(args.inputs[0])
     if not first.exists() and first.suffix.lower() not in predict.IMAGE_SUFFIXES:
@@ -429,7 +433,8 @@ def format_prediction(rec: dict) -> str:
 
 
 def cmd_export(args) -> int:
-    from . import export, runs
+    from fashion_ensemble.model import runs
+    from fashion_ensemble.serving import export
 
     default = Path("model.onnx") if args.run_dir is None else Path(args.run_dir) / "model.onnx"
     for path in export.export_onnx(runs.load(args.run_dir), default if args.onnx is None else args.onnx):
@@ -438,11 +443,12 @@ def cmd_export(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from . import distributed, serve
+    from fashion_ensemble.serving import serve
+    from fashion_ensemble.training import distributed
 
     def test_images():  # for the page's random button; read on its first use, so serving never imports data.py
-        from . import data
-        from .runs import RunFolder, run_or_pretrained
+        from fashion_ensemble.data import split as data
+        from fashion_ensemble.model.runs import RunFolder, run_or_pretrained
 
         return data.part(RunFolder(run_or_pretrained(args.run_dir)).config().data, "test", args.data_dir,
                          progress=False)
@@ -456,8 +462,9 @@ def cmd_serve(args) -> int:
 
 
 def cmd_loadtest(args) -> int:
-    from . import data, loadtest
-    from .runs import RunFolder
+    from fashion_ensemble.data import split as data
+    from fashion_ensemble.model.runs import RunFolder
+    from fashion_ensemble.tools import loadtest
 
     if bool(args.run_dir) == bool(args.url):
         raise UserError("give a run folder (a service is started for the test) or --url of a running one, not both")
@@ -491,8 +498,9 @@ def cmd_loadtest(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from . import bench, data
-    from .runs import RunFolder
+    from fashion_ensemble.data import split as data
+    from fashion_ensemble.model.runs import RunFolder
+    from fashion_ensemble.tools import bench
 
     cfg = RunFolder(args.run_dir).config() if args.run_dir else config.profile("default")
     images, labels = data.part(cfg.data, "train", args.data_dir, progress=False)
@@ -502,7 +510,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    from . import data
+    from fashion_ensemble.data import split as data
 
     cfg = config.DataConfig(source=args.data_source or config.FASHION_MNIST, image_size=args.image_size or 28,
                             channels=args.channels or 1, skip_bad_images=args.skip_bad_images)

@@ -9,3 +9,9 @@ class UserError(Exception):
 class Notice(UserWarning):
     """Worth a user's attention, not an error: files left out of a data set, a run folder too old to check fully.
     Raised with `warnings.warn`, so that code which computes never prints; the CLI shows it as one line."""
+
+
+def check(ok: bool, name: str, value, expected: str) -> None:
+    """A configuration value's check: refused with what was received and what is accepted."""
+    if not ok:
+        raise UserError(f"config: {name} must be {expected}, got {value!r}")
