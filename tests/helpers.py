@@ -7,7 +7,10 @@ import contextlib
 import gzip
 import io
 import json
+import shutil
 import struct
+import urllib.error
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -203,3 +206,53 @@ def multipart(files: dict[str, bytes], field: str = "files") -> tuple[bytes, str
                     f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
                     for name, data in files.items()) + f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
+
+
+# -- the CLI and the service, as a user meets them ---------------------------------------------------------------------
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    """The CLI in this process: (exit code, what it wrote to stderr)."""
+    from fashion_ensemble.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse's own exit
+        code = e.code
+    return code, capsys.readouterr().err.strip()
+
+
+def one_line(err: str) -> bool:
+    """An error as the CLI should give it: one line, no traceback."""
+    return len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def post(url: str, body: bytes, content_type: str, timeout: float = 60) -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def copy_run(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def stopped_run(tmp_path, data, monkeypatch):
+    """A run that failed after training: its partial folder holds both members' checkpoints."""
+    import pytest
+
+    from fashion_ensemble.model.runs import RunFolder
+    from fashion_ensemble.study.pipeline import run_study
+
+    def broken_report(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("fashion_ensemble.study.pipeline.write_report", broken_report)
+    with pytest.raises(RuntimeError):
+        run_study(smoke_config(), tmp_path / "run", data_dir=data, device="cpu", progress=False)
+    monkeypatch.undo()
+    return RunFolder(tmp_path / "run")

@@ -123,14 +123,8 @@ def train_member(
                 xb = augment(xb, cfg.augment, gen)  # the whole global batch on every rank: generators stay in step
             if world_size > 1:
                 xb, yb = xb[rank::world_size], yb[rank::world_size]
-            xb = xb.contiguous(memory_format=torch.channels_last)
-            with autocast(device, precision):
-                logits = net(xb)
-                loss = F.cross_entropy(logits.float(), one_hot(yb, logits.shape[1], smoothing=cfg.label_smoothing))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            loss, logits = train_step(net, opt, sched, xb, yb, device=device, precision=precision,
+                                      label_smoothing=cfg.label_smoothing)
             if ema is not None:
                 update_ema(ema, model, cfg.ema_decay, step=sched.last_epoch)
             loss_sum += loss.detach() * len(yb)
@@ -183,6 +177,21 @@ def train_member(
         model.load_state_dict(best_state)
     model.eval()
     return model, history
+
+
+def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, sched, xb: torch.Tensor, yb: torch.Tensor, *,
+               device: torch.device, precision: str, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on one batch: forward in `precision`, cross-entropy against the paper's one-hot targets
+    (label-smoothed), backward, AdamW, the LC3 schedule's next rate. Returns (loss, logits (B, classes))."""
+    xb = xb.contiguous(memory_format=torch.channels_last)
+    with autocast(device, precision):
+        logits = net(xb)
+        loss = F.cross_entropy(logits.float(), one_hot(yb, logits.shape[1], smoothing=label_smoothing))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss, logits
 
 
 @torch.no_grad()

@@ -76,7 +76,8 @@ def test_the_model_card_escapes_class_names(hostile_run, tmp_path, monkeypatch):
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("ship_model", Path(__file__).parents[1] / "scripts" / "ship_model.py")
+    script = Path(__file__).resolve().parents[2] / "scripts" / "ship_model.py"
+    spec = importlib.util.spec_from_file_location("ship_model", script)
     ship = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ship)
     text = ship.card(fe.RunFolder(hostile_run), {"note": "kept in fp32"})

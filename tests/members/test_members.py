@@ -3,10 +3,13 @@ import dataclasses
 import pytest
 import torch
 
-from fashion_ensemble.config import ANNConfig, CNNConfig
+from fashion_ensemble import members
+from fashion_ensemble.config import ANNConfig, CNNConfig, MemberConfig, RunConfig
+from fashion_ensemble.errors import UserError
 from fashion_ensemble.members import build_model
 from fashion_ensemble.members.cnn import DSBlock, Residual
-from fashion_ensemble.members.layers import Dropout, Normalize
+from fashion_ensemble.members.layers import Classifier, Dropout, Normalize
+from helpers import smoke_config
 
 
 @pytest.mark.parametrize(
@@ -106,3 +109,49 @@ def test_residual_wraps_only_the_blocks_that_keep_their_shape():
     assert not isinstance(block.block[-1], torch.nn.ReLU)
     plain = build_model("cnn", dataclasses.replace(cfg, residual=False))
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in plain.parameters())
+
+
+# -- a third kind, added as docs/architecture.md shows: one module's worth of code and one registry line -------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LogRegConfig:
+    bias: bool = True  # the example's one hyper-parameter
+
+
+class LogReg(Classifier):
+    """Multinomial logistic regression on the pixels: Flatten → Linear."""
+
+    def __init__(self, cfg: LogRegConfig, num_classes: int = 10, input_shape=(1, 28, 28)):
+        super().__init__()
+        self.num_classes, self.input_shape = num_classes, tuple(input_shape)
+        self.normalize = Normalize()
+        width = input_shape[0] * input_shape[1] * input_shape[2]
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(width, num_classes, bias=cfg.bias))
+
+
+@pytest.mark.slow
+def test_a_third_kind_is_one_module_and_one_registry_line(tmp_path, tiny_data, monkeypatch):
+    import fashion_ensemble as fe
+
+    monkeypatch.setitem(members.KINDS, "logreg", members.Kind(LogRegConfig, LogReg))
+    cfg = smoke_config()
+    cfg = cfg.replace(members={**cfg.members, "lin": MemberConfig("logreg", LogRegConfig(), cfg.members["ann"].train)})
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg  # its config decodes from JSON through the registry
+    run = fe.train(cfg, tmp_path / "run", data_dir=tiny_data, device="cpu", progress=False)
+    model = fe.load(run)  # and the run folder rebuilds it from config.json alone
+    assert isinstance(model.members["lin"].model, LogReg)
+    assert fe.RunFolder(run).metrics()["models"]["lin"]["accuracy"] > 0.2  # 10 classes: chance is 0.1
+
+
+def test_model_sizes_come_from_the_model_built_on_the_meta_device():
+    cfg = ANNConfig(hidden=(32, 16))
+    built = build_model("ann", cfg, 10, (1, 28, 28))
+    assert members.parameter_count("ann", cfg, 10, (1, 28, 28)) == sum(p.numel() for p in built.parameters())
+    wide = CNNConfig(stem=8, stages=((8,), (16, 16)))
+    assert members.parameter_count("cnn", wide, 10, (3, 64, 64)) == sum(
+        p.numel() for p in build_model("cnn", wide, 10, (3, 64, 64)).parameters())
+    huge = ANNConfig(hidden=(16_384,) * 2)  # within each field's bounds, but 12.9 + 268 M weights at 3×224×224
+    with pytest.raises(UserError, match=r"members.ann at 3×224×224 must have at most 100,000,000 parameters, got "):
+        smoke_config(channels=3, image_size=224).replace(
+            members={"ann": MemberConfig("ann", huge, smoke_config().members["ann"].train)})

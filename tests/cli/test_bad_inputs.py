@@ -15,21 +15,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from safetensors.torch import save_file
 
-from fashion_ensemble.cli import main
 from fashion_ensemble.data.idx import FILES, read_idx
 from fashion_ensemble.errors import UserError
-from helpers import idx_bytes, write_dataset
+from helpers import idx_bytes, run_cli, write_dataset
 
 TRAIN_IMAGES, TRAIN_LABELS = FILES["train"]
-
-
-def run_cli(capsys, *argv) -> tuple[int, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as e:  # argparse's own exit
-        code = e.code
-    err = capsys.readouterr().err.strip()
-    return code, err
 
 
 def damage_data(folder, how):

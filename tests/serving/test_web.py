@@ -161,7 +161,7 @@ def test_dropping_an_image_classifies_it(browser, server):
 
 @pytest.fixture(scope="module")
 def hostile_server(hostile_run):
-    from fashion_ensemble.data.split import split as data
+    from fashion_ensemble.data import split as data
     from fashion_ensemble.model.runs import RunFolder
 
     def examples():

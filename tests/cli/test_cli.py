@@ -97,7 +97,7 @@ def test_bench_tiny_keeps_working(tiny_run, tiny_data):
 @pytest.mark.slow
 def test_the_gpu_check_runs_its_checks_and_a_study_on_the_cpu(tiny_data, tmp_path):
     """What CI can run of scripts/gpu_check.py: every check on the CPU, then a small study."""
-    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.py"
     r = subprocess.run([sys.executable, str(script), "--device", "cpu", "--profile", "quick", "--data-dir",
                         str(tiny_data), "--set", "data.verify_checksums=false", "--set", "members.ann.train.epochs=1",
                         "--set", "members.cnn.train.epochs=1", "--out", str(tmp_path / "run"), "--json",
@@ -149,7 +149,7 @@ def test_revote_prints_the_new_vote_and_its_tests(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_vote_runs_reproduces_the_runs_own_vote(tiny_run, tmp_path):
     """scripts/vote_runs.py, given a run's own two members, fits and scores the vote as the study did."""
-    script = Path(__file__).resolve().parents[1] / "scripts" / "vote_runs.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "vote_runs.py"
     data = str(tiny_run.parent / "data")
     r = subprocess.run([sys.executable, str(script), f"ann={tiny_run}:ann", f"cnn={tiny_run}:cnn", "--data-dir", data,
                         "--ceiling", "--json"], capture_output=True, text=True, timeout=300)
@@ -182,7 +182,7 @@ def test_vote_runs_reproduces_the_runs_own_vote(tiny_run, tmp_path):
 
 def test_train_speed_ratio_times_both_recipes_alternately(monkeypatch):
     """scripts/train_speed_ratio.py: one epoch of each recipe per round, and the ratio of their mean images/s."""
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "scripts"))
     import train_speed_ratio
 
     r = train_speed_ratio.main(["quick", "quick", "--member", "ann", "--images", "256", "--rounds", "2", "--json"])

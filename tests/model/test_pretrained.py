@@ -52,7 +52,7 @@ def test_ship_model_writes_a_loadable_folder_and_a_card_from_its_run(tiny_run, t
     and predicts as the run does, and the card quotes the run's numbers and, given a --seeds study, its means."""
     from pathlib import Path
 
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "scripts"))
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tiny_run.parent / "data"))
     import ship_model
 

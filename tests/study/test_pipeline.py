@@ -13,8 +13,8 @@ import fashion_ensemble as fe
 from fashion_ensemble.config import EnsembleConfig, map_members
 from fashion_ensemble.errors import UserError
 from fashion_ensemble.study.pipeline import resume_study, run_study
+from helpers import copy_run, write_dataset
 from helpers import smoke_config as tiny_config
-from helpers import write_dataset
 
 RUN_FILES = ["config.json", "ann.safetensors", "cnn.safetensors", "ensemble.json", "history.json", "metrics.json",
              "report.md", "training_curves.png", "confusion_matrices.png", "per_class_f1.png", "reliability.png"]
@@ -117,13 +117,6 @@ def test_resume_needs_something_to_resume(run, tmp_path):
         resume_study(out, data_dir=data_dir, device="cpu")
     with pytest.raises(UserError, match="nothing to resume"):
         resume_study(tmp_path / "never", data_dir=data_dir, device="cpu")
-
-
-def copy_run(src, dst):
-    import shutil
-
-    shutil.copytree(src, dst)
-    return dst
 
 
 def flat(tree, path="") -> dict:

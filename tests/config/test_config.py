@@ -117,7 +117,7 @@ def test_cli_applies_set_after_profile_config_and_seed(tmp_path):
     assert run_config(args).members["ann"].model.hidden == (32,)  # ablate's base: quick, changed
 
 
-DOC_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "docs" / "configs").glob("*.json"))
+DOC_CONFIGS = sorted((Path(__file__).resolve().parents[2] / "docs" / "configs").glob("*.json"))
 
 
 @pytest.mark.parametrize("path", DOC_CONFIGS, ids=lambda p: p.name)
