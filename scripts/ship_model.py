@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Make a finished run folder the model that ships with the package (src/fashion_ensemble/pretrained/).
+"""Make a finished run folder the model that ships with the package (src/fashion_ensemble/model/pretrained/).
 
     fashion-ensemble run --profile default --seed 0 --out runs/ship
     python scripts/ship_model.py runs/ship [--seeds runs/default-seeds0-2]

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "longer without); paper: the paper's protocol and recipe (README.md: each profile's time "
                           "and accuracy)")
     run.add_argument("--config", default=None, metavar="FILE",
-                     help="a RunConfig as JSON (e.g. a run folder's config.json) instead of a profile")
+                     help="a RunConfig as JSON instead of a profile: a run folder's config.json, or an overlay "
+                          "on a profile ({\"base\": \"default\", \"set\": {...}}, docs/configs/README.md)")
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="paper: 80/10/10 of all 70k; standard: official 60k/10k (default: the profile's)")
     add_data_options(run)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from fashion_ensemble.config import PROFILES, RunConfig, override, profile
+from fashion_ensemble.config import PROFILES, RunConfig, override, profile, read_config_file
 from fashion_ensemble.errors import UserError
 from helpers import smoke_config
 
@@ -120,11 +120,33 @@ def test_cli_applies_set_after_profile_config_and_seed(tmp_path):
 DOC_CONFIGS = sorted((Path(__file__).resolve().parents[2] / "docs" / "configs").glob("*.json"))
 
 
+PINNED = json.loads((Path(__file__).parent / "documented_configs.json").read_text())  # each file's whole config
+
+
 @pytest.mark.parametrize("path", DOC_CONFIGS, ids=lambda p: p.name)
-def test_the_documented_configs_still_load(path):
-    """docs/results.md and docs/performance.md show `run --config docs/configs/X.json`: each must stay valid."""
-    cfg = RunConfig.from_dict(json.loads(path.read_text()))
-    assert cfg.members
+def test_the_documented_configs_still_load_as_the_runs_they_gave(path):
+    """docs/results.md and docs/performance.md show `run --config docs/configs/X.json`: each overlay must still give
+    the whole configuration its documented run had. When a profile changes, pin the fields the overlay relied on."""
+    assert read_config_file(path) == RunConfig.from_dict(PINNED[path.name])
+
+
+def test_every_documented_config_is_indexed_and_pinned():
+    index = (DOC_CONFIGS[0].parent / "README.md").read_text()
+    assert {p.name for p in DOC_CONFIGS} == set(PINNED)
+    assert all(f"| `{p.name}` |" in index for p in DOC_CONFIGS)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"base": "fast"}, "unknown profile 'fast'"),
+    ({"base": "quick", "members": ["rnn"]}, "must list some of the base's members"),
+    ({"base": "quick", "set": {"members.cnn.train.epoch": 3}}, "no field 'epoch'"),
+    ({"base": "quick", "sets": {}}, "unknown overlay key"),
+])
+def test_a_bad_overlay_says_what_and_how(tmp_path, data, message):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=message):
+        read_config_file(path)
 
 
 def test_best_is_the_documented_long_run_with_shift_tta():
@@ -134,6 +156,6 @@ def test_best_is_the_documented_long_run_with_shift_tta():
 
     from fashion_ensemble.config import map_members
 
-    documented = RunConfig.from_dict(json.loads((DOC_CONFIGS[0].parent / "best-deeper-long.json").read_text()))
+    documented = RunConfig.from_dict(PINNED["best-deeper-long.json"])  # the run as it was made
     documented = map_members(documented, lambda m: dataclasses.replace(m, tta_shift=1)).replace(profile="best")
     assert profile("best") == documented

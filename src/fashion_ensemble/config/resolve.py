@@ -67,8 +67,13 @@ def without_flips(cfg: RunConfig) -> RunConfig:
     return map_members(cfg, lambda m: dataclasses.replace(with_augment(m, flip=False), tta_flip=False))
 
 
+OVERLAY_KEYS = {"base", "members", "set"}
+
+
 def read_config_file(path: str | os.PathLike) -> RunConfig:
-    """A RunConfig written as JSON (e.g. a run folder's config.json), checked like any config."""
+    """A RunConfig written as JSON, checked like any config: either whole (a run folder's config.json), or an overlay
+    on a profile (docs/configs/): {"base": "default", "members": ["cnn"], "set": {"members.cnn.train.epochs": 16}},
+    the profile with only the members named (all when absent), then each path set as `--set` would."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -76,7 +81,26 @@ def read_config_file(path: str | os.PathLike) -> RunConfig:
         raise UserError(f"--config {path}: no such file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"--config {path}: not valid JSON ({e})") from None
+    if isinstance(data, dict) and "base" in data:
+        return overlay(data, where=f"--config {path}")
     return RunConfig.from_dict(data)
+
+
+def overlay(data: dict, where: str = "config") -> RunConfig:
+    """The config an overlay describes (read_config_file's second form)."""
+    unknown = set(data) - OVERLAY_KEYS
+    if unknown:
+        raise UserError(f"{where}: unknown overlay key(s) {sorted(unknown)}; an overlay has {sorted(OVERLAY_KEYS)}")
+    cfg = profile(data["base"]) if isinstance(data["base"], str) else profile(repr(data["base"]))
+    keep = data.get("members", list(cfg.members))
+    if not isinstance(keep, list) or not set(keep) <= set(cfg.members) or not keep:
+        raise UserError(f"{where}: \"members\" must list some of the base's members {sorted(cfg.members)}, got "
+                        f"{keep!r}")
+    cfg = cfg.replace(members={name: cfg.members[name] for name in keep})
+    changes = data.get("set", {})
+    if not isinstance(changes, dict):
+        raise UserError(f"{where}: \"set\" must map dotted paths to values, got {changes!r}")
+    return override(cfg, [f"{k}={json.dumps(v)}" for k, v in changes.items()])
 
 
 def resolve(*, profile_name: str | None = None, config_file: str | os.PathLike | None = None,

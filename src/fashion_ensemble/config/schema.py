@@ -61,7 +61,7 @@ class AugmentConfig:
     erase_prob: float = 0.0  # random erasing: chance per image of blanking one rectangle (regularises the CNN)
     erase_max_frac: float = 0.25  # the erased rectangle covers at most this share of the image
     elastic_alpha: float = 0.0  # elastic distortion (Simard et al. 2003): 0 off, else the scale in pixels of a random
-    # displacement field; it lifts MLPs on digits, but cost ours accuracy on Fashion-MNIST (docs/results.md)
+    # displacement field; it lifts MLPs on digits, not ours on Fashion-MNIST (docs/results.md)
     elastic_sigma: float = 4.0  # pixels; Gaussian smoothing of that field: larger is smoother (fewer, broader bends)
 
     def __post_init__(self):
@@ -88,7 +88,7 @@ class TrainConfig:
     # the weights (and BatchNorm statistics) updated every step with this decay
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     precision: str = "auto"  # "auto": bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16, AMX), where
-    # it measured 1.6-2.2× faster steps; fp32 elsewhere (emulated bf16 is slower); or "fp32" / "bf16" forced
+    # it is faster (docs/performance.md); fp32 elsewhere (emulated bf16 is slower); or "fp32" / "bf16" forced
 
     def __post_init__(self):
         check(self.epochs >= 1, "train.epochs", self.epochs, "1 or more")
@@ -113,7 +113,7 @@ class MemberConfig:
     tta_flip: bool = False  # inference: average the probabilities of each image and its mirror (helps the DS-CNN;
     # the ANN, not mirror-invariant, loses from it)
     tta_shift: int = 0  # inference: also average over the image moved this many pixels up, down, left and right
-    # (0: off); 5× the inference for +0.2 points of `best`'s CNN, +0.1 of its ANN (docs/results.md)
+    # (0: off): 5× the inference, for members augmented throughout (docs/profiles.md#best)
 
     def __post_init__(self):
         check(isinstance(self.model, members.kind(self.kind).config), f"{self.kind} member's model", self.model,

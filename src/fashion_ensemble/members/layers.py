@@ -26,8 +26,8 @@ class Normalize(nn.Module):
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout with its mask drawn as uniform ≥ p: torch's CPU bernoulli_ is slow (4.0 ms for a 256×1024
-    activation against 1.7 ms this way, 2 cores), and it was a fifth of the default ANN's training step."""
+    """nn.Dropout with its mask drawn as uniform ≥ p: torch's CPU bernoulli_ is about twice as slow, and was a fifth
+    of the default ANN's training step (docs/performance.md)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
