@@ -166,7 +166,7 @@ def refused_everywhere(run, match):
     with pytest.raises(UserError, match=match):
         pipeline.evaluate(run, device="cpu")
     with pytest.raises(UserError, match=match):
-        pipeline.revote(run, weighting="equal", device="cpu")
+        pipeline.revote_run(run, weighting="equal", device="cpu")
     with pytest.raises(UserError, match=match):
         pipeline.add_ood(run, device="cpu", flag_rate=0.2)
     assert files_of(run) == before  # nothing was rewritten, ood.safetensors least of all

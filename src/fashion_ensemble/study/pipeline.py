@@ -4,7 +4,7 @@
     resume_study(out)     go on with a stopped one from its checkpoints
     run_or_resume(...)    whichever a folder needs: kept when complete (multi-seed studies and ablations use it)
     evaluate(run)         re-score a saved run on its own test split
-    revote(run, ...)      fit a saved run's vote again (another weighting), no training
+    revote_run(run, ...)  fit a saved run's vote again (another weighting), no training
     add_ood(run)          fit the "I don't know" signal of a run folder made before it existed
 """
 
@@ -382,7 +382,7 @@ def evaluate(run_dir: str | os.PathLike, data_dir=None, device: str = "auto", ph
     return score(ensemble, predict(ensemble, x_te, y_te, ood_scores=False))["models"]
 
 
-def revote(run_dir: str | os.PathLike, *, weighting: str | None = None, calibrate: bool | None = None,
+def revote_run(run_dir: str | os.PathLike, *, weighting: str | None = None, calibrate: bool | None = None,
            tta_shift: int | None = None, data_dir=None, device: str = "auto", progress: bool = False) -> dict:
     """Fit a complete run's vote again from its saved members, without training: another `weighting` (config.py's
     WEIGHTINGS), `calibrate`, or `tta_shift` for every member (None: the run's own). ensemble.json, config.json,

@@ -82,15 +82,15 @@ def run_seeds(cfg: RunConfig, seeds: list[int], out: str | os.PathLike | None = 
 
 
 def revote(out: str | os.PathLike, **options) -> list[Path]:
-    """`pipeline.revote` of a run folder, or of every seed of a multi-seed study folder (`options` go to it), whose
+    """`pipeline.revote_run` of a run folder, or of every seed of a multi-seed study folder (`options` go to it), whose
     summary is then written again. Returns the run folders revoted."""
     out = Path(out)
     if not (out / SUMMARY).is_file():
-        pipeline.revote(out, **options)
+        pipeline.revote_run(out, **options)
         return [out]
     runs = [out / name for name in read_summary(out)["runs"]]
     for run_dir in runs:
-        pipeline.revote(run_dir, **options)
+        pipeline.revote_run(run_dir, **options)
     summary = summarize(runs)
     write_json(out / SUMMARY, summary)
     write_summary(out / SUMMARY_MD, summary)
