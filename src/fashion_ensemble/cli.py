@@ -21,7 +21,7 @@ from fashion_ensemble.study.levers import LEVERS
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_negative_durations(sys.argv[1:] if argv is None else list(argv)))
     warnings.showwarning = _show_notice
     try:
         return args.func(args)
@@ -36,6 +36,17 @@ def main(argv: list[str] | None = None) -> int:
         print("fashion-ensemble: interrupted", *(f"; {note}" for note in getattr(e, "__notes__", [])), sep="",
               file=sys.stderr)
         return 130
+
+
+def _negative_durations(argv: list[str]) -> list[str]:
+    """`--time-limit -5m` as `--time-limit=-5m`, so that it is refused for what it says, not as a missing value."""
+    out = []
+    for i, arg in enumerate(argv):
+        if i and argv[i - 1] == "--time-limit" and arg[:1] == "-" and arg[1:2].isdigit():
+            out[-1] = f"--time-limit={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 _default_showwarning = warnings.showwarning
@@ -73,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", default=None, metavar="FILE",
                      help="a RunConfig as JSON instead of a profile: a run folder's config.json, or an overlay "
                           "on a profile ({\"base\": \"default\", \"set\": {...}}, docs/configs/README.md)")
+    run.add_argument("--time-limit", default=None, metavar="DURATION",
+                     help="plan the schedule so that the whole run (each seed's) ends within this time on this "
+                          "machine: 10m, 2h, 90s, 1h30m; each member's step is measured first and its recipe "
+                          "scaled to fit (default: the profile's own epochs)")
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="paper: 80/10/10 of all 70k; standard: official 60k/10k (default: the profile's)")
     add_data_options(run)
@@ -267,7 +282,7 @@ def cmd_run(args) -> int:
                          "--set": args.overrides or None, "--restart": args.restart or None,
                          "--skip-bad-images": args.skip_bad_images or None, "--image-size": args.image_size,
                          "--channels": args.channels, "--no-flips": args.no_flips or None,
-                         "--precision": args.precision}
+                         "--precision": args.precision, "--time-limit": args.time_limit}
         given = [name for name, value in options_given.items() if value is not None]
         if given:
             raise UserError(f"--resume continues a run with its own config.json; drop {' '.join(given)}")
@@ -303,6 +318,8 @@ def run_config(args) -> config.RunConfig:
     cfg = config.resolve(profile_name=args.profile, config_file=args.config, protocol=args.protocol, seed=args.seed,
                          data_source=args.data_source, overrides=overrides, default_profile=args.profile_default)
     cfg = config.with_precision(cfg, args.precision) if args.precision else cfg
+    limit = getattr(args, "time_limit", None)
+    cfg = config.with_time_limit(cfg, config.parse_duration(limit)) if limit is not None else cfg
     return config.without_flips(cfg) if args.no_flips else cfg
 
 

@@ -5,10 +5,12 @@ from fashion_ensemble.config.profiles import PROFILES, profile
 from fashion_ensemble.config.resolve import (
                                              map_members,
                                              override,
+                                             parse_duration,
                                              read_config_file,
                                              resolve,
                                              with_augment,
                                              with_precision,
+                                             with_time_limit,
                                              with_train,
                                              without_flips,
 )
@@ -21,15 +23,21 @@ from fashion_ensemble.config.schema import (
                                              PROTOCOLS,
                                              WEIGHTINGS,
                                              AugmentConfig,
+                                             BudgetConfig,
                                              DataConfig,
                                              EnsembleConfig,
                                              MemberConfig,
+                                             MemberPlan,
                                              RunConfig,
                                              TrainConfig,
 )
 from fashion_ensemble.members import GREY, ANNConfig, CNNConfig
 
-__all__ = ["PROFILES", "profile", "map_members", "override", "read_config_file", "resolve", "with_augment",
-           "with_precision", "with_train", "without_flips", "FASHION_MNIST", "MAX_SHIFT", "NAME", "PIPELINES",
-           "PRECISIONS", "PROTOCOLS", "WEIGHTINGS", "AugmentConfig", "DataConfig", "EnsembleConfig",
-           "MemberConfig", "RunConfig", "TrainConfig", "GREY", "ANNConfig", "CNNConfig"]
+__all__ = [
+    "PROFILES", "profile",
+    "map_members", "override", "parse_duration", "read_config_file", "resolve", "with_augment", "with_precision",
+    "with_time_limit", "with_train", "without_flips",
+    "FASHION_MNIST", "MAX_SHIFT", "NAME", "PIPELINES", "PRECISIONS", "PROTOCOLS", "WEIGHTINGS",
+    "AugmentConfig", "BudgetConfig", "DataConfig", "EnsembleConfig", "MemberConfig", "MemberPlan", "RunConfig",
+    "TrainConfig", "GREY", "ANNConfig", "CNNConfig",
+]

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 import typing
 from pathlib import Path
 
 from fashion_ensemble.config.profiles import profile
-from fashion_ensemble.config.schema import MemberConfig, RunConfig
+from fashion_ensemble.config.schema import BudgetConfig, MemberConfig, RunConfig
 from fashion_ensemble.errors import UserError
 
 
@@ -65,6 +67,35 @@ def without_flips(cfg: RunConfig) -> RunConfig:
     """`cfg` with no mirror images anywhere: neither flip augmentation nor flip TTA, for classes that a mirror changes
     (digits, letters, text, left/right shoes); the CLI's --no-flips."""
     return map_members(cfg, lambda m: dataclasses.replace(with_augment(m, flip=False), tta_flip=False))
+
+
+DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?:in)?)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration as a user writes it: "10m", "2h", "90s", "1h30m", "2.5m", or a plain number of
+    seconds; refused in one line when it is not one, or not above zero."""
+    t = str(text).strip().lower().replace(" ", "")
+    m = DURATION.fullmatch(t) if t else None
+    if t and m and any(m.groups()):
+        h, mins, sec = (float(g) if g else 0.0 for g in m.groups())
+        seconds = 3600 * h + 60 * mins + sec
+    else:
+        try:
+            seconds = float(t)
+        except ValueError:
+            seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UserError(f"--time-limit {text!r}: expected a duration above zero such as 10m, 2h, 90s or 1h30m")
+    return seconds
+
+
+def with_time_limit(cfg: RunConfig, seconds: float | None) -> RunConfig:
+    """`cfg` planned to end within `seconds` (the CLI's --time-limit), each member's recipe scaled to fit; None: as
+    it is."""
+    if seconds is None:
+        return cfg
+    return cfg.replace(budget=BudgetConfig(time_limit_s=float(seconds)))
 
 
 OVERLAY_KEYS = {"base", "members", "set"}

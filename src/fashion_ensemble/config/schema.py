@@ -6,6 +6,7 @@ rebuilds its models with no other input. A member's own hyper-parameters belong 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -137,12 +138,41 @@ class EnsembleConfig:
 
 
 @dataclass(frozen=True)
+class MemberPlan:
+    """What the planner measured for one member on this machine and the schedule it chose from it."""
+
+    epochs: int  # the member's train.epochs as planned
+    augment_epochs: int  # its train.augment.epochs: the recipe's augmented share of them
+    patience: int  # its train.patience, in the same proportion to the epochs as the recipe's
+    step_s: float  # measured: one training step of batch_size images, augmentation included, in `precision`
+    eval_s: float  # measured: one pass of the validation images (what every epoch ends with)
+    precision: str  # what the member trains in here ("fp32" or "bf16")
+    images_per_s: float  # training images a second at step_s
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    time_limit_s: float  # the whole study (data, both members, vote, "I don't know", scoring, report) ends within it
+    max_epochs: int = 400  # an upper bound per member: tiny data sets would otherwise plan thousands of epochs
+    reserve_frac: float = 0.05  # held back for what the measurements cannot see (the machine's noise, the report)
+    plan: dict[str, MemberPlan] = field(default_factory=dict)  # filled by the planner (study/planner.py) before
+    # training; a config whose plan is filled trains as planned without measuring again (a replay is exact)
+
+    def __post_init__(self):
+        check(math.isfinite(self.time_limit_s) and self.time_limit_s > 0, "budget.time_limit_s", self.time_limit_s,
+              "a positive number of seconds (or --time-limit 10m, 2h, 90s)")
+        check(1 <= self.max_epochs <= 100_000, "budget.max_epochs", self.max_epochs, "1..100000")
+        check(0 <= self.reserve_frac < 0.5, "budget.reserve_frac", self.reserve_frac, "a fraction in [0, 0.5)")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     profile: str
     seed: int = 0  # training seed: weights, shuffling, augmentation
     data: DataConfig = field(default_factory=DataConfig)
     members: dict[str, MemberConfig] = field(default_factory=dict)  # name → member; the paper has "ann" and "cnn"
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    budget: BudgetConfig | None = None  # None: each member's own epochs; else a time limit the schedule is planned to
 
     def __post_init__(self):
         check(bool(NAME.fullmatch(self.profile)), "profile", self.profile,

@@ -44,6 +44,7 @@ from fashion_ensemble.model.runs import (
     ensemble_spec,
     write_json,
 )
+from fashion_ensemble.study import planner
 from fashion_ensemble.study.report import write_report
 from fashion_ensemble.study.scoring import predict, score
 from fashion_ensemble.training import distributed
@@ -58,6 +59,7 @@ class Options:
     progress: bool = True  # per-epoch lines and progress bars (rank 0 only)
     tensorboard: bool = False  # TensorBoard logs in the run folder
     parallel: bool = False  # members in separate processes, the cores split between them
+    began: float | None = None  # time.perf_counter() when the run started (its budget's clock), else when _study did
 
 
 def member_seed(seed: int, name: str) -> int:
@@ -83,7 +85,8 @@ def run_study(
     every epoch: `resume_study(out)` (`fashion-ensemble run --resume OUT`) goes on from there; a new run of the same
     folder is refused while that exists, unless `restart` says to delete it. With `parallel`, the members train at
     the same time in separate processes that split the cores."""
-    opts = Options(distributed.start(device), data_dir, progress, tensorboard, parallel)
+    began = time.perf_counter()
+    opts = Options(distributed.start(device), data_dir, progress, tensorboard, parallel, began)
     folder = RunFolder(distributed.broadcast_object(str(out if out is not None else default_path(cfg))))
     if folder.path.exists():
         raise UserError(f"{folder.path} already exists; choose another --out or remove it")
@@ -92,6 +95,12 @@ def run_study(
     folder.path.parent.mkdir(parents=True, exist_ok=True)  # runs/, for the lock beside the folder
     with _writing(folder):
         split = make_split(cfg.data, data_dir, progress=progress)  # bad data fails here, before the folder is made
+        # a budget becomes a schedule measured on this machine (a bad one fails here too); rank 0's on every rank
+        cfg = planner.plan(cfg, split, opts.device, spent_s=time.perf_counter() - began)
+        cfg = RunConfig.from_dict(distributed.broadcast_object(cfg.to_dict()))
+        if progress and distributed.is_main():
+            for line in planner.describe(cfg):
+                print(line, flush=True)
         if distributed.is_main():
             facts = split.facts()
             for note in leaks(split, facts):
@@ -197,7 +206,7 @@ def run_or_resume(cfg: RunConfig, out: str | os.PathLike, **options) -> Path:
 def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Path:
     """The named steps, into the partial folder; then the folder is complete."""
     main = distributed.is_main()
-    began = time.perf_counter()
+    began = opts.began if opts.began is not None else time.perf_counter()
     writer = _tensorboard(folder) if opts.tensorboard and main else None
     if opts.parallel:
         train_in_parallel(cfg, opts.data_dir, opts.device, folder, opts.progress)

@@ -288,6 +288,7 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
         precision = " + ".join(dict.fromkeys(e.get("precision", "fp32") for e in h["epochs"]))  # older runs: fp32
         lines.append(f"| {md(name)} | {len(h['epochs'])} | {h['best_epoch']} | {best['val_loss']:.4f} | "
                      f"{best['val_accuracy']:.4f} | {seconds:.0f} | {precision} |")
+    lines += budget_lines(cfg, timing or {})
     lines += [
         "",
         "## Split",
@@ -335,6 +336,22 @@ def ood_lines(rates: dict | None) -> list[str]:
         "catch the model's mistakes among garments.",
         "",
     ]
+
+
+def budget_lines(cfg, timing: dict) -> list[str]:
+    """What the time budget planned, from which measurements, and what the run used of it."""
+    budget = getattr(cfg, "budget", None)
+    if budget is None or not budget.plan:
+        return []
+    planned = "; ".join(f"{markdown(n)} {p.epochs} epochs ({p.augment_epochs} augmented, patience {p.patience}) at "
+                        f"{p.images_per_s:,.0f} img/s measured in {p.precision}" for n, p in budget.plan.items())
+    used = f"; used {_duration(timing['total_s'])} of {_duration(budget.time_limit_s)}" if "total_s" in timing else ""
+    return ["", f"Time budget {_duration(budget.time_limit_s)}: planned {planned}{used}."]
+
+
+def _duration(seconds: float) -> str:
+    minutes, s = divmod(round(seconds), 60)
+    return f"{minutes} min {s:02d} s" if minutes else f"{s} s"
 
 
 def environment_lines(env: dict | None, timing: dict) -> list[str]:

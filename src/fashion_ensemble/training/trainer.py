@@ -79,7 +79,7 @@ def train_member(
     x_tr, y_tr = to_tensor(train[0], device), torch.from_numpy(train[1]).to(device)
     x_va, y_va = to_tensor(val[0], device), torch.from_numpy(val[1]).to(device)
 
-    _set_normalisation(model, x_tr)
+    set_normalisation(model, x_tr)
     model.to(device).to(memory_format=torch.channels_last)
     # fused: one kernel per step for all parameters instead of a dozen passes over them (faster: docs/performance.md)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
@@ -207,7 +207,7 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
             e.copy_(m)
 
 
-def _set_normalisation(model: torch.nn.Module, x_train: torch.Tensor) -> None:
+def set_normalisation(model: torch.nn.Module, x_train: torch.Tensor) -> None:
     """Store the training images' mean and std in the model's Normalize layer (training statistics only)."""
     for module in model.modules():
         if isinstance(module, Normalize):
