@@ -77,17 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train both members, build the ensemble, write runs/<name>/ with a report")
     run.add_argument("--profile", choices=list(PROFILES), default=None,
-                     help="quick: ~2-minute smoke run; default (the default): the main job, 5-12 minutes on 2 "
-                          "cores; best: the most accurate, ~1.6-1.9 hours a seed on 2 cores with native bf16 (far "
-                          "longer without); paper: the paper's protocol and recipe (README.md: each profile's time "
-                          "and accuracy)")
+                     help="a time budget with its recipe, planned on this machine: quick (2 minutes, a smoke "
+                          "run), default (15 minutes, the main job), best (2 hours, the most accurate); or paper "
+                          "(the paper's protocol and fixed recipe). README.md: what each buys")
     run.add_argument("--config", default=None, metavar="FILE",
                      help="a RunConfig as JSON instead of a profile: a run folder's config.json, or an overlay "
                           "on a profile ({\"base\": \"default\", \"set\": {...}}, docs/configs/README.md)")
     run.add_argument("--time-limit", default=None, metavar="DURATION",
                      help="plan the schedule so that the whole run (each seed's) ends within this time on this "
                           "machine: 10m, 2h, 90s, 1h30m; each member's step is measured first and its recipe "
-                          "scaled to fit (default: the profile's own epochs)")
+                          "scaled to fit (default: the profile's budget; a --set of a member's train.epochs "
+                          "without --time-limit trains those epochs as given)")
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="paper: 80/10/10 of all 70k; standard: official 60k/10k (default: the profile's)")
     add_data_options(run)
@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ab = sub.add_parser("ablate", help="one run per lever (label smoothing, erasing, width, ...) against the "
                         "profile, and the table of what moved accuracy")
-    ab.add_argument("--profile", choices=list(PROFILES), default=None, help="the base (default: quick, ~2 min a run)")
+    ab.add_argument("--profile", choices=list(PROFILES), default=None,
+                    help="the base (default: quick, 2 min a run; each lever's run gets the base's budget)")
     ab.add_argument("--config", default=None, metavar="FILE", help="a RunConfig as JSON instead of a profile")
     ab.add_argument("--protocol", choices=PROTOCOLS, default=None, help="default: the profile's")
     add_data_options(ab)

@@ -46,6 +46,7 @@ def fake_measure(step_s: float):
 
 def test_the_plan_grows_with_fewer_images_and_keeps_the_recipe_s_shares(tmp_path, monkeypatch):
     monkeypatch.setattr(planner, "measure", fake_measure(0.05))
+    monkeypatch.setattr(planner, "SMALL_DATA_IMAGES", 0)  # the profile's recipe, not the small-data one
     data = write_dataset(tmp_path / "data", n_train=1200)
     cfg = with_time_limit(smoke_config(), 120)
     big = planner.plan(cfg, make_split(cfg.data, data, progress=False), "cpu")
@@ -72,7 +73,7 @@ def test_a_planned_run_records_its_plan_and_replays_it_byte_for_byte(tmp_path, m
     first = fe.train(cfg, tmp_path / "first", data_dir=data, device="cpu", progress=False)
     recorded = read_config_file(first / "config.json")
     assert recorded.budget.plan and recorded.members["ann"].train.epochs == recorded.budget.plan["ann"].epochs
-    assert "Time budget 30 s: planned ann" in (first / "report.md").read_text()
+    assert "Time budget 30 s with the small-data recipe: planned ann" in (first / "report.md").read_text()
 
     def no_measuring(*args, **kwargs):
         raise AssertionError("a replay measures nothing")
@@ -106,3 +107,68 @@ def test_a_budget_is_checked_when_read():
         BudgetConfig(time_limit_s=-1)
     cfg = with_time_limit(smoke_config(), 600)
     assert fe.RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_small_data_is_augmented_until_the_fine_tuning_phase(tmp_path, monkeypatch):
+    monkeypatch.setattr(planner, "measure", fake_measure(0.05))
+    data = write_dataset(tmp_path / "data", n_train=600)
+    cfg = with_time_limit(smoke_config(), 120)  # each recipe augments 1 of its 2 epochs
+    planned = planner.plan(cfg, make_split(cfg.data, data, progress=False), "cpu")
+    for name, p in planned.budget.plan.items():
+        finetune = planned.members[name].train.finetune_frac
+        assert p.recipe == "small data" and p.augment_epochs == round(p.epochs * (1 - finetune)), p
+    assert "the small-data recipe" in planner.describe(planned)[0]
+    monkeypatch.setattr(planner, "SMALL_DATA_IMAGES", 100)  # 540 training images are no longer few
+    planned = planner.plan(cfg, make_split(cfg.data, data, progress=False), "cpu")
+    assert all(p.recipe == "profile" and p.augment_epochs == round(p.epochs / 2) for p in planned.budget.plan.values())
+
+
+def test_each_member_s_deadline_leaves_room_for_the_members_after_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(planner, "measure", fake_measure(0.05))
+    data = write_dataset(tmp_path / "data", n_train=1200)
+    cfg = with_time_limit(smoke_config(), 120)
+    split = make_split(cfg.data, data, progress=False)
+    planned = planner.plan(cfg, split, "cpu")
+    ann, cnn = planned.budget.plan["ann"], planned.budget.plan["cnn"]
+    costs = {n: StepCost(0.05, 0.1, "fp32") for n in cfg.members}
+    after = planner.after_training_s(planned, split, costs)
+    assert cnn.finish_by_s == pytest.approx(120 - after)  # the last member: the scoring after it
+    cnn_s = planner.epoch_s(planned, "cnn", split, costs["cnn"]) * cnn.epochs
+    assert ann.finish_by_s == pytest.approx(120 - after - cnn_s)
+    assert planner.deadlines(planned, 1000.0) == {"ann": 1000.0 + ann.finish_by_s, "cnn": 1000.0 + cnn.finish_by_s}
+
+
+def test_a_hand_set_schedule_drops_the_profile_s_budget(tmp_path):
+    from fashion_ensemble.cli import build_parser, run_config
+
+    assert fe.profile("default").budget.time_limit_s == 900 and fe.profile("paper").budget is None
+    assert fe.profile("quick").budget.time_limit_s == 120 and fe.profile("best").budget.time_limit_s == 7200
+    args = ["run", "--profile", "default", "--set", "members.cnn.train.epochs=30"]
+    cfg = run_config(build_parser().parse_args(args))
+    assert cfg.budget is None and cfg.members["cnn"].train.epochs == 30  # today's fixed schedule
+    cfg = run_config(build_parser().parse_args([*args, "--time-limit", "5m"]))
+    assert cfg.budget.time_limit_s == 300 and cfg.members["cnn"].train.epochs == 30  # the recipe the planner scales
+    cfg = run_config(build_parser().parse_args(["run", "--profile", "default", "--set", "members.cnn.train.lr=0.01"]))
+    assert cfg.budget.time_limit_s == 900  # other fields keep the budget
+
+
+@pytest.mark.slow
+def test_a_member_stopped_by_its_deadline_is_recorded_and_replayed_exactly(tmp_path, monkeypatch):
+    """A machine slower than measured, on a fake clock: the deadlines have passed when training starts, so each
+    member stops after its first epoch; config.json records it, the report says it, and a replay stops there too."""
+    monkeypatch.setattr(planner, "measure", fake_measure(0.004))
+    real = planner.deadlines
+    monkeypatch.setattr(planner, "deadlines", lambda cfg, began: {n: t - 1e6 for n, t in real(cfg, began).items()})
+    data = write_dataset(tmp_path / "data")
+    first = fe.train(with_time_limit(smoke_config(), 30), tmp_path / "first", data_dir=data, device="cpu",
+                     progress=False)
+    recorded = read_config_file(first / "config.json")
+    history = json.loads((first / "history.json").read_text())["members"]
+    for name, p in recorded.budget.plan.items():
+        assert p.epochs > 1 and p.stopped_at == 1 and len(history[name]["epochs"]) == 1
+        assert history[name]["epochs"][-1]["stop"] == "time limit"
+    assert "stopped by the time limit after epoch 1" in (first / "report.md").read_text()
+    monkeypatch.setattr(planner, "deadlines", real)
+    again = fe.train(recorded, tmp_path / "again", data_dir=data, device="cpu", progress=False)
+    assert (again / "metrics.json").read_bytes() == (first / "metrics.json").read_bytes()
+    assert json.loads((again / "history.json").read_text())["members"]["cnn"]["epochs"][-1]["stop"] == "plan"

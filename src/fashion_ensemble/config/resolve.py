@@ -139,7 +139,9 @@ def resolve(*, profile_name: str | None = None, config_file: str | os.PathLike |
             overrides: typing.Iterable[str] = (), default_profile: str = "default") -> RunConfig:
     """A run's configuration, in this order of precedence (each over the one before): a named profile (else
     `default_profile`) or a JSON file (not both; a file brings its own protocol), then `seed` (the profile's default
-    is 0, a file keeps its own) and `data_source` (`--data`), then the `--set` overrides."""
+    is 0, a file keeps its own) and `data_source` (`--data`), then the `--set` overrides. A `--set` of a member's
+    `train.epochs` makes the run a fixed schedule: the budget is dropped (the CLI's --time-limit brings one back,
+    with those epochs as the recipe it scales)."""
     if config_file and (profile_name or protocol):
         raise UserError("--config gives the whole configuration; drop --profile/--protocol (--seed may override it)")
     if config_file:
@@ -149,4 +151,11 @@ def resolve(*, profile_name: str | None = None, config_file: str | os.PathLike |
         cfg = profile(profile_name or default_profile, protocol=protocol, seed=0 if seed is None else seed)
     if data_source is not None:
         cfg = cfg.replace(data=dataclasses.replace(cfg.data, source=data_source))
-    return override(cfg, overrides)
+    overrides = list(overrides)
+    cfg = override(cfg, overrides)
+    if cfg.budget is not None and any(SETS_EPOCHS.fullmatch(item.partition("=")[0].strip()) for item in overrides):
+        cfg = cfg.replace(budget=None)  # epochs set by hand: a fixed schedule, as before budgets (--time-limit: scaled)
+    return cfg
+
+
+SETS_EPOCHS = re.compile(r"members\.[^.]+\.train\.epochs")  # a --set that fixes a member's schedule

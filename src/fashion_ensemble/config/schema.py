@@ -148,6 +148,10 @@ class MemberPlan:
     eval_s: float  # measured: one pass of the validation images (what every epoch ends with)
     precision: str  # what the member trains in here ("fp32" or "bf16")
     images_per_s: float  # training images a second at step_s
+    finish_by_s: float | None = None  # seconds after the run's start by which its training must end, so that the
+    # members after it and the scoring still fit: where the machine turns slower than measured, it stops there
+    stopped_at: int | None = None  # the epoch that deadline stopped it after, when it did; a replay stops there too
+    recipe: str = "profile"  # "profile": the profile's recipe scaled; "small data": its small-data overlay
 
 
 @dataclass(frozen=True)

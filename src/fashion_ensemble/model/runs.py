@@ -261,6 +261,11 @@ class RunFolder:
             (self.partial / "checkpoints").mkdir()
             write_json(self.partial / "checkpoints" / STARTED_ON, split_facts)
 
+    def write_config(self, cfg: RunConfig) -> None:
+        """config.json again, while the folder is partial: what the run learnt of its own plan as it trained (the
+        epoch a deadline stopped a member after)."""
+        write_json(self.partial / CONFIG, cfg.to_dict())
+
     def started_on(self) -> dict | None:
         """The split facts a stopped run recorded when it started (None: a run from before they were recorded)."""
         path = self.partial / "checkpoints" / STARTED_ON

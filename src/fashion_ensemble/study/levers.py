@@ -1,7 +1,8 @@
 """The ablation's levers: each flips one choice of a `RunConfig` against what the profile does (one the profile
 uses is switched off, one it does not use is switched on). Training levers are config edits, run again by
-`ablate`; inference levers re-combine a trained run's members (ablation.py). Imports only the config, so that the
-CLI can list them.
+`ablate`; inference levers re-combine a trained run's members (ablation.py). Under a budget every lever's run is
+planned to the same time limit, so the comparison is accuracy at equal time (a wider CNN gets fewer epochs).
+Imports only the config, so that the CLI can list them.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ def deeper_cnn(cfg):
 
 
 def longer(cfg):
+    if cfg.budget is not None:  # the planner would scale 1.5× the epochs back into the same budget
+        return ("a budget 1.5× as long", cfg.replace(budget=dataclasses.replace(
+            cfg.budget, time_limit_s=cfg.budget.time_limit_s * 1.5)))
     return ("every member trained 1.5× the epochs",
             map_members(cfg, lambda m: with_train(m, epochs=-(-m.train.epochs * 3 // 2))))
 

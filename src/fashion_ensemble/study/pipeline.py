@@ -60,6 +60,8 @@ class Options:
     tensorboard: bool = False  # TensorBoard logs in the run folder
     parallel: bool = False  # members in separate processes, the cores split between them
     began: float | None = None  # time.perf_counter() when the run started (its budget's clock), else when _study did
+    deadlines_from: float | None = None  # time.time() when a run that plans its own budget started: its members'
+    # deadlines count from it (None: a replay or a resume, which follow the plan as recorded)
 
 
 def member_seed(seed: int, name: str) -> int:
@@ -86,7 +88,9 @@ def run_study(
     folder is refused while that exists, unless `restart` says to delete it. With `parallel`, the members train at
     the same time in separate processes that split the cores."""
     began = time.perf_counter()
-    opts = Options(distributed.start(device), data_dir, progress, tensorboard, parallel, began)
+    plans_here = cfg.budget is not None and not cfg.budget.plan
+    opts = Options(distributed.start(device), data_dir, progress, tensorboard, parallel, began,
+                   distributed.broadcast_object(time.time()) if plans_here else None)
     folder = RunFolder(distributed.broadcast_object(str(out if out is not None else default_path(cfg))))
     if folder.path.exists():
         raise UserError(f"{folder.path} already exists; choose another --out or remove it")
@@ -211,13 +215,18 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
     if opts.parallel:
         train_in_parallel(cfg, opts.data_dir, opts.device, folder, opts.progress)
     training_began = time.perf_counter()
+    deadlines = planner.deadlines(cfg, opts.deadlines_from) if opts.deadlines_from is not None else {}
     trained, history, timing = train_members(cfg, split, folder, opts.device, progress=opts.progress and main,
-                                             writer=writer)
+                                             writer=writer, deadlines=deadlines)
     training_here = time.perf_counter() - training_began
     if writer is not None:
         writer.close()
     if not main:
         return folder.path  # only rank 0 fits, scores and writes
+    recorded = planner.stopped_by_time(cfg, history)
+    if recorded != cfg:  # a deadline stopped a member: config.json says after which epoch, for an exact replay
+        cfg = recorded
+        folder.write_config(cfg)
 
     say = functools.partial(print, flush=True) if opts.progress else lambda *a: None  # no silent minutes
     say(f"validation: every member on {len(split.val[1]):,} images, then the voting weights")
@@ -257,14 +266,14 @@ def _write_report(path: Path, cfg: RunConfig, split: Split, metrics: dict, histo
 
 
 def train_members(cfg: RunConfig, split: Split, folder: RunFolder, device: torch.device, *, progress: bool = True,
-                  writer=None) -> tuple[SoftVotingEnsemble, dict, dict]:
-    """Each member trained from its own seed (or its checkpoint in `folder`), one after the other: (an unfitted
-    equal-weight ensemble of them over the split's classes, {member: {"best_epoch", "epochs"}},
-    {"train_<member>_s": seconds})."""
+                  writer=None, deadlines: dict[str, float] | None = None) -> tuple[SoftVotingEnsemble, dict, dict]:
+    """Each member trained from its own seed (or its checkpoint in `folder`), one after the other, by its deadline
+    when `deadlines` has one (a `time.time()`): (an unfitted equal-weight ensemble of them over the split's
+    classes, {member: {"best_epoch", "epochs"}}, {"train_<member>_s": seconds})."""
     members, history, timing = {}, {}, {}
     for name, mcfg in cfg.members.items():
         start = time.perf_counter()
-        model, epochs = _train(cfg, name, split, device, folder, progress, writer)
+        model, epochs = _train(cfg, name, split, device, folder, progress, writer, (deadlines or {}).get(name))
         members[name] = Member.from_config(mcfg, model, device)
         history[name] = {"best_epoch": min(epochs, key=lambda e: e["val_loss"])["epoch"], "epochs": epochs}
         # every epoch's wall time, in whichever process ran it (a resumed run counts its first part too); at least
@@ -331,14 +340,18 @@ def _tensorboard(folder: RunFolder):
     return SummaryWriter(str(folder.tensorboard))
 
 
-def _train(cfg: RunConfig, name: str, split: Split, device, folder: RunFolder, progress: bool, writer=None):
-    """One member, from its own seed (or its checkpoint): (model, per-epoch history)."""
+def _train(cfg: RunConfig, name: str, split: Split, device, folder: RunFolder, progress: bool, writer=None,
+           deadline: float | None = None):
+    """One member, from its own seed (or its checkpoint), stopped by `deadline` (a `time.time()`) or where its
+    plan says a deadline stopped it: (model, per-epoch history)."""
     mcfg = cfg.members[name]
     seed = member_seed(cfg.seed, name)
     torch.manual_seed(seed)  # initial weights
     model = build_model(mcfg.kind, mcfg.model, len(split.classes), cfg.data.input_shape)
+    plan = cfg.budget.plan.get(name) if cfg.budget is not None else None
     return train_member(model, split.train, split.val, mcfg.train, seed=seed, device=device, name=name,
-                        progress=progress, writer=writer, checkpoint=folder.checkpoint(name))
+                        progress=progress, writer=writer, checkpoint=folder.checkpoint(name), deadline=deadline,
+                        stop_after=plan.stopped_at if plan is not None else None)
 
 
 def train_in_parallel(cfg: RunConfig, data_dir, device, folder: RunFolder, progress: bool) -> None:

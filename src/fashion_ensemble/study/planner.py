@@ -3,8 +3,12 @@ it will train in (training/calibrate.py), and each member's recipe is stretched 
 whole study — both members, the vote, the "I don't know" fit, scoring, the report — ends within the time limit.
 
 The recipe keeps its proportions: the members' shares of the time are those of their own epochs at the measured
-speeds, and each member's augmented epochs and early-stopping patience stay the same fractions of its epochs. The
-plan is written into the run's config (`budget.plan`), so that a replay of config.json trains exactly as planned.
+speeds, and each member's augmented epochs and early-stopping patience stay the same fractions of its epochs, except
+that a training part of fewer than SMALL_DATA_IMAGES images is augmented until LC3's fine-tuning phase (the
+small-data recipe: docs/budgets.md#small-data). Each member also gets a deadline (`finish_by_s`): where the machine
+turns slower than it measured, training stops there and the rest of the study still fits. The plan is written into
+the run's config (`budget.plan`, with the epoch a deadline stopped a member after), so that a replay of config.json
+trains exactly as the run did.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from fashion_ensemble.members import build_model
 from fashion_ensemble.model import ood
 from fashion_ensemble.training.calibrate import StepCost, measure
 
+SMALL_DATA_IMAGES = 10_000  # fewer training images than this are seen hundreds of times in a budget: augment longer
 REPORT_S = 10.0  # the report's tables and plots, and writing the folder: a few seconds on 2 cores
 SCORING_S = 5.0  # bootstrap intervals and McNemar's tests on the test part
 
@@ -60,8 +65,11 @@ def plan(cfg: RunConfig, split: Split, device: torch.device, spent_s: float = 0.
         model = build_model(m.kind, m.model, len(split.classes), cfg.data.input_shape)
         costs[name] = measure(model, split.train, len(split.val[1]), m.train, device=device)
     spent_s += time.perf_counter() - began
-    available = budget.time_limit_s * (1 - budget.reserve_frac) - spent_s - after_training_s(cfg, split, costs)
-    epochs = schedule(cfg, available, {n: epoch_s(cfg, n, split, c) for n, c in costs.items()}, budget.max_epochs)
+    small = len(split.train[1]) < SMALL_DATA_IMAGES
+    after = after_training_s(cfg, split, costs)
+    available = budget.time_limit_s * (1 - budget.reserve_frac) - spent_s - after
+    seconds = {n: epoch_s(cfg, n, split, c) for n, c in costs.items()}
+    epochs = schedule(cfg, available, seconds, budget.max_epochs)
     if epochs is None:
         need = spent_s + after_training_s(cfg, split, costs) + sum(epoch_s(cfg, n, split, c) for n, c in costs.items())
         need /= 1 - budget.reserve_frac
@@ -70,16 +78,23 @@ def plan(cfg: RunConfig, split: Split, device: torch.device, spent_s: float = 0.
                         f"{_speeds(cfg, costs)}); give a longer --time-limit")
     planned = {}
     members = {}
+    later = sum(epochs[n] * seconds[n] for n in cfg.members)  # planned training after each member's start
     for name, m in cfg.members.items():
+        later -= epochs[name] * seconds[name]
         n = epochs[name]
         recipe = m.train
-        augmented = n if recipe.augment.epochs >= recipe.epochs else round(n * recipe.augment.epochs / recipe.epochs)
+        share = min(recipe.augment.epochs / recipe.epochs, 1.0)
+        if small:  # a few hundred images a class: augmentation "frozen" only for LC3's fine-tuning phase
+            share = max(share, 1 - recipe.finetune_frac)
+        augmented = n if share >= 1 else round(n * share)
         patience = n if recipe.patience >= recipe.epochs else max(recipe.patience,
                                                                   round(n * recipe.patience / recipe.epochs))
         c = costs[name]
         planned[name] = MemberPlan(epochs=n, augment_epochs=augmented, patience=patience, step_s=c.step_s,
                                    eval_s=c.eval_s, precision=c.precision,
-                                   images_per_s=recipe.batch_size / c.step_s)
+                                   images_per_s=recipe.batch_size / c.step_s,
+                                   finish_by_s=budget.time_limit_s - after - later,  # the reserve is its slack
+                                   recipe="small data" if small else "profile")
         members[name] = with_augment(with_train(m, epochs=n, patience=patience), epochs=augmented)
     return cfg.replace(members=members, budget=dataclasses.replace(budget, plan=planned))
 
@@ -107,12 +122,33 @@ def schedule(cfg: RunConfig, available_s: float, epoch_seconds: dict[str, float]
     return epochs
 
 
+def deadlines(cfg: RunConfig, began: float) -> dict[str, float]:
+    """Each planned member's deadline as a `time.time()`, for a run that began at `began` and made its plan."""
+    plan = cfg.budget.plan if cfg.budget is not None else {}
+    return {n: began + p.finish_by_s for n, p in plan.items() if p.finish_by_s is not None}
+
+
+def stopped_by_time(cfg: RunConfig, history: dict) -> RunConfig:
+    """`cfg` with the epoch each member's deadline stopped it after recorded in its plan (`stopped_at`), so that a
+    replay of the run's config.json stops there too; unchanged when no deadline stopped one."""
+    plan = dict(cfg.budget.plan) if cfg.budget is not None else {}
+    for name, h in history.items():
+        last = h["epochs"][-1]
+        if name in plan and last.get("stop") == "time limit":
+            plan[name] = dataclasses.replace(plan[name], stopped_at=last["epoch"])
+    if not plan or plan == cfg.budget.plan:
+        return cfg
+    return cfg.replace(budget=dataclasses.replace(cfg.budget, plan=plan))
+
+
 def describe(cfg: RunConfig) -> list[str]:
     """The plan in words, one line per member and one for the budget (the CLI prints them; the report shows them)."""
     budget = cfg.budget
     if budget is None or not budget.plan:
         return []
-    lines = [f"budget {_minutes(budget.time_limit_s)}: planned on this machine's measured speeds"]
+    small = any(p.recipe == "small data" for p in budget.plan.values())
+    lines = [f"budget {_minutes(budget.time_limit_s)}: planned on this machine's measured speeds"
+             + (f" (small data, under {SMALL_DATA_IMAGES:,} training images: the small-data recipe)" if small else "")]
     for name, p in budget.plan.items():
         lines.append(f"{name}: {p.epochs} epochs ({p.augment_epochs} augmented, patience {p.patience}) at "
                      f"{p.images_per_s:,.0f} img/s measured in {p.precision}")

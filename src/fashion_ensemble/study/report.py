@@ -344,9 +344,12 @@ def budget_lines(cfg, timing: dict) -> list[str]:
     if budget is None or not budget.plan:
         return []
     planned = "; ".join(f"{markdown(n)} {p.epochs} epochs ({p.augment_epochs} augmented, patience {p.patience}) at "
-                        f"{p.images_per_s:,.0f} img/s measured in {p.precision}" for n, p in budget.plan.items())
+                        f"{p.images_per_s:,.0f} img/s measured in {p.precision}"
+                        + (f", stopped by the time limit after epoch {p.stopped_at}" if p.stopped_at else "")
+                        for n, p in budget.plan.items())
+    recipe = (" with the small-data recipe" if any(p.recipe == "small data" for p in budget.plan.values()) else "")
     used = f"; used {_duration(timing['total_s'])} of {_duration(budget.time_limit_s)}" if "total_s" in timing else ""
-    return ["", f"Time budget {_duration(budget.time_limit_s)}: planned {planned}{used}."]
+    return ["", f"Time budget {_duration(budget.time_limit_s)}{recipe}: planned {planned}{used}."]
 
 
 def _duration(seconds: float) -> str:

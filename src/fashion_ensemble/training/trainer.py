@@ -43,6 +43,8 @@ class EpochRecord:
     seconds: float  # the epoch's training steps
     images_per_s: float
     wall_s: float  # the whole epoch: steps, validation and bookkeeping (what a resumed run's timing adds up)
+    stop: str | None = None  # why training ended after this epoch: "patience" (early stopping), "time limit" (the
+    # next epoch would have ended after `deadline`), "plan" (a replay stopping where its run's time limit did)
 
 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -63,12 +65,19 @@ def train_member(
     progress: bool = True,
     writer=None,
     checkpoint: Path | None = None,
+    deadline: float | None = None,
+    stop_after: int | None = None,
 ) -> tuple[torch.nn.Module, list[dict]]:
     """Train `model` in place and return it (best validation-loss weights restored) with its per-epoch history.
 
     With `checkpoint`, the whole training state is saved there after every epoch, and training resumes from it when it
     exists: the result is the same, bit for bit on CPU, as an uninterrupted run. Under torchrun (see distributed.py)
-    each rank trains on its share of every batch."""
+    each rank trains on its share of every batch.
+
+    With `deadline` (a `time.time()`), training also ends after the epoch past which another one, at the mean
+    epoch's wall time so far, would end after it; with `stop_after`, after that epoch. Neither changes the schedule
+    (LC3 runs over `cfg.epochs`), so a run stopped by its deadline and its replay stopped after the same epoch are
+    the same run."""
     device = torch.device(device)
     precision, why = choose_precision(cfg.precision, device)
     if progress:
@@ -167,7 +176,9 @@ def train_member(
             best_state = copy.deepcopy(kept.state_dict())
         else:
             state.bad_epochs += 1
-            state.stopped = state.bad_epochs >= cfg.patience
+        record.stop = _stop(cfg, state, epoch, history, deadline, stop_after)
+        history[-1]["stop"] = record.stop
+        state.stopped = record.stop is not None and epoch < cfg.epochs
         state.next_epoch = epoch + 1
         if checkpoint is not None and rank == 0:
             save_checkpoint(checkpoint, model=model, best_state=best_state, optimizer=opt, scheduler=sched,
@@ -176,6 +187,23 @@ def train_member(
         model.load_state_dict(best_state)
     model.eval()
     return model, history
+
+
+def _stop(cfg: TrainConfig, state: TrainState, epoch: int, history: list[dict], deadline: float | None,
+          stop_after: int | None) -> str | None:
+    """Why training ends after `epoch`, or None: it goes on (the last epoch ends it without a reason)."""
+    if epoch >= cfg.epochs:
+        return None
+    if state.bad_epochs >= cfg.patience:
+        return "patience"
+    if stop_after is not None and epoch >= stop_after:
+        return "plan"
+    if deadline is not None:
+        walls = [e.get("wall_s", e["seconds"]) for e in history]
+        late = time.time() + sum(walls) / len(walls) > deadline
+        if distributed.broadcast_object(late):  # rank 0's clock decides for every rank
+            return "time limit"
+    return None
 
 
 def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, sched, xb: torch.Tensor, yb: torch.Tensor, *,
