@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The GPU check: what a machine with an NVIDIA GPU does with fashion-ensemble, in minutes, printed.
 
-    python3 scripts/gpu_check.py --data-dir fmnist/            # CUDA checks, then the `best` profile on the GPU
+    python3 scripts/gpu_check.py --data-dir fmnist/            # CUDA checks, then `best` in 5 minutes on the GPU
     python3 scripts/gpu_check.py --device cpu --profile quick  # the same checks on the CPU (what CI runs, smaller)
 
 It runs from the checkout's `src/` without installing anything, on a machine that has PyTorch, numpy, scikit-learn
@@ -14,7 +14,8 @@ Checks, each printed with what it measured:
   - augmentation: the same seed gives the same augmented batch on the device as on the CPU;
   - inference: a model's probabilities on the device agree with the CPU's (bf16 on CUDA: within 0.05, argmax ≥ 98%);
   - training: a small member learns synthetic classes on the device (finite losses, validation accuracy > 0.9);
-then one study of `--profile` (default `best`) with its times and test accuracies.
+then one study of `--profile` (default `best`) planned to `--time-limit` (default 5m: a lent GPU's minutes are
+few; "none" keeps the profile's own budget), with its plan, times and test accuracies.
 """
 
 from __future__ import annotations
@@ -127,18 +128,23 @@ def checks(device) -> list[tuple[str, bool, str]]:
     return results
 
 
-def study(profile: str, overrides: list[str], device, data_dir, out: Path) -> dict:
-    """One full study; its accuracies and times."""
-    from fashion_ensemble.config import resolve
+def study(profile: str, overrides: list[str], device, data_dir, out: Path, time_limit: str = "none") -> dict:
+    """One full study (planned to `time_limit`, unless "none"); its accuracies and times."""
+    from fashion_ensemble.config import parse_duration, resolve, with_time_limit
     from fashion_ensemble.model.runs import RunFolder
     from fashion_ensemble.study.pipeline import run_study
 
     cfg = resolve(profile_name=profile, overrides=overrides)
+    if time_limit != "none":
+        cfg = with_time_limit(cfg, parse_duration(time_limit))
     start = time.perf_counter()
     folder = RunFolder(run_study(cfg, out, data_dir=data_dir, device=device, progress=True, restart=True))
     seconds = time.perf_counter() - start
     models = folder.metrics()["models"]
-    return {"profile": profile, "overrides": overrides, "run_folder": str(folder.path), "wall_s": round(seconds, 1),
+    plan = {n: {"epochs": p.epochs, "images_per_s": round(p.images_per_s), "precision": p.precision}
+            for n, p in (folder.config().budget.plan if folder.config().budget else {}).items()}
+    return {"profile": profile, "overrides": overrides, "time_limit": time_limit, "plan": plan,
+            "run_folder": str(folder.path), "wall_s": round(seconds, 1),
             "timing_s": {k: round(v, 1) for k, v in folder.history()["timing"].items()},
             "test_accuracy": {name: round(m["accuracy"], 4) for name, m in models.items()}}
 
@@ -147,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", choices=("cuda", "cpu"), help="default cuda")
     parser.add_argument("--profile", default="best", help="the study to run after the checks (default best)")
+    parser.add_argument("--time-limit", default="5m", help="the study's budget (default 5m; none: the profile's)")
     parser.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", dest="overrides",
                         help="change one field of the profile (as run --set)")
     parser.add_argument("--data-dir", default=None, help="the four Fashion-MNIST .gz files (default "
@@ -175,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'PASS' if c['passed'] else 'FAIL'}  {c['check']}: {c['measured']}", flush=True)
     if not args.no_study:
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
-        report["study"] = study(args.profile, args.overrides, device, args.data_dir, Path(args.out))
+        report["study"] = study(args.profile, args.overrides, device, args.data_dir, Path(args.out),
+                                args.time_limit)
         s = report["study"]
         print(f"study `{s['profile']}` on {args.device}: {s['wall_s']:.0f} s wall "
               f"({', '.join(f'{k} {v:.0f} s' for k, v in s['timing_s'].items())}); test accuracy "

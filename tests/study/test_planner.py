@@ -117,10 +117,12 @@ def test_small_data_is_augmented_until_the_fine_tuning_phase(tmp_path, monkeypat
     for name, p in planned.budget.plan.items():
         finetune = planned.members[name].train.finetune_frac
         assert p.recipe == "small data" and p.augment_epochs == round(p.epochs * (1 - finetune)), p
+        assert p.patience == p.epochs and not planned.members[name].train.restore_best  # the whole schedule, kept
     assert "the small-data recipe" in planner.describe(planned)[0]
     monkeypatch.setattr(planner, "SMALL_DATA_IMAGES", 100)  # 540 training images are no longer few
     planned = planner.plan(cfg, make_split(cfg.data, data, progress=False), "cpu")
     assert all(p.recipe == "profile" and p.augment_epochs == round(p.epochs / 2) for p in planned.budget.plan.values())
+    assert all(m.train.restore_best for m in planned.members.values())
 
 
 def test_each_member_s_deadline_leaves_room_for_the_members_after_it(tmp_path, monkeypatch):

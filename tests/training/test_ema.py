@@ -49,3 +49,19 @@ def test_training_keeps_the_validated_average():
     logits = predict_logits(averaged, to_tensor(val[0]), precision=history[-1]["precision"])
     val_loss = F.cross_entropy(logits, torch.from_numpy(val[1])).item()
     assert val_loss == pytest.approx(min(e["val_loss"] for e in history), abs=1e-6)
+
+
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_restore_best_off_keeps_the_last_weights(ema_decay):
+    """TrainConfig.restore_best=False (the small-data plan): the model ends as the last epoch validated it, whichever
+    epoch was best: its validation loss is the last epoch's."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 600)
+    train, val = (synthetic_images(y[:500]), y[:500]), (synthetic_images(y[500:], seed=1), y[500:])
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=4, batch_size=50, lr=0.05, patience=10, ema_decay=ema_decay, restore_best=False)
+    model, history = train_member(build_model("ann", ANNConfig(hidden=(32,))), train, val, cfg, seed=0,
+                                  progress=False)
+    logits = predict_logits(model, to_tensor(val[0]), precision=history[-1]["precision"])
+    val_loss = F.cross_entropy(logits, torch.from_numpy(val[1])).item()
+    assert val_loss == pytest.approx(history[-1]["val_loss"], abs=1e-6)

@@ -84,6 +84,8 @@ class TrainConfig:
     finetune_frac: float = 0.15  # LC3 phase 3: the last share of steps at a constant low rate
     finetune_lr: float = 0.02  # LC3 phase 3 rate, as a fraction of the peak; cosine decays down to it
     patience: int = 5  # early stopping: epochs without a better validation loss before stopping
+    restore_best: bool = True  # end with the best validation-loss weights; False: the last (a small data set's few
+    # dozen validation images pick a noisy best epoch, early and at a high rate: docs/budgets.md#small-data)
     label_smoothing: float = 0.0  # mass moved from the one-hot target to the other classes
     ema_decay: float = 0.0  # 0: off; else validation scores, and training keeps, an exponential moving average of
     # the weights (and BatchNorm statistics) updated every step with this decay

@@ -304,7 +304,11 @@ def environment(device: torch.device) -> dict:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+            info = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        info = {k.strip(): v.strip() for k, v in info.items()}
+        cpu = info.get("model name", cpu)
+        if "cpu family" in info:  # "AMD EPYC" alone names several generations
+            cpu += f" (family {info['cpu family']} model {info.get('model', '?')})"
     except OSError:
         pass
     try:

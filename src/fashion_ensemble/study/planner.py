@@ -4,8 +4,8 @@ whole study — both members, the vote, the "I don't know" fit, scoring, the rep
 
 The recipe keeps its proportions: the members' shares of the time are those of their own epochs at the measured
 speeds, and each member's augmented epochs and early-stopping patience stay the same fractions of its epochs, except
-that a training part of fewer than SMALL_DATA_IMAGES images is augmented until LC3's fine-tuning phase (the
-small-data recipe: docs/budgets.md#small-data). Each member also gets a deadline (`finish_by_s`): where the machine
+that a training part of fewer than SMALL_DATA_IMAGES images is augmented until LC3's fine-tuning phase and trains
+its whole schedule, keeping its last weights (the small-data recipe: docs/budgets.md#small-data). Each member also gets a deadline (`finish_by_s`): where the machine
 turns slower than it measured, training stops there and the rest of the study still fits. The plan is written into
 the run's config (`budget.plan`, with the epoch a deadline stopped a member after), so that a replay of config.json
 trains exactly as the run did.
@@ -87,15 +87,17 @@ def plan(cfg: RunConfig, split: Split, device: torch.device, spent_s: float = 0.
         if small:  # a few hundred images a class: augmentation "frozen" only for LC3's fine-tuning phase
             share = max(share, 1 - recipe.finetune_frac)
         augmented = n if share >= 1 else round(n * share)
-        patience = n if recipe.patience >= recipe.epochs else max(recipe.patience,
-                                                                  round(n * recipe.patience / recipe.epochs))
+        patience = n if small or recipe.patience >= recipe.epochs else max(recipe.patience,
+                                                                           round(n * recipe.patience / recipe.epochs))
         c = costs[name]
         planned[name] = MemberPlan(epochs=n, augment_epochs=augmented, patience=patience, step_s=c.step_s,
                                    eval_s=c.eval_s, precision=c.precision,
                                    images_per_s=recipe.batch_size / c.step_s,
                                    finish_by_s=budget.time_limit_s - after - later,  # the reserve is its slack
                                    recipe="small data" if small else "profile")
-        members[name] = with_augment(with_train(m, epochs=n, patience=patience), epochs=augmented)
+        # small data: the whole schedule and its last weights (a few dozen validation images pick a noisy best epoch)
+        members[name] = with_augment(with_train(m, epochs=n, patience=patience,
+                                                restore_best=recipe.restore_best and not small), epochs=augmented)
     return cfg.replace(members=members, budget=dataclasses.replace(budget, plan=planned))
 
 

@@ -68,7 +68,8 @@ def train_member(
     deadline: float | None = None,
     stop_after: int | None = None,
 ) -> tuple[torch.nn.Module, list[dict]]:
-    """Train `model` in place and return it (best validation-loss weights restored) with its per-epoch history.
+    """Train `model` in place and return it (best validation-loss weights restored, unless `cfg.restore_best` is
+    off) with its per-epoch history.
 
     With `checkpoint`, the whole training state is saved there after every epoch, and training resumes from it when it
     exists: the result is the same, bit for bit on CPU, as an uninterrupted run. Under torchrun (see distributed.py)
@@ -183,8 +184,10 @@ def train_member(
         if checkpoint is not None and rank == 0:
             save_checkpoint(checkpoint, model=model, best_state=best_state, optimizer=opt, scheduler=sched,
                             generator=gen, state=state, ema=ema)
-    if best_state is not None:
+    if best_state is not None and cfg.restore_best:
         model.load_state_dict(best_state)
+    elif not cfg.restore_best and ema is not None:
+        model.load_state_dict(ema.state_dict())  # the last weights, as validated: their average
     model.eval()
     return model, history
 
