@@ -100,8 +100,8 @@ def test_the_gpu_check_runs_its_checks_and_a_study_on_the_cpu(tiny_data, tmp_pat
     script = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.py"
     r = subprocess.run([sys.executable, str(script), "--device", "cpu", "--profile", "quick", "--data-dir",
                         str(tiny_data), "--set", "data.verify_checksums=false", "--set", "members.ann.train.epochs=1",
-                        "--set", "members.cnn.train.epochs=1", "--time-limit", "none", "--out", str(tmp_path / "run"), "--json",
-                        str(tmp_path / "r.json")], capture_output=True, text=True, timeout=600)
+                        "--set", "members.cnn.train.epochs=1", "--time-limit", "none", "--out", str(tmp_path / "run"),
+                        "--json", str(tmp_path / "r.json")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert [c["check"] for c in report["checks"]][:3] == ["precision", "augmentation", "inference"]

@@ -5,10 +5,10 @@ whole study — both members, the vote, the "I don't know" fit, scoring, the rep
 The recipe keeps its proportions: the members' shares of the time are those of their own epochs at the measured
 speeds, and each member's augmented epochs and early-stopping patience stay the same fractions of its epochs, except
 that a training part of fewer than SMALL_DATA_IMAGES images is augmented until LC3's fine-tuning phase and trains
-its whole schedule, keeping its last weights (the small-data recipe: docs/budgets.md#small-data). Each member also gets a deadline (`finish_by_s`): where the machine
-turns slower than it measured, training stops there and the rest of the study still fits. The plan is written into
-the run's config (`budget.plan`, with the epoch a deadline stopped a member after), so that a replay of config.json
-trains exactly as the run did.
+its whole schedule, keeping its last weights (the small-data recipe: docs/budgets.md#small-data). Each member also
+gets a deadline (`finish_by_s`): where the machine turns slower than it measured, training stops there and the rest
+of the study still fits. The plan is written into the run's config (`budget.plan`, with the epoch a deadline
+stopped a member after), so that a replay of config.json trains exactly as the run did.
 """
 
 from __future__ import annotations
