@@ -159,7 +159,8 @@ class MemberPlan:
 @dataclass(frozen=True)
 class BudgetConfig:
     time_limit_s: float  # the whole study (data, both members, vote, "I don't know", scoring, report) ends within it
-    max_epochs: int = 400  # an upper bound per member: tiny data sets would otherwise plan thousands of epochs
+    max_epochs: int = 1000  # an upper bound per member: tiny data sets would otherwise plan tens of thousands
+    # (50 images a class still gained from 400 to 1,000: docs/budgets.md#small-data)
     reserve_frac: float = 0.05  # held back for what the measurements cannot see (the machine's noise, the report)
     plan: dict[str, MemberPlan] = field(default_factory=dict)  # filled by the planner (study/planner.py) before
     # training; a config whose plan is filled trains as planned without measuring again (a replay is exact)
