@@ -170,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="classes to list per image (default 3; with --json all 10)")
     pr.add_argument("--json", action="store_true", help='one JSON object per line: {"file", "label", "ood", '
                     '"ood_score", "probabilities", "members"}, or {"file", "error"}')
+    pr.add_argument("--csv", default=None, metavar="OUT.csv",
+                    help="write a table instead of printing: file, label, the top-k classes and probabilities "
+                    "(default 3), ood, ood_score, and the reason for a file that could not be read; rows are "
+                    "written as they come, so an interrupted run leaves the ones done")
     pr.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default: cpu")
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
@@ -422,24 +426,62 @@ def cmd_predict(args) -> int:
     run_dir, inputs = (first, args.inputs[1:]) if runs.RunFolder(first).is_complete() else (None, args.inputs)
     if not inputs:
         raise UserError(f"no images to classify: give files or folders after the run folder {run_dir}")
-    ensemble = runs.load(run_dir, device=distributed.resolve_device(args.device))
+    if args.csv is not None and args.json:
+        raise UserError("--csv and --json both asked for: choose one (the table, or JSON lines on stdout)")
     files = predict.find_images(inputs)
+    ensemble = runs.load(run_dir, device=distributed.resolve_device(args.device))
     top_k = args.top_k or (None if args.json else 3)
-    failed = 0
-    with tqdm(total=len(files), unit="img", disable=True if args.quiet or len(files) < 2 else None,
-              leave=False) as bar:
-        for rec in predict.predict_files(ensemble, files, top_k=top_k):
-            bar.update()
-            if "error" in rec:
-                failed += 1
-                tqdm.write(terminal(f"fashion-ensemble: skipped {rec['error']}"), file=sys.stderr)
-                if not args.json:
-                    continue
-            tqdm.write(json.dumps(rec, allow_nan=False) if args.json else terminal(format_prediction(rec)),
-                       file=sys.stdout)
+    table = None
+    if args.csv is not None:
+        top_k = min(top_k, len(ensemble.classes))
+        file, table = open_table(args.csv, top_k)
+    failed = done = 0
+    try:
+        with tqdm(total=len(files), unit="img", disable=True if args.quiet or len(files) < 2 else None,
+                  leave=False) as bar:
+            for rec in predict.predict_files(ensemble, files, top_k=top_k):
+                bar.update()
+                done += 1
+                if "error" in rec:
+                    failed += 1
+                    tqdm.write(terminal(f"fashion-ensemble: skipped {rec['error']}"), file=sys.stderr)
+                if table is not None:
+                    table.writerow(predict.csv_row(rec, top_k))
+                    file.flush()  # whole rows on disk as they come: an interrupted run leaves a readable table
+                elif args.json:
+                    tqdm.write(json.dumps(rec, allow_nan=False), file=sys.stdout)
+                elif "error" not in rec:
+                    tqdm.write(terminal(format_prediction(rec)), file=sys.stdout)
+    except KeyboardInterrupt as e:
+        if table is not None:
+            e.add_note(terminal(f"the first {done:,} of {len(files):,} files are in {args.csv}"))
+        raise
+    finally:
+        if table is not None:
+            file.close()
+    if table is not None:
+        print(terminal(f"wrote {done - failed:,} predictions to {args.csv}"
+                       + (f" ({failed:,} file{'s' * (failed != 1)} could not be read: their rows say why)" if failed else "")))
     if failed:
         print(f"fashion-ensemble: {failed} of {len(files)} files could not be read", file=sys.stderr)
     return 1 if failed else 0
+
+
+def open_table(path: str, top_k: int):
+    """`predict --csv`'s file and csv writer, its header written; refused in one line when the path cannot be
+    written."""
+    import csv
+
+    from fashion_ensemble.serving.predict import csv_header
+
+    try:
+        file = open(path, "w", newline="", encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write the table {path}: {e.strerror}; give a path in a folder you can write to"
+                        ) from None
+    writer = csv.writer(file)
+    writer.writerow(csv_header(top_k))
+    return file, writer
 
 
 def format_prediction(rec: dict) -> str:

@@ -34,3 +34,13 @@ def markdown(name: str) -> str:
 def plain(name: str) -> str:
     """`name` for a plot label (matplotlib): one line; mathtext is switched off where plots are drawn (report.py)."""
     return one_line(name)
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet(cell: str) -> str:
+    """`cell` for a CSV that a spreadsheet may open: one that would start a formula ('=HYPERLINK(...)', '+1', '@x')
+    gets a leading apostrophe, OWASP's advice against CSV injection; anything else is left as it is."""
+    cell = str(cell)
+    return "'" + cell if cell.startswith(_FORMULA) else cell

@@ -128,3 +128,72 @@ def test_predict_proba_takes_what_preprocess_takes(tiny_run, tmp_path):
             model.predict_proba(np.full((1, 28, 28), np.nan, np.float32))
     text = repr(model)
     assert text.startswith("SoftVotingEnsemble(ann (ann, ") and "10 classes: T-shirt/top" in text and "28×28" in text
+
+
+def read_table(path):
+    import csv
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+def test_csv_rows_are_records_and_user_text_cannot_start_a_formula():
+    from fashion_ensemble.serving.predict import csv_header, csv_row
+
+    rec = {"file": "=HYPERLINK(\"x\").png", "label": "@Bag", "ood": True, "ood_score": 0.5,
+           "probabilities": {"@Bag": 0.75, "Coat": 0.25}, "members": {}}
+    assert csv_header(3) == ["file", "label", "class_1", "probability_1", "class_2", "probability_2", "class_3",
+                             "probability_3", "ood", "ood_score", "error"]
+    assert csv_row(rec, 3) == ["'=HYPERLINK(\"x\").png", "'@Bag", "'@Bag", "0.750000", "Coat", "0.250000", "", "",
+                               "true", "0.500000", ""]
+    assert csv_row({"file": "a.png", "error": "a.png: not an image"}, 1) == ["a.png", "", "", "", "", "",
+                                                                          "a.png: not an image"]
+    assert csv_row({**rec, "ood": None, "ood_score": None}, 1)[-3:] == ["", "", ""]  # a model without the signal
+
+
+@pytest.mark.slow
+def test_cli_csv_has_a_row_per_file_in_order_with_the_reason_for_bad_ones(tiny_run, folder, tmp_path):
+    out = tmp_path / "table.csv"
+    r = cli("predict", str(tiny_run), str(folder), "--csv", str(out), "--top-k", "2")
+    assert r.returncode == 1  # one file failed
+    assert r.stdout.splitlines() == [f"wrote 3 predictions to {out} (1 file could not be read: their rows say why)"]
+    header, *rows = read_table(out)
+    assert header[:6] == ["file", "label", "class_1", "probability_1", "class_2", "probability_2"]
+    assert [row[0].removeprefix(str(folder) + "/") for row in rows] == ["a.png", "broken.png", "c.webp", "sub/b.jpg"]
+    assert rows[1][1] == "" and "not an image" in rows[1][-1]
+    paths = ("a.png", "c.webp", "sub/b.jpg")
+    expected = records(fe.load(tiny_run), np.stack([preprocess(folder / path) for path in paths]), top_k=2)
+    for row, rec in zip([rows[0], rows[2], rows[3]], expected):
+        assert row[1] == rec["label"] and row[2] == next(iter(rec["probabilities"])) and row[-1] == ""
+        assert float(row[3]) == pytest.approx(next(iter(rec["probabilities"].values())), abs=1e-6)
+        assert row[-3] in ("true", "false") and 0 <= float(row[-2]) <= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", [
+    (["--csv", "/nonexistent/folder/t.csv"], "cannot write the table /nonexistent/folder/t.csv"),
+    (["--csv", "t.csv", "--json"], "choose one"),
+])
+def test_cli_csv_mistakes(tiny_run, folder, args, message):
+    r = cli("predict", str(tiny_run), str(folder / "a.png"), *args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_in_predict_csv_leaves_the_rows_written(tiny_run, folder, tmp_path, monkeypatch, capsys):
+    from fashion_ensemble import cli as cli_module
+    from fashion_ensemble.serving import predict
+
+    real = predict.predict_files
+
+    def interrupted(*args, **kwargs):
+        for i, rec in enumerate(real(*args, **kwargs)):
+            if i == 2:
+                raise KeyboardInterrupt
+            yield rec
+
+    monkeypatch.setattr(predict, "predict_files", interrupted)
+    out = tmp_path / "table.csv"
+    assert cli_module.main(["predict", str(tiny_run), str(folder), "--csv", str(out), "--quiet"]) == 130
+    header, *rows = read_table(out)
+    assert len(rows) == 2 and all(len(row) == len(header) for row in rows)
+    assert f"interrupted; the first 2 of 4 files are in {out}" in capsys.readouterr().err

@@ -29,6 +29,13 @@ def test_every_lever_changes_exactly_what_it_says():
     assert changed["no_augmentation"][1].members["ann"].train.augment.epochs == 0
     assert list(changed["second_cnn"][1].members) == ["ann", "cnn", "cnn2"]
     assert {m.train.ema_decay for m in changed["ema"][1].members.values()} == {0.999}
+    assert {m.train.label_smoothing for m in changed["strong_label_smoothing"][1].members.values()} == {0.2}
+    assert all(m.train.augment.flip_alternate for m in changed["alternate_flip"][1].members.values())
+    cnn = {k: changed[k][1].members["cnn"] for k in ("cnn_augment_to_finetune", "cnn_higher_lr")}
+    assert cnn["cnn_augment_to_finetune"].train.augment.epochs == round(2 * 0.85)
+    assert cnn["cnn_higher_lr"].train.lr == 2 * cfg.members["cnn"].train.lr
+    assert all(changed[k][1].members["ann"] == cfg.members["ann"] for k in cnn)  # the CNN only
+    assert {m.train.warmup_frac for m in changed["long_warmup"][1].members.values()} == {0.25}
     ann = {k: changed[k][1].members["ann"] for k in changed if k.startswith("ann_")}
     assert ann["ann_deeper"].model.hidden == (1024, 1024, 1024) and ann["ann_light_dropout"].model.dropout == 0.2
     assert ann["ann_augment_every_epoch"].train.augment.epochs == 2 and ann["ann_flip_tta"].tta_flip

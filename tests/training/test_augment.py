@@ -3,6 +3,7 @@ import torch
 
 from fashion_ensemble.config import AugmentConfig
 from fashion_ensemble.training.augment import (
+    alternating_flips,
     augment,
     gaussian_blur_matrix,
     random_elastic,
@@ -23,6 +24,19 @@ def test_flip_gives_each_image_or_its_mirror():
     mirrored = (y == x.flip(-1)).flatten(1).all(1)
     assert (same | mirrored).all()
     assert same.any() and mirrored.any()
+
+
+def test_alternating_flips_mirror_each_image_in_every_other_epoch():
+    first, second, third = (alternating_flips(1000, seed=3, epoch=e) for e in (1, 2, 3))
+    assert (first ^ second).all()  # two epochs see both sides of every image
+    assert torch.equal(first, third)
+    assert 400 < int(first.sum()) < 600  # a random half, not the first half
+    assert torch.equal(first, alternating_flips(1000, seed=3, epoch=1))
+    assert not torch.equal(first, alternating_flips(1000, seed=4, epoch=1))
+    x = batch(8)
+    mirror = torch.tensor([True, False] * 4)
+    y = augment(x, AugmentConfig(max_shift=0), mirror=mirror)
+    assert torch.equal(y[mirror], x[mirror].flip(-1)) and torch.equal(y[~mirror], x[~mirror])
 
 
 def test_translate_moves_a_single_pixel_by_at_most_k():

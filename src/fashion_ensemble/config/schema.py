@@ -58,6 +58,8 @@ class DataConfig:
 class AugmentConfig:
     epochs: int = 5  # the paper: augmentation in the first five epochs only, then "frozen"
     flip: bool = True  # garments are left/right symmetric enough that a mirror is a new valid sample
+    flip_alternate: bool = False  # airbench's flip: each image mirrored in every other augmented epoch (a seeded
+    # random half in the first) instead of by a coin each epoch, so that two epochs see both of its sides
     max_shift: int = 2  # pixels; Fashion-MNIST is centred, so small translations are the realistic variation
     erase_prob: float = 0.0  # random erasing: chance per image of blanking one rectangle (regularises the CNN)
     erase_max_frac: float = 0.25  # the erased rectangle covers at most this share of the image

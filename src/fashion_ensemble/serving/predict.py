@@ -1,4 +1,5 @@
-"""Predictions as records, the same for the CLI's `predict --json` and the HTTP service:
+"""Predictions as records, the same for the CLI's `predict --json` and the HTTP service, and as CSV rows
+(`predict --csv`):
 
     {"file": "shoe.jpg", "label": "Sneaker", "ood": false, "ood_score": 0.41,
      "probabilities": {"Sneaker": 0.97, ...}, "members": {"ann": {"Sneaker": 0.91, ...}, "cnn": {...}}}
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fashion_ensemble.errors import UserError
+from fashion_ensemble.text import spreadsheet
 from fashion_ensemble.model.preprocess import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, image_files, preprocess
 
 DECIMALS = 6  # 1e-6 is far below any decision; full float64 digits only make the JSON unreadable
@@ -78,3 +80,21 @@ def predict_files(ensemble, files: list[Path], top_k: int | None = None,
         results = dict(zip(good, records(ensemble, np.stack([inputs[f] for f in good]), top_k) if good else []))
         for f in chunk:
             yield {"file": str(f), "error": errors[f]} if f in errors else {"file": str(f), **results[f]}
+
+
+def csv_header(top_k: int) -> list[str]:
+    """file, label, class_1, probability_1, ..., class_k, probability_k, ood, ood_score, error."""
+    ranks = [f"{what}_{i}" for i in range(1, top_k + 1) for what in ("class", "probability")]
+    return ["file", "label", *ranks, "ood", "ood_score", "error"]
+
+
+def csv_row(rec: dict, top_k: int) -> list:
+    """One record as a row under `csv_header(top_k)`: a file that could not be read has only its file and error.
+    User text (file and class names) cannot start a spreadsheet formula (text.spreadsheet)."""
+    if "error" in rec:
+        return [spreadsheet(rec["file"]), *[""] * (2 * top_k + 3), spreadsheet(rec["error"])]
+    top = [x for c, p in list(rec["probabilities"].items())[:top_k] for x in (spreadsheet(c), f"{p:.{DECIMALS}f}")]
+    top += [""] * (2 * top_k - len(top))  # fewer classes than top_k
+    ood = "" if rec["ood"] is None else str(rec["ood"]).lower()
+    score = "" if rec["ood_score"] is None else f"{rec['ood_score']:.{DECIMALS}f}"
+    return [spreadsheet(rec["file"]), spreadsheet(rec["label"]), *top, ood, score, ""]

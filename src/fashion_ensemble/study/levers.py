@@ -27,6 +27,31 @@ def label_smoothing(cfg):
             map_members(cfg, lambda m: with_train(m, label_smoothing=0.0 if on else 0.1)))
 
 
+def strong_label_smoothing(cfg):
+    return ("label smoothing 0.2 for every member (airbench's)",
+            map_members(cfg, lambda m: with_train(m, label_smoothing=0.2)))
+
+
+def alternate_flip(cfg):
+    return ("flips that alternate by epoch instead of a coin each epoch (airbench's)",
+            map_members(cfg, lambda m: with_augment(m, flip_alternate=True)))
+
+
+def cnn_augment_to_finetune(cfg):
+    def longer(m):
+        return with_augment(m, epochs=round(m.train.epochs * (1 - m.train.finetune_frac)))
+    return "CNN augmented until LC3's fine-tuning phase", map_members(cfg, longer, "cnn")
+
+
+def cnn_higher_lr(cfg):
+    return "CNN at twice its peak learning rate", map_members(cfg, lambda m: with_train(m, lr=m.train.lr * 2), "cnn")
+
+
+def long_warmup(cfg):
+    return ("a warm-up of a quarter of the steps (LC3 near a one-cycle triangle)",
+            map_members(cfg, lambda m: with_train(m, warmup_frac=0.25)))
+
+
 def random_erasing(cfg):
     on = _cnn(cfg).train.augment.erase_prob > 0
     return ("CNN without random erasing" if on else "CNN with random erasing (p 0.5) in its augmented epochs",
@@ -124,6 +149,11 @@ def second_cnn(cfg):
 
 TRAINING_LEVERS: dict[str, Callable[[RunConfig], tuple[str, RunConfig]]] = {
     "label_smoothing": label_smoothing,
+    "strong_label_smoothing": strong_label_smoothing,
+    "alternate_flip": alternate_flip,
+    "cnn_augment_to_finetune": cnn_augment_to_finetune,
+    "cnn_higher_lr": cnn_higher_lr,
+    "long_warmup": long_warmup,
     "random_erasing": random_erasing,
     "augment_every_epoch": augment_longer,
     "no_augmentation": no_augmentation,

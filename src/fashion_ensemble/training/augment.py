@@ -10,10 +10,12 @@ import torch.nn.functional as F
 from fashion_ensemble.config import AugmentConfig
 
 
-def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random horizontal flip, optional elastic distortion, random integer translation, optional random erasing."""
+def augment(x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None,
+            mirror: torch.Tensor | None = None) -> torch.Tensor:
+    """Horizontal flip (random, or of the images where the (N,) bool `mirror` is true), optional elastic
+    distortion, random integer translation, optional random erasing."""
     if cfg.flip:
-        x = random_flip(x, generator)
+        x = random_flip(x, generator) if mirror is None else torch.where(mirror.reshape(-1, 1, 1, 1), x.flip(-1), x)
     if cfg.elastic_alpha > 0:
         x = random_elastic(x, cfg.elastic_alpha, cfg.elastic_sigma, generator)
     if cfg.max_shift > 0:
@@ -31,6 +33,13 @@ def _rand(shape, x: torch.Tensor, generator) -> torch.Tensor:
 def random_flip(x: torch.Tensor, generator=None) -> torch.Tensor:
     flip = _rand((x.shape[0], 1, 1, 1), x, generator) < 0.5
     return torch.where(flip, x.flip(-1), x)
+
+
+def alternating_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """(n,) bool: which images `cfg.flip_alternate` mirrors in the 1-based augmented `epoch`: a seeded random half in
+    odd epochs, the other half in even ones. Its own generator, so the shuffling stream and a resume are unchanged."""
+    first = torch.rand(n, generator=torch.Generator().manual_seed(seed + 1)) < 0.5
+    return first if epoch % 2 == 1 else ~first
 
 
 def gaussian_blur_matrix(size: int, sigma: float, device=None) -> torch.Tensor:

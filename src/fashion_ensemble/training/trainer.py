@@ -25,7 +25,7 @@ from fashion_ensemble.data.split import one_hot
 from fashion_ensemble.members.layers import Normalize
 from fashion_ensemble.model.inference import autocast, choose_precision, predict_logits, to_nchw
 from fashion_ensemble.training import distributed
-from fashion_ensemble.training.augment import augment
+from fashion_ensemble.training.augment import alternating_flips, augment
 from fashion_ensemble.training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from fashion_ensemble.training.schedule import lc3_factor
 
@@ -117,6 +117,7 @@ def train_member(
         model.train()
         start = time.perf_counter()
         order = torch.randperm(n, generator=gen).to(device)
+        mirror = alternating_flips(n, seed, epoch).to(device) if augmented and cfg.augment.flip_alternate else None
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
@@ -129,7 +130,8 @@ def train_member(
             idx = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             xb, yb = x_tr[idx], y_tr[idx]
             if augmented:
-                xb = augment(xb, cfg.augment, gen)  # the whole global batch on every rank: generators stay in step
+                # the whole global batch on every rank: generators stay in step
+                xb = augment(xb, cfg.augment, gen, None if mirror is None else mirror[idx])
             if world_size > 1:
                 xb, yb = xb[rank::world_size], yb[rank::world_size]
             loss, logits = train_step(net, opt, sched, xb, yb, device=device, precision=precision,
