@@ -460,8 +460,8 @@ def cmd_predict(args) -> int:
         if table is not None:
             file.close()
     if table is not None:
-        print(terminal(f"wrote {done - failed:,} predictions to {args.csv}"
-                       + (f" ({failed:,} file{'s' * (failed != 1)} could not be read: their rows say why)" if failed else "")))
+        unread = f" ({failed:,} file{'s' * (failed != 1)} could not be read: their rows say why)" if failed else ""
+        print(terminal(f"wrote {done - failed:,} predictions to {args.csv}{unread}"))
     if failed:
         print(f"fashion-ensemble: {failed} of {len(files)} files could not be read", file=sys.stderr)
     return 1 if failed else 0

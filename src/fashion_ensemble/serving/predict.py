@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from fashion_ensemble.errors import UserError
-from fashion_ensemble.text import spreadsheet
 from fashion_ensemble.model.preprocess import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, image_files, preprocess
+from fashion_ensemble.text import spreadsheet
 
 DECIMALS = 6  # 1e-6 is far below any decision; full float64 digits only make the JSON unreadable
 
