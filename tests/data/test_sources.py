@@ -450,3 +450,35 @@ def test_bench_times_bf16_beside_fp32_where_it_is_native(monkeypatch, tiny_run):
     assert result["precisions"] == ["fp32", "bf16"]
     assert result["cnn_train_img_s_bf16"] > 0 and result["ann_bf16_speedup"] > 0
     assert "bf16 (native here)" in bench.format_result(result)
+
+
+@pytest.mark.parametrize("protocol", ["standard", "paper"])
+@pytest.mark.parametrize("layout", [None, ["train", "test"], ["train", "val", "test"]])
+def test_every_image_of_a_folder_knows_its_file(tmp_path, protocol, layout):
+    folder = image_folder(tmp_path / "photos", per_class=30, splits=layout)
+    (folder / (layout[0] if layout else "") / "bag" / "broken.png").write_bytes(b"not a png")  # left out
+    split = fe.make_split(folder_config(folder, protocol=protocol, skip_bad_images=True).data, progress=False)
+    seen = []
+    for part in ("train", "val", "test"):
+        (images, labels), origins = getattr(split, part), split.origins[part]
+        assert len(origins) == len(labels)
+        for image, label, origin in zip(images, labels, origins):
+            assert origin.split("/")[-2] == split.classes[label]
+            assert np.array_equal(preprocess(folder / origin), image)
+        seen += list(origins)
+    assert len(set(seen)) == len(seen) == 3 * 30 * len(layout or [None]) and not any("broken" in o for o in seen)
+
+
+@pytest.mark.parametrize("protocol", ["standard", "paper"])
+def test_every_idx_image_knows_its_file_and_place(tmp_path, protocol):
+    folder = idx_folder(tmp_path / "idx")
+    raw, *_ = load_source(config_for(folder).data)
+    split = fe.make_split(dataclasses.replace(config_for(folder).data, protocol=protocol), progress=False)
+    for part in ("train", "val", "test"):
+        (images, labels), origins = getattr(split, part), split.origins[part]
+        for image, label, origin in zip(images, labels, origins):
+            file, place = origin[:-1].split("[")
+            source = {FILES[p][0]: p for p in FILES}[file]
+            assert np.array_equal(raw[source][0][int(place)], image) and raw[source][1][int(place)] == label
+    if protocol == "standard":  # the official test file, in its order
+        assert list(split.origins["test"]) == [f"{FILES['test'][0]}[{i}]" for i in range(90)]

@@ -255,7 +255,10 @@ def test_the_weighting_sentence_does_not_repeat_itself():
 
 
 def test_the_report_shows_the_most_confident_mistakes(tiny_run):
-    errors = json.loads((tiny_run / "metrics.json").read_text())["top_errors"]
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    errors, every = metrics["top_errors"], metrics["test_errors"]
+    assert len(every) == metrics["models"]["ensemble"]["errors"] and errors == every[:16]
+    assert [e["origin"] for e in every] == [f"t10k-images-idx3-ubyte.gz[{e['index']}]" for e in every]
     assert len(errors) <= 16 and all(e["true"] != e["predicted"] for e in errors)
     assert [e["confidence"] for e in errors] == sorted((e["confidence"] for e in errors), reverse=True)
     assert bool(errors) == (tiny_run / "misclassified.png").is_file()

@@ -59,7 +59,8 @@ def test_score_is_the_study_s_metrics_from_probabilities_alone(steps):
     ensemble.fit(val.raw, val.labels, calibrate=True, weighting="tuned")
     test = predict(ensemble, *split.test)
     scores = score(ensemble, test, val)
-    assert list(scores) == ["val_accuracy", "models", "significance", "top_errors", "calibration", "alternatives"]
+    assert list(scores) == ["val_accuracy", "models", "significance", "top_errors", "test_errors", "calibration",
+                            "alternatives"]
     y = split.test[1]
     for name, member in ensemble.members.items():  # members scored with their temperatures: what they vote with
         proba = member.predict_proba(split.test[0])

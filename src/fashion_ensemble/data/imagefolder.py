@@ -64,7 +64,7 @@ def load_image_folder(folder: Path, *, pipeline: str = "preprocess", skip_bad: b
                       size: int = SIZE, channels: int = 1
                       ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...], dict]:
     """({split or "all": (images uint8 (N, S, S) or (N, S, S, 3), labels int64 (N,))}, class names, facts about the
-    reading)."""
+    reading; its "origins": {split or "all": each image's file, relative to `folder`, (N,) object array})."""
     if pipeline not in PIPELINES:
         raise UserError(f"data.pipeline must be one of {', '.join(PIPELINES)}, got {pipeline!r}")
     files, classes, skipped_hidden = list_files(folder)
@@ -82,8 +82,12 @@ def load_image_folder(folder: Path, *, pipeline: str = "preprocess", skip_bad: b
                         f"{', ...' if len(bad) > 3 else ''}: {bad[0][1]}); fix or remove them, or pass "
                         "--skip-bad-images to leave them out")
     raw = {part: (images[parts == part], labels[parts == part]) for part in dict.fromkeys(parts.tolist())}
+    unread = {path for path, _ in bad}
+    paths = np.array([str(Path(path).relative_to(folder)) for path, _, _ in files if path not in unread],
+                     dtype=object)  # in the order of `images`: decoding keeps the files' order
     facts = {"folder": str(folder), "files": len(files), "skipped_bad_images": len(bad),
-             "skipped_hidden": skipped_hidden, "cached": cached is not None}
+             "skipped_hidden": skipped_hidden, "cached": cached is not None,
+             "origins": {part: paths[parts == part] for part in raw}}
     if bad:  # --skip-bad-images: said, not silent
         warnings.warn(f"{folder}: left out {len(bad)} of {len(files)} files that cannot be decoded "
                       f"({bad[0][1]}{'; ...' if len(bad) > 1 else ''})", Notice,

@@ -20,10 +20,11 @@ from fashion_ensemble.errors import UserError
 
 
 def load_source(cfg: DataConfig, data_dir=None, progress: bool = True
-                ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...], dict]:
+                ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], tuple[str, ...], dict, dict[str, np.ndarray]]:
     """The parts of `cfg.source` as it gives them ("train" and "test", also "val" from an image folder that has one,
-    or "all" from one without split folders; as `load_raw` returns them), its class names, and what reading left
-    out ({"skipped_bad_images": n, "skipped_hidden": n}, only the counts above 0; {} for IDX files)."""
+    or "all" from one without split folders; as `load_raw` returns them), its class names, what reading left
+    out ({"skipped_bad_images": n, "skipped_hidden": n}, only the counts above 0; {} for IDX files), and where each
+    image came from ({part: (N,) object array of `origin`s})."""
     idx = cfg.source == FASHION_MNIST or (Path(cfg.source) / FILES["train"][0]).is_file()
     if idx and cfg.channels != 1:
         raise UserError(f"data source {cfg.source}: IDX files hold greyscale images; leave data.channels at 1 (got "
@@ -31,17 +32,24 @@ def load_source(cfg: DataConfig, data_dir=None, progress: bool = True
     if cfg.source == FASHION_MNIST:
         if cfg.image_size != 28:
             raise UserError(f"Fashion-MNIST's images are 28×28; leave data.image_size at 28 (got {cfg.image_size})")
-        return load_raw(data_dir, verify_checksums=cfg.verify_checksums), CLASSES, {}
+        raw = load_raw(data_dir, verify_checksums=cfg.verify_checksums)
+        return raw, CLASSES, {}, idx_origins(raw)
     folder = Path(cfg.source)
     if not folder.is_dir():
         raise UserError(f"data source {cfg.source!r} is neither {FASHION_MNIST!r} nor a folder")
     if idx:
         raw = load_raw(folder, verify_checksums=False, num_classes=None, size=cfg.image_size)
-        return raw, idx_classes(folder, raw), {}
+        return raw, idx_classes(folder, raw), {}, idx_origins(raw)
     if is_image_folder(folder):
         raw, classes, facts = load_image_folder(folder, pipeline=cfg.pipeline, skip_bad=cfg.skip_bad_images,
                                                 progress=progress, size=cfg.image_size, channels=cfg.channels)
         left_out = {k: facts[k] for k in ("skipped_bad_images", "skipped_hidden") if facts[k]}
-        return raw, classes, left_out
+        return raw, classes, left_out, facts["origins"]
     raise UserError(f"{folder}: neither the four IDX files ({', '.join(f for pair in FILES.values() for f in pair)}) "
                     "nor class sub-folders of images")
+
+
+def idx_origins(raw: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Each IDX image's origin: its images file and its place in it, "t10k-images-idx3-ubyte.gz[123]" (0-based)."""
+    return {part: np.array([f"{FILES[part][0]}[{i}]" for i in range(len(y))], dtype=object)
+            for part, (_, y) in raw.items()}

@@ -33,6 +33,8 @@ class Split:
     test: tuple[np.ndarray, np.ndarray]
     classes: tuple[str, ...] = CLASSES
     source: dict = dataclasses.field(default_factory=dict)  # what reading left out: {"skipped_bad_images": 3, ...}
+    origins: dict[str, np.ndarray] | None = None  # part → (N,) object array: where each image came from, a file
+    # relative to the source folder ("test/Bag/x.png") or an IDX file and place ("t10k-images-idx3-ubyte.gz[12]")
 
     @property
     def mean_std(self) -> tuple[float, float]:
@@ -107,14 +109,17 @@ def _image_digests(images: np.ndarray) -> list[bytes]:
 
 
 def make_split(cfg: DataConfig, data_dir=None, raw=None, classes: tuple[str, ...] = CLASSES,
-               progress: bool = True, left_out: dict | None = None) -> Split:
+               progress: bool = True, left_out: dict | None = None, origins: dict | None = None) -> Split:
     """Build the protocol's split from the configured source (or from `raw`, as returned by `load_raw`, with its
-    `classes` and what reading it `left_out`): "paper" pools every part and splits it 80/10/10 (as does a source that
-    gives no split: "all"); "standard" keeps the source's test part, and its val part if it has one, else holds
-    val_fraction of train out. `train_subset` keeps that many training images, drawn at random (stratified) where
-    the training part comes in the source's order (a folder's train/ with its own val/)."""
+    `classes`, what reading it `left_out` and its images' `origins`, as `load_source` returns them): "paper" pools
+    every part and splits it 80/10/10 (as does a source that gives no split: "all"); "standard" keeps the source's
+    test part, and its val part if it has one, else holds val_fraction of train out. `train_subset` keeps that many
+    training images, drawn at random (stratified) where the training part comes in the source's order (a folder's
+    train/ with its own val/)."""
     if raw is None:
-        raw, classes, left_out = load_source(cfg, data_dir, progress)
+        raw, classes, left_out, origins = load_source(cfg, data_dir, progress)
+    if origins is None:  # raw parts given without them: each image's part and place
+        origins = {k: np.array([f"{k}[{i}]" for i in range(len(y))], dtype=object) for k, (_, y) in raw.items()}
     pooled = cfg.protocol == "paper" or "all" in raw
     if cfg.source != FASHION_MNIST:  # before splitting: a stratified split needs a few of each class
         if pooled:
@@ -125,27 +130,32 @@ def make_split(cfg: DataConfig, data_dir=None, raw=None, classes: tuple[str, ...
             needed = MIN_PER_CLASS if "val" in raw else math.ceil(MIN_PER_CLASS / cfg.val_fraction)
             _check_counts({"train": raw["train"][1]}, classes, needed)
     if pooled:
+        # The origins go through the same splits as the images: scikit-learn draws one permutation for all arrays.
         x_all = np.concatenate([raw[k][0] for k in raw])
         y_all = np.concatenate([raw[k][1] for k in raw])
-        x_tr, x_rest, y_tr, y_rest = train_test_split(
-            x_all, y_all, test_size=0.2, stratify=y_all, random_state=cfg.split_seed
+        o_all = np.concatenate([origins[k] for k in raw])
+        x_tr, x_rest, y_tr, y_rest, o_tr, o_rest = train_test_split(
+            x_all, y_all, o_all, test_size=0.2, stratify=y_all, random_state=cfg.split_seed
         )
-        x_va, x_te, y_va, y_te = train_test_split(
-            x_rest, y_rest, test_size=0.5, stratify=y_rest, random_state=cfg.split_seed
+        x_va, x_te, y_va, y_te, o_va, o_te = train_test_split(
+            x_rest, y_rest, o_rest, test_size=0.5, stratify=y_rest, random_state=cfg.split_seed
         )
     elif "val" in raw:  # "standard" with the source's own validation part
         (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = raw["train"], raw["val"], raw["test"]
+        o_tr, o_va, o_te = origins["train"], origins["val"], origins["test"]
         if cfg.train_subset is not None and cfg.train_subset < len(y_tr):  # else the first classes' files alone
             order = np.random.default_rng(cfg.split_seed).permutation(len(y_tr))
-            x_tr, y_tr = x_tr[order], y_tr[order]
+            x_tr, y_tr, o_tr = x_tr[order], y_tr[order], o_tr[order]
     else:  # "standard" (DataConfig admits no other)
         (x_tr, y_tr), (x_te, y_te) = raw["train"], raw["test"]
-        x_tr, x_va, y_tr, y_va = train_test_split(
-            x_tr, y_tr, test_size=cfg.val_fraction, stratify=y_tr, random_state=cfg.split_seed
+        o_te = origins["test"]
+        x_tr, x_va, y_tr, y_va, o_tr, o_va = train_test_split(
+            x_tr, y_tr, origins["train"], test_size=cfg.val_fraction, stratify=y_tr, random_state=cfg.split_seed
         )
     if cfg.train_subset is not None:
-        x_tr, y_tr = x_tr[: cfg.train_subset], y_tr[: cfg.train_subset]
-    split = Split(cfg.protocol, (x_tr, y_tr), (x_va, y_va), (x_te, y_te), tuple(classes), dict(left_out or {}))
+        x_tr, y_tr, o_tr = x_tr[: cfg.train_subset], y_tr[: cfg.train_subset], o_tr[: cfg.train_subset]
+    split = Split(cfg.protocol, (x_tr, y_tr), (x_va, y_va), (x_te, y_te), tuple(classes), dict(left_out or {}),
+                  {"train": o_tr, "val": o_va, "test": o_te})
     if cfg.source != FASHION_MNIST:
         _check_counts({"train": y_tr, "val": y_va, "test": y_te}, classes, MIN_PER_CLASS)
     return split
@@ -182,9 +192,9 @@ def describe(data_dir=None, cfg: DataConfig | None = None) -> dict:
     """`fashion-ensemble data check`: the source read with every check (for Fashion-MNIST: magic numbers, shapes,
     counts, checksums), and each protocol's split facts: {"source", "classes", "protocols": {protocol: facts}}."""
     cfg = cfg or DataConfig()
-    raw, classes, left_out = load_source(cfg, data_dir)
+    raw, classes, left_out, origins = load_source(cfg, data_dir)
     where = str(resolve_data_dir(data_dir)) if cfg.source == FASHION_MNIST else cfg.source
     return {"source": where, "classes": list(classes), "left_out": left_out,
             "protocols": {p: make_split(dataclasses.replace(cfg, protocol=p), raw=raw, classes=classes,
-                                        left_out=left_out).facts()
+                                        left_out=left_out, origins=origins).facts()
                           for p in PROTOCOLS}}

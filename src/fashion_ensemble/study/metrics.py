@@ -89,13 +89,16 @@ def bootstrap_accuracy_ci(y_true: np.ndarray, y_pred: np.ndarray, *, n_boot: int
     return float(np.quantile(accs, alpha)), float(np.quantile(accs, 1.0 - alpha))
 
 
-def top_errors(y_true: np.ndarray, proba: np.ndarray, classes, k: int = 16) -> list[dict]:
-    """The `k` most confident wrong predictions (fastai's top losses): [{"index", "true", "predicted",
-    "confidence"}], from the most confident down."""
+def top_errors(y_true: np.ndarray, proba: np.ndarray, classes, k: int | None = 16,
+               origins: np.ndarray | None = None) -> list[dict]:
+    """The `k` most confident wrong predictions (fastai's top losses; all of them when k is None): [{"index",
+    "true", "predicted", "confidence"}, and "origin" (the image's file) when `origins` are given], from the most
+    confident down; "index" counts in the part scored."""
     pred = proba.argmax(1)
     wrong = np.flatnonzero(pred != y_true)
     order = wrong[np.argsort(-proba[wrong, pred[wrong]], kind="stable")][:k]
-    return [{"index": int(i), "true": classes[int(y_true[i])], "predicted": classes[int(pred[i])],
+    return [{"index": int(i), **({} if origins is None else {"origin": str(origins[i])}),
+             "true": classes[int(y_true[i])], "predicted": classes[int(pred[i])],
              "confidence": float(proba[i, pred[i]])} for i in order]
 
 

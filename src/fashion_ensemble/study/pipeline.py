@@ -177,10 +177,10 @@ def split_as_trained(folder: RunFolder, data_dir=None, progress: bool = False) -
     trained on. Folders written before data fingerprints are checked by classes and sizes alone, with a notice."""
     cfg = folder.config()
     classes = folder.ensemble_spec().get("classes", list(CLASSES))
-    raw, now, left_out = load_source(cfg.data, data_dir, progress)
+    raw, now, left_out, origins = load_source(cfg.data, data_dir, progress)
     recorded = folder.metrics()["split"]
     changed = class_changes(classes, now)
-    split = None if changed else make_split(cfg.data, raw=raw, classes=now, left_out=left_out)
+    split = None if changed else make_split(cfg.data, raw=raw, classes=now, left_out=left_out, origins=origins)
     differences = [changed] if changed else split.compare(recorded)
     if differences:
         raise UserError(f"{folder.path}: its data changed since it was trained ({'; '.join(differences)}); score it "
@@ -256,7 +256,8 @@ def _study(cfg: RunConfig, split: Split, folder: RunFolder, opts: Options) -> Pa
 def study_metrics(cfg: RunConfig, split: Split, ensemble: SoftVotingEnsemble, val) -> dict:
     """metrics.json of a fitted ensemble: the run's facts, then its scores on the test split (`val`: its members'
     predictions on validation, as `fit` used them)."""
-    return {**run_facts(cfg, split, ensemble), **score(ensemble, predict(ensemble, *split.test), val)}
+    origins = None if split.origins is None else split.origins["test"]
+    return {**run_facts(cfg, split, ensemble), **score(ensemble, predict(ensemble, *split.test), val, origins)}
 
 
 def _write_report(path: Path, cfg: RunConfig, split: Split, metrics: dict, history: dict, timing: dict,

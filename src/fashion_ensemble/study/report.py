@@ -263,6 +263,7 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
           for p in ens["most_confused"]),
         "",
     ]
+    lines += mistake_lines(metrics, cfg.data.source)
     sim = ens.get("similar_class_confusions")  # Fashion-MNIST's upper-body garments
     if sim:
         lines += [
@@ -314,6 +315,27 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
         "",
     ]
     return "\n".join(lines)
+
+
+def mistake_lines(metrics: dict, source: str) -> list[str]:
+    """The ensemble's most confident test mistakes, each with its file: where to look for a wrong label."""
+    errors = metrics.get("top_errors") or []
+    if not errors or "origin" not in errors[0]:  # none, or a run from before origins were recorded
+        return []
+    where = "the IDX files' names and 0-based places" if errors[0]["origin"].endswith("]") else \
+        f"paths under {markdown(source)}"
+    return [
+        "## The most confident mistakes (ensemble, test)",
+        "",
+        f"Files as {where}; all {len(metrics.get('test_errors', errors)):,} test errors are in metrics.json "
+        "(`test_errors`), most confident first. A confident mistake is often a wrong label: look at the image.",
+        "",
+        "| file | true | predicted | confidence |",
+        "|---|---|---|---|",
+        *(f"| {markdown(e['origin'])} | {markdown(e['true'])} | {markdown(e['predicted'])} | {e['confidence']:.1%} |"
+          for e in errors),
+        "",
+    ]
 
 
 def ood_lines(rates: dict | None) -> list[str]:
@@ -438,18 +460,27 @@ def plot_per_class_f1(metrics: dict):
 
 
 def plot_misclassified(errors: list[dict], images: np.ndarray):
-    """The ensemble's most confident mistakes on test: each image with its true and predicted class."""
+    """The ensemble's most confident mistakes on test: each image with its true and predicted class, and its file
+    (the end of its name) where the run recorded it."""
     cols = min(8, len(errors))
     rows = -(-len(errors) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.6 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, e, image in zip(axes.ravel(), errors, images):
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
-        ax.set_title(f"{plain(e['true'])}\n→ {plain(e['predicted'])} {e['confidence']:.0%}", fontsize=7)
+        caption = f"{_short(plain(e['true']))}\n→ {_short(plain(e['predicted']))} {e['confidence']:.0%}"
+        if "origin" in e:
+            caption += "\n" + _short(plain(e["origin"]).rsplit("/", 1)[-1], 22)
+        ax.set_title(caption, fontsize=7)
     fig.suptitle("The ensemble's most confident mistakes on test (true → predicted, confidence)", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _short(text: str, width: int = 18) -> str:
+    """`text` cut to `width` characters with an ellipsis: a caption as wide as its image, not its neighbour's."""
+    return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
 def plot_reliability(metrics: dict):

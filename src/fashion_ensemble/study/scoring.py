@@ -35,13 +35,17 @@ def predict(ensemble: SoftVotingEnsemble, images: np.ndarray, labels: np.ndarray
                        np.asarray(labels), scores)
 
 
-def score(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions | None = None) -> dict:
-    """The scores of a fitted ensemble, from its members' probabilities on test (and validation):
+def score(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions | None = None,
+          origins: np.ndarray | None = None) -> dict:
+    """The scores of a fitted ensemble, from its members' probabilities on test (and validation), `origins` naming
+    each test image's file:
 
     - "models": each member's (with its temperature) and the ensemble's classification metrics on test;
     - "significance": McNemar's exact test of the ensemble against each member on test;
     with `val`, also
     - "val_accuracy" of each and of the ensemble;
+    - "top_errors": the ensemble's 16 most confident mistakes on test, and "test_errors": all of them, each with its
+      file (`origins`);
     - "calibration": a temperature fit on validation and scored on test, each member from its raw outputs (so that
       "after" is what it votes with when it is calibrated), the ensemble as it votes;
     - "alternatives": equal and tuned weights side by side, and, for calibrated members, both without temperatures.
@@ -67,7 +71,8 @@ def score(ensemble: SoftVotingEnsemble, test: Predictions, val: Predictions | No
         "val_accuracy": {n: float((p.argmax(1) == y_va).mean()) for n, p in val_all.items()},
         "models": models,
         "significance": significance,
-        "top_errors": top_errors(y_te, ens_p, classes),  # the ensemble's most confident mistakes on test
+        "top_errors": top_errors(y_te, ens_p, classes, origins=origins),  # its most confident mistakes on test
+        "test_errors": top_errors(y_te, ens_p, classes, k=None, origins=origins),  # every one, down to the file
         "calibration": {**{n: calibration(y_va, val.raw[n], y_te, test.raw[n]) for n in names},
                         "ensemble": calibration(y_va, val_all["ensemble"], y_te, ens_p)},
         "alternatives": {**alternatives(val_p, y_va, test_p, y_te, classes),  # as the members vote
