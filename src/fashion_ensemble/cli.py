@@ -162,6 +162,21 @@ def build_parser() -> argparse.ArgumentParser:
     od.add_argument("--json", action="store_true", help="print the rates as JSON")
     od.set_defaults(func=cmd_ood)
 
+    lb = sub.add_parser("labels", help="rank the images of every part (train included) whose given label the models "
+                        "doubt (cleanlab on out-of-sample probabilities): a CSV and a gallery")
+    lb.add_argument("run_dir")
+    add_common(lb)
+    lb.add_argument("--csv", default="label-issues.csv", metavar="OUT.csv",
+                    help="the table (default ./label-issues.csv): part, index, origin (the file), given, suggested, "
+                    "suggested_probability, quality; the gallery beside it as OUT.png")
+    lb.add_argument("--folds", type=positive_int, default=3,
+                    help="cross-validation folds for the training images (default 3): each member is trained again "
+                    "on the other folds, about folds - 1 times the run's training in all")
+    lb.add_argument("--time-limit", default=None, metavar="DURATION",
+                    help="plan the folds' training to end within this (10m, 1h); default: the run's own epochs")
+    lb.add_argument("--quiet", action="store_true", help="no progress lines")
+    lb.set_defaults(func=cmd_labels)
+
     pr = sub.add_parser("predict", help="classify image files (any size, colour or common format) with a trained run "
                         "(or the shipped model)")
     pr.add_argument("inputs", nargs="+", metavar="[RUN_DIR] FILE_OR_FOLDER",
@@ -382,6 +397,24 @@ def cmd_ood(args) -> int:
         print(f"{Path(args.run_dir) / ood.FILE}: flags {rates['flag_rate']:.0%} of validation images; on the test "
               f"images {share('flagged')} (of the correct predictions {share('correct_flagged')}, of the wrong ones "
               f"{share('wrong_flagged')}); accuracy {share('accuracy_kept')} on those kept")
+    return 0
+
+
+def cmd_labels(args) -> int:
+    from fashion_ensemble.study import labels
+    from fashion_ensemble.text import terminal
+    from fashion_ensemble.training import distributed
+
+    limit = None if args.time_limit is None else config.parse_duration(args.time_limit)
+    rows, gallery = labels.check_labels(args.run_dir, args.csv, folds=args.folds, time_limit_s=limit,
+                                        data_dir=args.data_dir, device=distributed.resolve_device(args.device),
+                                        progress=not args.quiet)
+    parts = ", ".join(f"{part} {sum(r['part'] == part for r in rows):,}" for part in labels.PARTS)
+    print(terminal(f"{len(rows):,} suspected label errors ({parts}) in {args.csv}"
+                   + (f"; the most doubtful {min(len(rows), labels.GALLERY)} in {gallery}" if rows else "")))
+    for r in rows[:5]:
+        print(terminal(f"  {r['origin']}: labelled {r['given']}, looks like {r['suggested']} "
+                       f"({r['suggested_probability']:.0%})"))
     return 0
 
 

@@ -459,7 +459,8 @@ def plot_per_class_f1(metrics: dict):
     return fig
 
 
-def plot_misclassified(errors: list[dict], images: np.ndarray):
+def plot_misclassified(errors: list[dict], images: np.ndarray,
+                       title: str = "The ensemble's most confident mistakes on test (true → predicted, confidence)"):
     """The ensemble's most confident mistakes on test: each image with its true and predicted class, and its file
     (the end of its name) where the run recorded it."""
     cols = min(8, len(errors))
@@ -473,7 +474,7 @@ def plot_misclassified(errors: list[dict], images: np.ndarray):
         if "origin" in e:
             caption += "\n" + _short(plain(e["origin"]).rsplit("/", 1)[-1], 22)
         ax.set_title(caption, fontsize=7)
-    fig.suptitle("The ensemble's most confident mistakes on test (true → predicted, confidence)", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 
