@@ -267,6 +267,9 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=config.PRECISIONS, default=None,
                    help="training's arithmetic for every member: auto (the profile's default): bf16 on CUDA and on "
                         "CPUs with native bf16 (AVX-512 BF16, AMX), else fp32; or fp32 / bf16 forced")
+    p.add_argument("--balanced", action="store_true",
+                   help="weight each class's loss by the inverse of its share of the training images, for every "
+                        "member (train.class_weights=balanced): for classes of very unequal size")
     add_no_flips(p)
 
 
@@ -302,7 +305,8 @@ def cmd_run(args) -> int:
                          "--set": args.overrides or None, "--restart": args.restart or None,
                          "--skip-bad-images": args.skip_bad_images or None, "--image-size": args.image_size,
                          "--channels": args.channels, "--no-flips": args.no_flips or None,
-                         "--precision": args.precision, "--time-limit": args.time_limit}
+                         "--precision": args.precision, "--time-limit": args.time_limit,
+                         "--balanced": args.balanced or None}
         given = [name for name, value in options_given.items() if value is not None]
         if given:
             raise UserError(f"--resume continues a run with its own config.json; drop {' '.join(given)}")
@@ -338,6 +342,8 @@ def run_config(args) -> config.RunConfig:
     cfg = config.resolve(profile_name=args.profile, config_file=args.config, protocol=args.protocol, seed=args.seed,
                          data_source=args.data_source, overrides=overrides, default_profile=args.profile_default)
     cfg = config.with_precision(cfg, args.precision) if args.precision else cfg
+    if args.balanced:
+        cfg = config.map_members(cfg, lambda m: config.with_train(m, class_weights="balanced"))
     limit = getattr(args, "time_limit", None)
     cfg = config.with_time_limit(cfg, config.parse_duration(limit)) if limit is not None else cfg
     return config.without_flips(cfg) if args.no_flips else cfg
@@ -605,6 +611,7 @@ def cmd_bench(args) -> int:
 
 def cmd_data_check(args) -> int:
     from fashion_ensemble.data import split as data
+    from fashion_ensemble.text import terminal
 
     cfg = config.DataConfig(source=args.data_source or config.FASHION_MNIST, image_size=args.image_size or 28,
                             channels=args.channels or 1, skip_bad_images=args.skip_bad_images)
@@ -620,7 +627,13 @@ def cmd_data_check(args) -> int:
     for protocol, facts in checked["protocols"].items():
         sizes = ", ".join(f"{k} {v:,}" for k, v in facts["sizes"].items())
         dups = ", ".join(f"{k} {v:,}" for k, v in facts["cross_split_duplicates"].items())
-        print(f"protocol {protocol}: {sizes}; images with an exact copy in an earlier part: {dups}")
+        near = ", ".join(f"{k} {v:,}" for k, v in facts["near_duplicates"].items())
+        print(f"protocol {protocol}: {sizes}; images with an exact copy in an earlier part: {dups}; with a near "
+              f"copy (re-encoded, re-saved): {near}")
+    if checked["rare_classes"]:
+        rare = ", ".join(f"{c} ({n:,})" for c, n in checked["rare_classes"].items())
+        print(terminal(f"warning: rare classes, under a tenth of the largest class's images: {rare}; the models will "
+                       "seldom predict them: add images, or train with --balanced"), file=sys.stderr)
     return 0
 
 

@@ -160,3 +160,13 @@ def test_best_is_the_documented_long_run_with_shift_tta():
     documented = map_members(documented, lambda m: dataclasses.replace(m, tta_shift=1)).replace(profile="best")
     assert profile("best").replace(budget=None) == documented  # its recipe; its budget of 2 h scales the epochs
     assert profile("best").budget.time_limit_s == 7200
+
+
+def test_balanced_weights_every_member_and_a_bad_value_says_what_would_do():
+    from fashion_ensemble.cli import build_parser, run_config
+
+    cfg = run_config(build_parser().parse_args(["run", "--profile", "quick", "--balanced"]))
+    assert {m.train.class_weights for m in cfg.members.values()} == {"balanced"}
+    assert {m.train.class_weights for m in run_config(build_parser().parse_args(["run"])).members.values()} == {"none"}
+    with pytest.raises(UserError, match='train.class_weights.*"none" or "balanced"'):
+        override(cfg, ["members.ann.train.class_weights=inverse"])

@@ -65,3 +65,19 @@ def test_restore_best_off_keeps_the_last_weights(ema_decay):
     logits = predict_logits(model, to_tensor(val[0]), precision=history[-1]["precision"])
     val_loss = F.cross_entropy(logits, torch.from_numpy(val[1])).item()
     assert val_loss == pytest.approx(history[-1]["val_loss"], abs=1e-6)
+
+
+def test_balanced_class_weights_are_scikit_learn_s_and_weight_the_loss():
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from fashion_ensemble.training.trainer import balanced_weights
+
+    labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=labels.numpy())
+    assert torch.allclose(balanced_weights(labels, 3), torch.tensor(expected, dtype=torch.float32))
+    assert balanced_weights(torch.tensor([0, 0, 2]), 3)[1] == 0  # a class with no image weighs nothing
+    logits, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 2])
+    w = balanced_weights(labels, 3)
+    weighted = F.cross_entropy(logits, F.one_hot(y, 3).float(), weight=w)  # as train_step computes it
+    by_hand = -(w[y] * logits.log_softmax(1)[torch.arange(4), y]).mean()
+    assert torch.allclose(weighted, by_hand)

@@ -89,6 +89,8 @@ class TrainConfig:
     restore_best: bool = True  # end with the best validation-loss weights; False: the last (a small data set's few
     # dozen validation images pick a noisy best epoch, early and at a high rate: docs/budgets.md#small-data)
     label_smoothing: float = 0.0  # mass moved from the one-hot target to the other classes
+    class_weights: str = "none"  # "balanced": each class's loss weighted by N / (K · its images), as scikit-learn's
+    # class_weight="balanced", so that a rare class counts as much as a common one; "none": every image alike
     ema_decay: float = 0.0  # 0: off; else validation scores, and training keeps, an exponential moving average of
     # the weights (and BatchNorm statistics) updated every step with this decay
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -106,6 +108,8 @@ class TrainConfig:
         check(0 < self.finetune_lr <= 1, "train.finetune_lr", self.finetune_lr, "a fraction of the peak in (0, 1]")
         check(self.patience >= 1, "train.patience", self.patience, "1 or more")
         check(0 <= self.label_smoothing < 1, "train.label_smoothing", self.label_smoothing, "a fraction in [0, 1)")
+        check(self.class_weights in ("none", "balanced"), "train.class_weights", self.class_weights,
+              '"none" or "balanced"')
         check(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "0 (off) or a decay in (0, 1)")
         check(self.precision in PRECISIONS, "train.precision", self.precision, f"one of {', '.join(PRECISIONS)}")
 

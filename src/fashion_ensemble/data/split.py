@@ -190,11 +190,32 @@ def part(cfg: DataConfig, name: str, data_dir=None, progress: bool = True) -> tu
 
 def describe(data_dir=None, cfg: DataConfig | None = None) -> dict:
     """`fashion-ensemble data check`: the source read with every check (for Fashion-MNIST: magic numbers, shapes,
-    counts, checksums), and each protocol's split facts: {"source", "classes", "protocols": {protocol: facts}}."""
+    counts, checksums), each protocol's split facts and its near-duplicates across parts (duplicates.py), and the
+    classes rarer than RARE_CLASS of the largest: {"source", "classes", "left_out", "rare_classes", "protocols":
+    {protocol: facts + "near_duplicates"}}."""
+    from fashion_ensemble.data.duplicates import cross_split_near_copies, phashes
+
     cfg = cfg or DataConfig()
     raw, classes, left_out, origins = load_source(cfg, data_dir)
     where = str(resolve_data_dir(data_dir)) if cfg.source == FASHION_MNIST else cfg.source
+    by_origin = {o: h for k in raw for o, h in zip(origins[k], phashes(raw[k][0]))}  # each image hashed once
+    protocols = {}
+    for p in PROTOCOLS:
+        split = make_split(dataclasses.replace(cfg, protocol=p), raw=raw, classes=classes, left_out=left_out,
+                           origins=origins)
+        parts = {"train": split.train[0], "val": split.val[0], "test": split.test[0]}
+        hashes = {k: np.array([by_origin[o] for o in split.origins[k]], dtype=np.uint64) for k in parts}
+        protocols[p] = {**split.facts(), "near_duplicates": cross_split_near_copies(parts, hashes)}
     return {"source": where, "classes": list(classes), "left_out": left_out,
-            "protocols": {p: make_split(dataclasses.replace(cfg, protocol=p), raw=raw, classes=classes,
-                                        left_out=left_out, origins=origins).facts()
-                          for p in PROTOCOLS}}
+            "rare_classes": rare_classes(np.concatenate([y for _, y in raw.values()]), classes),
+            "protocols": protocols}
+
+
+RARE_CLASS = 1 / 10  # a class with fewer than this share of the largest class's images is said to be rare
+
+
+def rare_classes(labels: np.ndarray, classes) -> dict[str, int]:
+    """{class: images} of the classes with fewer than RARE_CLASS of the largest class's images, rarest first."""
+    counts = np.bincount(labels, minlength=len(classes))
+    rare = [k for k in np.argsort(counts, kind="stable") if counts[k] < RARE_CLASS * counts.max()]
+    return {classes[k]: int(counts[k]) for k in rare}

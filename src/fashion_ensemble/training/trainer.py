@@ -90,6 +90,7 @@ def train_member(
     x_va, y_va = to_tensor(val[0], device), torch.from_numpy(val[1]).to(device)
 
     set_normalisation(model, x_tr)
+    class_weight = balanced_weights(y_tr, model.num_classes) if cfg.class_weights == "balanced" else None
     model.to(device).to(memory_format=torch.channels_last)
     # fused: one kernel per step for all parameters instead of a dozen passes over them (faster: docs/performance.md)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
@@ -135,7 +136,7 @@ def train_member(
             if world_size > 1:
                 xb, yb = xb[rank::world_size], yb[rank::world_size]
             loss, logits = train_step(net, opt, sched, xb, yb, device=device, precision=precision,
-                                      label_smoothing=cfg.label_smoothing)
+                                      label_smoothing=cfg.label_smoothing, class_weight=class_weight)
             if ema is not None:
                 update_ema(ema, model, cfg.ema_decay, step=sched.last_epoch)
             loss_sum += loss.detach() * len(yb)
@@ -212,18 +213,27 @@ def _stop(cfg: TrainConfig, state: TrainState, epoch: int, history: list[dict], 
 
 
 def train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, sched, xb: torch.Tensor, yb: torch.Tensor, *,
-               device: torch.device, precision: str, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+               device: torch.device, precision: str, label_smoothing: float,
+               class_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step on one batch: forward in `precision`, cross-entropy against the paper's one-hot targets
-    (label-smoothed), backward, AdamW, the LC3 schedule's next rate. Returns (loss, logits (B, classes))."""
+    (label-smoothed; each class's term times `class_weight` (classes,) when given), backward, AdamW, the LC3
+    schedule's next rate. Returns (loss, logits (B, classes))."""
     xb = xb.contiguous(memory_format=torch.channels_last)
     with autocast(device, precision):
         logits = net(xb)
-        loss = F.cross_entropy(logits.float(), one_hot(yb, logits.shape[1], smoothing=label_smoothing))
+        loss = F.cross_entropy(logits.float(), one_hot(yb, logits.shape[1], smoothing=label_smoothing),
+                               weight=class_weight)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
     sched.step()
     return loss, logits
+
+
+def balanced_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(classes,) N / (K · count) per class, scikit-learn's "balanced"; 0 for a class with no image."""
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    return torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)), 0.0)
 
 
 @torch.no_grad()
