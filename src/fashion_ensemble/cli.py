@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "without --time-limit trains those epochs as given)")
     run.add_argument("--protocol", choices=PROTOCOLS, default=None,
                      help="paper: 80/10/10 of all 70k; standard: official 60k/10k (default: the profile's)")
+    run.add_argument("--init-from", default=None, metavar="RUN_DIR|pretrained",
+                     help="start each member from that run's (or the shipped model's) weights and architecture, "
+                          "with a warm start's lower rate; other classes get a new classifier layer")
     add_data_options(run)
     add_training_options(run)
     run.add_argument("--seed", type=int, default=None, help="training seed (default 0, or the --config file's)")
@@ -306,7 +309,7 @@ def cmd_run(args) -> int:
                          "--skip-bad-images": args.skip_bad_images or None, "--image-size": args.image_size,
                          "--channels": args.channels, "--no-flips": args.no_flips or None,
                          "--precision": args.precision, "--time-limit": args.time_limit,
-                         "--balanced": args.balanced or None}
+                         "--balanced": args.balanced or None, "--init-from": args.init_from}
         given = [name for name, value in options_given.items() if value is not None]
         if given:
             raise UserError(f"--resume continues a run with its own config.json; drop {' '.join(given)}")
@@ -344,6 +347,10 @@ def run_config(args) -> config.RunConfig:
     cfg = config.with_precision(cfg, args.precision) if args.precision else cfg
     if args.balanced:
         cfg = config.map_members(cfg, lambda m: config.with_train(m, class_weights="balanced"))
+    if getattr(args, "init_from", None) is not None:
+        from fashion_ensemble.study import warmstart
+
+        cfg = warmstart.init_from(cfg, args.init_from)
     limit = getattr(args, "time_limit", None)
     cfg = config.with_time_limit(cfg, config.parse_duration(limit)) if limit is not None else cfg
     return config.without_flips(cfg) if args.no_flips else cfg

@@ -26,6 +26,7 @@ from fashion_ensemble.config.schema import (
                                              BudgetConfig,
                                              DataConfig,
                                              EnsembleConfig,
+                                             InitConfig,
                                              MemberConfig,
                                              MemberPlan,
                                              RunConfig,
@@ -38,6 +39,6 @@ __all__ = [
     "map_members", "override", "parse_duration", "read_config_file", "resolve", "with_augment", "with_precision",
     "with_time_limit", "with_train", "without_flips",
     "FASHION_MNIST", "MAX_SHIFT", "NAME", "PIPELINES", "PRECISIONS", "PROTOCOLS", "WEIGHTINGS",
-    "AugmentConfig", "BudgetConfig", "DataConfig", "EnsembleConfig", "MemberConfig", "MemberPlan", "RunConfig",
-    "TrainConfig", "GREY", "ANNConfig", "CNNConfig",
+    "AugmentConfig", "BudgetConfig", "InitConfig", "DataConfig", "EnsembleConfig", "MemberConfig", "MemberPlan",
+    "RunConfig", "TrainConfig", "GREY", "ANNConfig", "CNNConfig",
 ]

@@ -179,6 +179,13 @@ class BudgetConfig:
 
 
 @dataclass(frozen=True)
+class InitConfig:
+    source: str  # the run folder whose members' weights this run's members start from ("pretrained": the shipped one)
+    run_id: str  # that run's weights digest (its ensemble.json "run_id") when this run began: a replay or resume
+    # refuses other weights under the same path
+
+
+@dataclass(frozen=True)
 class RunConfig:
     profile: str
     seed: int = 0  # training seed: weights, shuffling, augmentation
@@ -186,6 +193,7 @@ class RunConfig:
     members: dict[str, MemberConfig] = field(default_factory=dict)  # name → member; the paper has "ann" and "cnn"
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     budget: BudgetConfig | None = None  # None: each member's own epochs; else a time limit the schedule is planned to
+    init: InitConfig | None = None  # None: random initial weights; else each member starts from a trained run's
 
     def __post_init__(self):
         check(bool(NAME.fullmatch(self.profile)), "profile", self.profile,

@@ -44,7 +44,7 @@ from fashion_ensemble.model.runs import (
     ensemble_spec,
     write_json,
 )
-from fashion_ensemble.study import planner
+from fashion_ensemble.study import planner, warmstart
 from fashion_ensemble.study.report import write_report
 from fashion_ensemble.study.scoring import predict, score
 from fashion_ensemble.training import distributed
@@ -353,6 +353,8 @@ def _train(cfg: RunConfig, name: str, split: Split, device, folder: RunFolder, p
     seed = member_seed(cfg.seed, name)
     torch.manual_seed(seed)  # initial weights
     model = build_model(mcfg.kind, mcfg.model, len(split.classes), cfg.data.input_shape)
+    if cfg.init is not None:  # --init-from: the starting run's weights where their shapes agree
+        warmstart.start_weights(model, cfg, name)
     plan = cfg.budget.plan.get(name) if cfg.budget is not None else None
     return train_member(model, split.train, split.val, mcfg.train, seed=seed, device=device, name=name,
                         progress=progress, writer=writer, checkpoint=folder.checkpoint(name), deadline=deadline,

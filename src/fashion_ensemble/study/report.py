@@ -290,6 +290,7 @@ def render_markdown(cfg, metrics: dict, history: dict, plots: list[str], timing:
         lines.append(f"| {md(name)} | {len(h['epochs'])} | {h['best_epoch']} | {best['val_loss']:.4f} | "
                      f"{best['val_accuracy']:.4f} | {seconds:.0f} | {precision} |")
     lines += budget_lines(cfg, timing or {})
+    lines += start_lines(cfg)
     lines += [
         "",
         "## Split",
@@ -358,6 +359,16 @@ def ood_lines(rates: dict | None) -> list[str]:
         "catch the model's mistakes among garments.",
         "",
     ]
+
+
+def start_lines(cfg) -> list[str]:
+    """Where the members' weights started: random, or a trained run's (`run --init-from`)."""
+    init = getattr(cfg, "init", None)
+    if init is None:
+        return []
+    return ["", f"Started from the trained run {markdown(init.source)} (weights digest `{init.run_id[:16]}`): each "
+            "member from its member of the same name, at a warm start's lower rate; a classifier layer of another "
+            "shape (other classes) started fresh."]
 
 
 def budget_lines(cfg, timing: dict) -> list[str]:
