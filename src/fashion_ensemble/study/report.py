@@ -483,11 +483,18 @@ def plot_misclassified(errors: list[dict], images: np.ndarray,
         ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=255)
         caption = f"{_short(plain(e['true']))}\n→ {_short(plain(e['predicted']))} {e['confidence']:.0%}"
         if "origin" in e:
-            caption += "\n" + _short(plain(e["origin"]).rsplit("/", 1)[-1], 22)
+            caption += "\n" + _short(_file_name(plain(e["origin"])), 22)
         ax.set_title(caption, fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _file_name(origin: str) -> str:
+    """A caption's file: a path's last part ("x.png"), an IDX file's part and place ("train-images[42018]")."""
+    name = origin.rsplit("/", 1)[-1]
+    head, _, place = name.partition("-idx")
+    return f"{head}[{place.split('[', 1)[1]}" if "[" in place else name
 
 
 def _short(text: str, width: int = 18) -> str:
