@@ -29,7 +29,7 @@ from fashion_ensemble.errors import UserError
 from fashion_ensemble.members import build_model
 from fashion_ensemble.model.ensemble import Member, SoftVotingEnsemble
 from fashion_ensemble.model.runs import RunFolder
-from fashion_ensemble.study import planner
+from fashion_ensemble.study import planner, warmstart
 from fashion_ensemble.study.pipeline import member_seed, split_as_trained
 from fashion_ensemble.training.trainer import train_member
 
@@ -147,6 +147,8 @@ def cross_validated(cfg: RunConfig, split: Split, ensemble: SoftVotingEnsemble, 
             seed = member_seed(cfg.seed, name) + 1000 * k  # another start than the run's member
             torch.manual_seed(seed)
             model = build_model(m.kind, m.model, len(split.classes), cfg.data.input_shape)
+            if cfg.init is not None:  # a warm-started run's folds start where it did
+                warmstart.start_weights(model, cfg, name)
             model, _ = train_member(model, fold.train, fold.val, m.train, seed=seed, device=device, name=name,
                                     progress=False)
             raw[name] = Member.from_config(m, model, device).predict_proba(x[left], calibrated=False)
