@@ -51,5 +51,9 @@ def load_source(cfg: DataConfig, data_dir=None, progress: bool = True
 
 def idx_origins(raw: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
     """Each IDX image's origin: its images file and its place in it, "t10k-images-idx3-ubyte.gz[123]" (0-based)."""
-    return {part: np.array([f"{FILES[part][0]}[{i}]" for i in range(len(y))], dtype=object)
-            for part, (_, y) in raw.items()}
+    return places(raw, lambda part: FILES[part][0])
+
+
+def places(raw: dict[str, tuple[np.ndarray, np.ndarray]], name=str) -> dict[str, np.ndarray]:
+    """{part: (N,) object array "NAME[i]"}: each image named by its part's `name(part)` and its 0-based place."""
+    return {part: np.array([f"{name(part)}[{i}]" for i in range(len(y))], dtype=object) for part, (_, y) in raw.items()}

@@ -18,7 +18,7 @@ from fashion_ensemble.config import FASHION_MNIST, PROTOCOLS, DataConfig
 from fashion_ensemble.config.classes import CLASSES
 from fashion_ensemble.data.idx import resolve_data_dir
 from fashion_ensemble.data.imagefolder import MIN_PER_CLASS
-from fashion_ensemble.data.sources import load_source
+from fashion_ensemble.data.sources import load_source, places
 from fashion_ensemble.errors import UserError
 
 
@@ -119,7 +119,7 @@ def make_split(cfg: DataConfig, data_dir=None, raw=None, classes: tuple[str, ...
     if raw is None:
         raw, classes, left_out, origins = load_source(cfg, data_dir, progress)
     if origins is None:  # raw parts given without them: each image's part and place
-        origins = {k: np.array([f"{k}[{i}]" for i in range(len(y))], dtype=object) for k, (_, y) in raw.items()}
+        origins = places(raw)
     pooled = cfg.protocol == "paper" or "all" in raw
     if cfg.source != FASHION_MNIST:  # before splitting: a stratified split needs a few of each class
         if pooled:

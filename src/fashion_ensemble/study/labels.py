@@ -26,17 +26,14 @@ import torch
 from fashion_ensemble.config import BudgetConfig, RunConfig
 from fashion_ensemble.data.split import Split
 from fashion_ensemble.errors import UserError
-from fashion_ensemble.members import build_model
 from fashion_ensemble.model.ensemble import Member, SoftVotingEnsemble
 from fashion_ensemble.model.runs import RunFolder
-from fashion_ensemble.study import planner, warmstart
-from fashion_ensemble.study.pipeline import member_seed, split_as_trained
+from fashion_ensemble.study import planner
+from fashion_ensemble.study.pipeline import initial_model, member_seed, split_as_trained
 from fashion_ensemble.training.trainer import train_member
 
 PARTS = ("train", "val", "test")
 MIN_PER_FOLD = 3  # images of each class a fold's training part needs (as a run's split does)
-
-
 COLUMNS = ("part", "index", "origin", "given", "suggested", "suggested_probability", "quality")
 GALLERY = 24  # images in the gallery: the most doubtful
 
@@ -55,9 +52,9 @@ def check_labels(run_dir: str | os.PathLike, csv_path: str | os.PathLike, **opti
     rows, split = _label_issues(run_dir, **options)
     _write_csv(rows, csv_path)
     gallery = csv_path.with_suffix(".png")
-    images = np.stack([getattr(split, r["part"])[0][r["index"]] for r in rows[:GALLERY]]) if rows else None
-    if images is not None:
-        _write_gallery(rows[:GALLERY], images, gallery)
+    if rows:
+        _write_gallery(rows[:GALLERY], np.stack([getattr(split, r["part"])[0][r["index"]] for r in rows[:GALLERY]]),
+                       gallery)
     return rows, gallery
 
 
@@ -145,10 +142,7 @@ def cross_validated(cfg: RunConfig, split: Split, ensemble: SoftVotingEnsemble, 
                 print(f"labels: fold {k}/{folds}, {name} on {len(kept):,} training images, {m.train.epochs} epochs",
                       flush=True)
             seed = member_seed(cfg.seed, name) + 1000 * k  # another start than the run's member
-            torch.manual_seed(seed)
-            model = build_model(m.kind, m.model, len(split.classes), cfg.data.input_shape)
-            if cfg.init is not None:  # a warm-started run's folds start where it did
-                warmstart.start_weights(model, cfg, name)
+            model = initial_model(fold_cfg, name, len(split.classes), seed)  # a warm-started run's where it did
             model, _ = train_member(model, fold.train, fold.val, m.train, seed=seed, device=device, name=name,
                                     progress=False)
             raw[name] = Member.from_config(m, model, device).predict_proba(x[left], calibrated=False)

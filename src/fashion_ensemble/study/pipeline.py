@@ -351,14 +351,22 @@ def _train(cfg: RunConfig, name: str, split: Split, device, folder: RunFolder, p
     plan says a deadline stopped it: (model, per-epoch history)."""
     mcfg = cfg.members[name]
     seed = member_seed(cfg.seed, name)
-    torch.manual_seed(seed)  # initial weights
-    model = build_model(mcfg.kind, mcfg.model, len(split.classes), cfg.data.input_shape)
-    if cfg.init is not None:  # --init-from: the starting run's weights where their shapes agree
-        warmstart.start_weights(model, cfg, name)
+    model = initial_model(cfg, name, len(split.classes), seed)
     plan = cfg.budget.plan.get(name) if cfg.budget is not None else None
     return train_member(model, split.train, split.val, mcfg.train, seed=seed, device=device, name=name,
                         progress=progress, writer=writer, checkpoint=folder.checkpoint(name), deadline=deadline,
                         stop_after=plan.stopped_at if plan is not None else None)
+
+
+def initial_model(cfg: RunConfig, name: str, num_classes: int, seed: int) -> torch.nn.Module:
+    """Member `name` before training: its network with initial weights from `seed`, or, with `--init-from`
+    (`cfg.init`), the starting run's weights where their shapes agree."""
+    m = cfg.members[name]
+    torch.manual_seed(seed)
+    model = build_model(m.kind, m.model, num_classes, cfg.data.input_shape)
+    if cfg.init is not None:
+        warmstart.start_weights(model, cfg, name)
+    return model
 
 
 def train_in_parallel(cfg: RunConfig, data_dir, device, folder: RunFolder, progress: bool) -> None:
