@@ -24,7 +24,7 @@ _API = {  # name → the module that owns it
     "RunFolder": "model.runs", "load": "model.runs", "pretrained": "model.runs",
     "evaluate": "study.pipeline",
     "train": "study.seeds", "summarize": "study.seeds", "revote": "study.seeds",
-    "OnnxEnsemble": "serving.export", "export_onnx": "serving.export",
+    "OnnxEnsemble": "model.engine", "export_onnx": "serving.export",
 }
 # The four ways to start training before `fe.train`: they still work, for one version, and say what replaces them.
 _DEPRECATED = {"run_study": "study.pipeline", "resume_study": "study.pipeline", "run": "study.seeds",

@@ -14,9 +14,12 @@ import warnings
 from pathlib import Path
 
 from fashion_ensemble import __version__, config
-from fashion_ensemble.config import PROFILES, PROTOCOLS
+from fashion_ensemble.config import ENGINES, PROFILES, PROTOCOLS
 from fashion_ensemble.errors import Notice, UserError
 from fashion_ensemble.study.levers import LEVERS
+
+ENGINE_HELP = ("what computes the predictions: auto (default): ONNX Runtime where it is installed and the device is "
+               "the CPU, else PyTorch; onnx; torch")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default 3), ood, ood_score, and the reason for a file that could not be read; rows are "
                     "written as they come, so an interrupted run leaves the ones done")
     pr.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default: cpu")
+    pr.add_argument("--engine", choices=ENGINES, default="auto", help=ENGINE_HELP)
     pr.add_argument("--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=cmd_predict)
 
@@ -216,8 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="largest image, checked before decoding (default 40)")
     sv.add_argument("--data-dir", default=None, help="test images for the page's random button")
     sv.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="default: cpu")
-    sv.add_argument("--engine", choices=("onnx", "torch"), default="onnx",
-                    help="onnx: ONNX Runtime (default, fastest on CPU); torch: PyTorch")
+    sv.add_argument("--engine", choices=ENGINES, default="auto", help=ENGINE_HELP)
     sv.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
     sv.set_defaults(func=cmd_serve)
 
@@ -475,7 +478,7 @@ def cmd_predict(args) -> int:
     if args.csv is not None and args.json:
         raise UserError("--csv and --json both asked for: choose one (the table, or JSON lines on stdout)")
     files = predict.find_images(inputs)
-    ensemble = runs.load(run_dir, device=distributed.resolve_device(args.device))
+    ensemble = runs.load(run_dir, device=distributed.resolve_device(args.device), engine=args.engine)
     top_k = args.top_k or (None if args.json else 3)
     table = None
     if args.csv is not None:

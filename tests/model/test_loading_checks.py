@@ -64,12 +64,18 @@ def test_temperatures_out_of_range_are_refused(tiny_run, tmp_path):
 
 
 def test_non_finite_probabilities_are_never_emitted(tiny_run, monkeypatch):
-    ensemble = fe.load(tiny_run)
+    ensemble = fe.load(tiny_run, engine="torch")
     monkeypatch.setattr(ensemble.members["cnn"].model, "forward", lambda x: torch.full((len(x), 10), float("nan")))
     with pytest.raises(UserError, match="non-finite probabilities"):
         ensemble.predict_proba(np.zeros((2, 28, 28), np.uint8))
+    fast = fe.load(tiny_run)  # ONNX Runtime: weights turned NaN after loading
+    with torch.no_grad():
+        next(fast.members["ann"].model.parameters()).fill_(float("nan"))
+    with pytest.raises(UserError, match="non-finite probabilities"):
+        fast.predict_proba(np.zeros((2, 28, 28), np.uint8))
     app = create_app(tiny_run, ServeConfig(engine="torch"))
-    monkeypatch.setattr(fe.Member, "_proba", lambda self, x, calibrated=True: np.full((len(x), 10), np.nan))
+    monkeypatch.setattr(fe.Member, "_proba", lambda self, x, calibrated=True, keep_features=None:
+                        np.full((len(x), 10), np.nan))
     with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as c:
         r = c.post("/predict", content=png_bytes(garment_photo()))
         assert r.status_code == 500 and "non-finite" in r.json()["detail"]  # JSON, not a plain-text 500

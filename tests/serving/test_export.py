@@ -21,7 +21,7 @@ from fashion_ensemble.serving.export import OnnxEnsemble, export_onnx
 @pytest.mark.slow
 def test_onnx_runtime_agrees_with_pytorch_on_real_test_images(tiny_run, real_data, tmp_path):
     images = load_raw(real_data, verify_checksums=False)["test"][0][:500]
-    ensemble = fe.load(tiny_run)
+    ensemble = fe.load(tiny_run, engine="torch")  # PyTorch's answers, against the files'
     assert all(m.temperature != 1.0 for m in ensemble.members.values())  # the smoke profile calibrates its members
     paths = export_onnx(ensemble, tmp_path / "model.onnx")
     assert [p.name for p in paths] == ["model.onnx", "model.ann.onnx", "model.cnn.onnx", "model.uint8.onnx"]
@@ -52,7 +52,7 @@ def test_onnx_runtime_agrees_with_pytorch_on_real_test_images(tiny_run, real_dat
 
 def test_onnx_ensemble_is_a_drop_in_for_predict_proba(tiny_run, real_data):
     images = load_raw(real_data, verify_checksums=False)["test"][0][:200]
-    ensemble = fe.load(tiny_run)
+    ensemble = fe.load(tiny_run, engine="torch")
     onnx = OnnxEnsemble(ensemble)
     assert list(onnx.members) == list(ensemble.members) and onnx.classes == ensemble.classes
     assert np.abs(onnx.predict_proba(images) - ensemble.predict_proba(images)).max() <= 1e-4
@@ -98,7 +98,7 @@ def test_the_uint8_model_cannot_be_fed_0_255_floats(tiny_run, tmp_path):
 
     from helpers import synthetic_images
 
-    model = fe.load(tiny_run)
+    model = fe.load(tiny_run, engine="torch")
     paths = export_onnx(model, tmp_path / "model.onnx")
     images = synthetic_images(np.arange(16) % 10)
     session = ort.InferenceSession(str(paths[-1]))

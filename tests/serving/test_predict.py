@@ -119,6 +119,7 @@ def test_predict_proba_takes_what_preprocess_takes(tiny_run, tmp_path):
     assert model.predict_labels([path]) == [model.classes[int(expected.argmax())]]
     onnx = OnnxEnsemble(model)
     assert np.allclose(onnx.predict_proba(photo), expected, atol=1e-4)
+    assert np.allclose(fe.load(tiny_run, engine="torch").predict_proba(photo), expected, atol=1e-5)
     assert onnx.predict_labels(photo)[0] in model.classes
     with pytest.raises(UserError, match="expected an image: a path, bytes, .* got int"):
         model.predict_proba(3)
@@ -197,3 +198,21 @@ def test_ctrl_c_in_predict_csv_leaves_the_rows_written(tiny_run, folder, tmp_pat
     header, *rows = read_table(out)
     assert len(rows) == 2 and all(len(row) == len(header) for row in rows)
     assert f"interrupted; the first 2 of 4 files are in {out}" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predict_answers_on_either_engine_alike(tiny_run, folder, tmp_path):
+    """`predict` runs on ONNX Runtime by default; `--engine torch` gives the same table from PyTorch."""
+    tables = {}
+    for engine in ("auto", "torch"):
+        out = tmp_path / f"{engine}.csv"
+        r = cli("predict", str(tiny_run), str(folder), "--csv", str(out), "--engine", engine, "--quiet")
+        assert r.returncode == 1 and "could not be read" in r.stderr  # the broken file; the others are written
+        tables[engine] = read_table(out)
+    fast, slow = tables["auto"], tables["torch"]
+    assert [row[:3] for row in fast] == [row[:3] for row in slow]  # file, label, top class
+    for a, b in zip(fast[1:], slow[1:]):
+        if a[2]:
+            assert float(a[3]) == pytest.approx(float(b[3]), abs=1e-5)
+    r = cli("predict", str(tiny_run), str(folder / "a.png"), "--engine", "fast")
+    assert r.returncode == 2 and "invalid choice: 'fast'" in r.stderr

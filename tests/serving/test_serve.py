@@ -50,7 +50,7 @@ def test_predict_multipart_and_raw_body_agree_with_the_python_api(client, image,
     assert a.status_code == b.status_code == 200
     check_record(a.json())
     assert a.json() == b.json()
-    expected = records(fe.load(tiny_run), preprocess(image)[None])[0]  # PyTorch; the service runs ONNX Runtime
+    expected = records(fe.load(tiny_run, engine="torch"), preprocess(image)[None])[0]  # the service: ONNX Runtime
     assert a.json()["label"] == expected["label"]
     assert a.json()["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-4)
     assert a.json()["ood"] == expected["ood"] and a.json()["ood_score"] == pytest.approx(expected["ood_score"],
@@ -158,7 +158,9 @@ def test_docs_and_page(client):
 def test_torch_engine_gives_the_same_answers(tiny_run, image, client):
     with TestClient(create_app(tiny_run, ServeConfig(engine="torch")), base_url=LOCAL) as c:
         a = c.post("/predict", content=image).json()
+        assert c.get("/health").json()["engine"] == "torch"
     b = client.post("/predict", content=image).json()
+    assert client.get("/health").json()["engine"] == "onnx"  # the default where ONNX Runtime is installed
     assert a["label"] == b["label"] and a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
 
 

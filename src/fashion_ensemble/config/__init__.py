@@ -15,6 +15,7 @@ from fashion_ensemble.config.resolve import (
                                              without_flips,
 )
 from fashion_ensemble.config.schema import (
+                                             ENGINES,
                                              FASHION_MNIST,
                                              MAX_SHIFT,
                                              NAME,
@@ -38,7 +39,7 @@ __all__ = [
     "PROFILES", "profile",
     "map_members", "override", "parse_duration", "read_config_file", "resolve", "with_augment", "with_precision",
     "with_time_limit", "with_train", "without_flips",
-    "FASHION_MNIST", "MAX_SHIFT", "NAME", "PIPELINES", "PRECISIONS", "PROTOCOLS", "WEIGHTINGS",
+    "ENGINES", "FASHION_MNIST", "MAX_SHIFT", "NAME", "PIPELINES", "PRECISIONS", "PROTOCOLS", "WEIGHTINGS",
     "AugmentConfig", "BudgetConfig", "InitConfig", "DataConfig", "EnsembleConfig", "MemberConfig", "MemberPlan",
     "RunConfig", "TrainConfig", "GREY", "ANNConfig", "CNNConfig",
 ]

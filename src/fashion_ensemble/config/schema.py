@@ -132,6 +132,8 @@ class MemberConfig:
 
 # Voting weights: the plain average; a grid search of validation accuracy; the same grid on validation log-loss.
 WEIGHTINGS = ("equal", "tuned", "log_loss")
+# What computes a loaded model's predictions: ONNX Runtime where installed and on the CPU, else PyTorch; or either.
+ENGINES = ("auto", "onnx", "torch")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Used by the ensemble (`predict_proba`) and by training's validation; imports not
 from __future__ import annotations
 
 import os
+import weakref
 
 import numpy as np
 import torch
@@ -156,10 +157,17 @@ def _batched(model: torch.nn.Module, fn, x: torch.Tensor, batch_size: int | None
 
 
 def model_proba(model: torch.nn.Module, x: torch.Tensor, device: torch.device, *, tta_flip: bool = False,
-                tta_shift: int = 0, temperature: float = 1.0) -> np.ndarray:
-    """A model's probabilities (N, classes), float64, for checked images x (N, C, S, S) on the CPU."""
+                tta_shift: int = 0, temperature: float = 1.0, keep_features: list | None = None) -> np.ndarray:
+    """A model's probabilities (N, classes), float64, for checked images x (N, C, S, S) on the CPU. `keep_features`:
+    a list that receives the images' own features (N, D), float64, from the same forward pass (the first view is the
+    images themselves): the "I don't know" signal without a second pass."""
     def logits_of(images: torch.Tensor) -> np.ndarray:
-        return predict_logits(model, images.to(device)).cpu().numpy().astype(np.float64)
+        if keep_features is None or keep_features or device.type != "cpu":  # a GPU's logits are bf16: no sharing
+            return predict_logits(model, images.to(device)).cpu().numpy().astype(np.float64)
+        features = predict_features(model, images.to(device))
+        keep_features.append(features.cpu().numpy().astype(np.float64))
+        with torch.inference_mode():
+            return model.classify(features).float().cpu().numpy().astype(np.float64)
 
     return member_proba(logits_of, x, tta_flip=tta_flip, tta_shift=tta_shift, temperature=temperature)
 
@@ -167,3 +175,21 @@ def model_proba(model: torch.nn.Module, x: torch.Tensor, device: torch.device, *
 def model_features(model: torch.nn.Module, x: torch.Tensor, device: torch.device) -> np.ndarray:
     """A model's features (N, D), float64, for checked images x (N, C, S, S) on the CPU (no TTA)."""
     return predict_features(model, x.to(device)).cpu().numpy().astype(np.float64)
+
+
+def weights_version(model: torch.nn.Module) -> tuple[int, int] | None:
+    """What changes when a module's weights do: the sum of its parameters' and buffers' version counters, which
+    every in-place change moves (an optimizer step, `load_state_dict`, BatchNorm's running statistics in training),
+    and the sum of their ids, which a tensor put in a parameter's place moves. None when a tensor keeps no counter
+    (made under inference mode): unknown. The sub-modules are listed once per module (walking them took 0.1 ms)."""
+    modules = _SUBMODULES.get(model)
+    if modules is None:
+        modules = _SUBMODULES[model] = list(model.modules())
+    tensors = [t for m in modules for t in (*m._parameters.values(), *m._buffers.values()) if t is not None]
+    try:
+        return sum(t._version for t in tensors), sum(map(id, tensors))
+    except RuntimeError:
+        return None
+
+
+_SUBMODULES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module → its sub-modules, for weights_version

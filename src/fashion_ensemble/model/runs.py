@@ -340,14 +340,19 @@ def run_or_pretrained(run_dir: str | os.PathLike | None) -> Path:
     return PRETRAINED
 
 
-def load(run_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> SoftVotingEnsemble:
-    """Rebuild the ensemble from a run folder alone (see `RunFolder.load`); without one, the shipped model."""
-    return RunFolder(run_or_pretrained(run_dir)).load(device)
+def load(run_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+         engine: str = "auto") -> SoftVotingEnsemble:
+    """Rebuild the ensemble from a run folder alone (see `RunFolder.load`); without one, the shipped model. Its
+    predictions come from `engine` (SoftVotingEnsemble.engine): "auto", ONNX Runtime where it is installed and the
+    device is the CPU, else PyTorch; "onnx" or "torch" to choose."""
+    ensemble = RunFolder(run_or_pretrained(run_dir)).load(device)
+    ensemble.engine = engine
+    return ensemble
 
 
-def pretrained(device: str | torch.device = "cpu") -> SoftVotingEnsemble:
+def pretrained(device: str | torch.device = "cpu", engine: str = "auto") -> SoftVotingEnsemble:
     """The model that ships with the package (its card: PRETRAINED / "MODEL_CARD.md", "report.md")."""
-    return load(None, device)
+    return load(None, device, engine)
 
 
 def _fsync(path: Path) -> None:

@@ -2,7 +2,7 @@
 
     GET  /               the web page (web/index.html)
     GET  /health         {"status": "ok", "run", "members", "weights", "classes", "input_shape", "ood_flag_rate",
-                         "batches", "images", ...}
+                         "engine" ("onnx" or "torch"), "batches", "images", ...}
     POST /predict        one image: multipart field "file", or the raw bytes as the body → a record (predict.py)
                          with "ood" and "ood_score" (does it look like the training images?);
                          ?input=true adds "input", the pixels the model saw (28×28 for Fashion-MNIST)
@@ -51,7 +51,6 @@ from fashion_ensemble.model import preprocess
 from fashion_ensemble.model.ensemble import SoftVotingEnsemble
 from fashion_ensemble.model.runs import RunFolder, load, run_or_pretrained
 from fashion_ensemble.serving import predict
-from fashion_ensemble.serving.export import OnnxEnsemble
 from fashion_ensemble.text import markdown
 
 
@@ -69,7 +68,7 @@ class ServeConfig:
     header_timeout_s: float = 10.0  # a connection that has not sent its request's headers by then is closed
     body_timeout_s: float = 30.0  # a body that stalls this long between two parts gets 408
     allowed_hosts: tuple[str, ...] = ()  # Host header names answered besides localhost and the bound address; "*": any
-    engine: str = "onnx"  # onnx: ONNX Runtime, 3.5× PyTorch eager's images/s on 2 cores; torch: PyTorch itself
+    engine: str = "auto"  # ONNX Runtime where installed (3.5× PyTorch eager's images/s on 2 cores), else PyTorch
 
     def __post_init__(self):
         for name in self.allowed_hosts:  # Host checks compare names without the port: NAME:PORT would never match
@@ -118,7 +117,7 @@ BATCH_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data
 class Batcher:
     """Runs the model in one worker thread on whatever requests have queued up since its last call."""
 
-    def __init__(self, ensemble: SoftVotingEnsemble | OnnxEnsemble, max_batch: int):
+    def __init__(self, ensemble: SoftVotingEnsemble, max_batch: int):
         self.ensemble, self.max_batch = ensemble, max_batch
         self.batches = self.images = 0
         self._queue: asyncio.Queue | None = None
@@ -255,11 +254,7 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
     labels (N,)) that /random draws from, read on its first call (the CLI passes a reader of the run's own test split);
     without it /random answers 404."""
     run_dir = run_or_pretrained(run_dir)  # None: the shipped model
-    ensemble = load(run_dir, device=device)
-    if config.engine == "onnx":
-        ensemble = OnnxEnsemble(ensemble)
-    elif config.engine != "torch":
-        raise UserError(f"unknown engine {config.engine!r}; choose onnx or torch")
+    ensemble = load(run_dir, device=device, engine=config.engine).warm_up()  # the first request as fast as the rest
     batcher = Batcher(ensemble, config.max_model_batch)
     scores = test_scores(run_dir)
     decoder = Decoder(config, predict.geometry(ensemble))
@@ -311,7 +306,7 @@ def create_app(run_dir, config: ServeConfig = ServeConfig(), device: str = "cpu"
         return {"status": "ok", "run": Path(run_dir).name, **scores, "members": list(ensemble.members),
                 "weights": ensemble.weights, "classes": ensemble.classes, "input_shape": list(ensemble.input_shape),
                 "ood_flag_rate": ensemble.ood.flag_rate if getattr(ensemble, "ood", None) else None,
-                "batches": batcher.batches, "images": batcher.images}
+                "engine": ensemble.engine_in_use, "batches": batcher.batches, "images": batcher.images}
 
     @app.post("/predict", responses={200: {"model": Prediction}}, openapi_extra=IMAGE_BODY)
     async def predict_one(request: Request, input: bool = False):
