@@ -119,9 +119,9 @@ class SoftVotingEnsemble:
     `engine` says what computes the public predictions (`predict_proba`, `predict_with_ood`, `ood_score`, ...):
     "torch", the members themselves (the default here: training and scoring use it); "onnx", the same ensemble as
     one ONNX Runtime graph (engine.py), built on the first prediction and again whenever the members, temperatures,
-    weights or "I don't know" signal change, with the same answers to float32 rounding (~1e-6) and ~8× faster on one
-    image; "auto" (what `fe.load` gives), "onnx" where ONNX Runtime is installed and every member is on the CPU,
-    else "torch"."""
+    weights or "I don't know" signal change, with the same answers to float32 rounding (~1e-6) and 6× faster on one
+    image (19× with the "I don't know" score; docs/performance.md#one-image); "auto" (what `fe.load` gives), "onnx"
+    where ONNX Runtime is installed and every member is on the CPU, else "torch"."""
 
     def __init__(self, members: dict[str, Member], weights=None, classes=CLASSES, pipeline: str = "preprocess",
                  engine: str = "torch"):
