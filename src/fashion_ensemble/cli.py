@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_notice
     try:
         return args.func(args)
+    except BrokenPipeError:  # `predict ... | head`: the reader has what it wanted; nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit would fail again
+        return 0
     except UserError as e:
         print(f"fashion-ensemble: error: {e}", file=sys.stderr)
         return 2

@@ -82,3 +82,13 @@ def test_the_shipped_model_is_a_start():
     cfg = warmstart.init_from(fe.profile("quick"), "pretrained")
     assert cfg.init.source == "pretrained" and cfg.members["cnn"].model == fe.RunFolder(
         warmstart.run_or_pretrained(None)).config().members["cnn"].model
+    # the shipped folder predates run_ids: its digest is computed from its weights, as a run's run_id is
+    assert len(cfg.init.run_id) == 32 and cfg.init.run_id == fe.RunFolder(warmstart.run_or_pretrained(None)
+                                                                            ).weights_digest()
+
+
+def test_a_run_id_is_the_digest_of_its_loaded_weights(tiny_run):
+    from fashion_ensemble.model.runs import weights_digest
+
+    assert weights_digest(fe.load(tiny_run)) == fe.RunFolder(tiny_run).run_id() == fe.RunFolder(tiny_run
+                                                                                               ).weights_digest()

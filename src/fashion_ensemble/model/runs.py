@@ -139,6 +139,11 @@ class RunFolder:
         """ensemble.json's "run_id" (None in folders made before it)."""
         return self.ensemble_spec().get("run_id")
 
+    def weights_digest(self) -> str:
+        """The members' weights digest: the run_id, or for a folder made before run_ids (the shipped model's), the
+        same digest computed from its weights."""
+        return self.run_id() or weights_digest(self.load())
+
     def history(self) -> dict:
         """{"members": ..., "timing": {...}}; "timing" is {} for runs made before it was recorded."""
         history = self._read(HISTORY, read_json)
@@ -274,14 +279,9 @@ class RunFolder:
     def save_ensemble(self, ensemble: SoftVotingEnsemble, weighting: str) -> None:
         """Each member's weights and ensemble.json (kinds, files, temperatures, voting weights, and the run's id:
         a digest of the weights, by tensor: a safetensors header's metadata comes in no fixed order)."""
-        digest = hashlib.sha256()
         for name, member in ensemble.members.items():
             save_weights(self.partial / f"{name}.safetensors", member.model, member.kind)
-            for key, tensor in sorted(member.model.state_dict().items()):
-                t = tensor.detach().cpu().contiguous()
-                digest.update(f"{name}.{key}:{t.dtype}:{tuple(t.shape)}\0".encode())
-                digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        write_json(self.partial / ENSEMBLE, ensemble_spec(ensemble, weighting, run_id=digest.hexdigest()[:32]))
+        write_json(self.partial / ENSEMBLE, ensemble_spec(ensemble, weighting, run_id=weights_digest(ensemble)))
 
     def save_ood(self, detector, into: Path | None = None) -> None:
         """ood.safetensors: the "I don't know" signal's statistics (ood.py), with what it was fit for (the run's
@@ -304,6 +304,18 @@ class RunFolder:
         shutil.rmtree(self.partial / "checkpoints", ignore_errors=True)
         self.partial.rename(self.path)
         return self.path
+
+
+def weights_digest(ensemble: SoftVotingEnsemble) -> str:
+    """A digest of every member's weights, by tensor (name, dtype, shape, bytes): a safetensors header's metadata
+    comes in no fixed order, so the files' own bytes would not do. 32 hex digits of SHA-256."""
+    digest = hashlib.sha256()
+    for name, member in ensemble.members.items():
+        for key, tensor in sorted(member.model.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            digest.update(f"{name}.{key}:{t.dtype}:{tuple(t.shape)}\0".encode())
+            digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:32]
 
 
 def ensemble_spec(ensemble: SoftVotingEnsemble, weighting: str, run_id: str | None = None) -> dict:

@@ -19,7 +19,7 @@ import torch
 
 from fashion_ensemble.config import InitConfig, RunConfig, with_train
 from fashion_ensemble.errors import UserError
-from fashion_ensemble.model.runs import RunFolder, run_or_pretrained
+from fashion_ensemble.model.runs import RunFolder, run_or_pretrained, weights_digest
 
 WARM_LR = 0.3  # a warm start's peak rate, as a share of the recipe's: its weights are already near a good minimum
 WARM_UP = 0.1  # its warm-up, at least this share of the steps: the new classifier settles before the body moves
@@ -43,7 +43,7 @@ def init_from(cfg: RunConfig, source: str) -> RunConfig:
     for name in shared:
         m = dataclasses.replace(members[name], model=start.members[name].model)
         members[name] = with_train(m, lr=m.train.lr * WARM_LR, warmup_frac=max(m.train.warmup_frac, WARM_UP))
-    return cfg.replace(members=members, init=InitConfig(source=str(source), run_id=folder.run_id() or ""))
+    return cfg.replace(members=members, init=InitConfig(source=str(source), run_id=folder.weights_digest()))
 
 
 def start_weights(model: torch.nn.Module, cfg: RunConfig, name: str) -> list[str]:
@@ -51,11 +51,12 @@ def start_weights(model: torch.nn.Module, cfg: RunConfig, name: str) -> list[str
     keeps its fresh classifier): the names of the tensors left as they were. Refused when the starting folder's
     weights are not those `cfg.init` recorded."""
     folder = _folder(cfg.init.source)
-    if (folder.run_id() or "") != cfg.init.run_id:
-        raise UserError(f"--init-from {cfg.init.source}: its weights changed since this run started from them "
-                        f"(digest {folder.run_id()!r}, recorded {cfg.init.run_id!r}); start again from the folder "
-                        "as it is now (a new run) or restore it")
     ensemble = folder.load()
+    digest = folder.run_id() or weights_digest(ensemble)
+    if cfg.init.run_id and digest != cfg.init.run_id:  # "": recorded before folders without a run_id had a digest
+        raise UserError(f"--init-from {cfg.init.source}: its weights changed since this run started from them "
+                        f"(digest {digest!r}, recorded {cfg.init.run_id!r}); start again from the folder "
+                        "as it is now (a new run) or restore it")
     if name not in ensemble.members:
         return list(model.state_dict())
     source = ensemble.members[name].model.state_dict()
