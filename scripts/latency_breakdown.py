@@ -74,10 +74,12 @@ def main() -> None:
         add(f"public API, {engine}: predict_proba", lambda model=model: model.predict_proba(image))
         add(f"public API, {engine}: predict_with_ood", lambda model=model: model.predict_with_ood(image))
     if fast is not None:
+        from fashion_ensemble.model.engine import to_nhwc  # here: a checkout before the engines has no engine.py
+
         session = fast._onnx()
         session.run(x)
         small = session._small
-        feed = {"images": np.ascontiguousarray(x.numpy()[:, 0] if x.shape[1] == 1 else x.numpy().transpose(0, 2, 3, 1))}
+        feed = {"images": to_nhwc(x.numpy())}  # the graph's input, as OnnxEnsemble.run gives it
         add("ONNX Runtime's session.run alone", lambda: small.run(None, feed))
     width = max(len(r[0]) for r in rows)
     print("\n".join(f"{what:<{width}}  {value}" for what, value in rows))

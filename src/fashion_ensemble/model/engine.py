@@ -176,8 +176,6 @@ def to_onnx(graph: nn.Module, input_shape, output_names: list[str], metadata: di
     return model
 
 
-
-
 class OnnxEnsemble:
     """An ensemble run by ONNX Runtime, with `SoftVotingEnsemble`'s inference methods: from an exported file (a path
     or its bytes) or from a SoftVotingEnsemble, converted in memory (~0.2 s; the first in a process also imports the

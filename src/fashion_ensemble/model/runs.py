@@ -139,10 +139,10 @@ class RunFolder:
         """ensemble.json's "run_id" (None in folders made before it)."""
         return self.ensemble_spec().get("run_id")
 
-    def weights_digest(self) -> str:
+    def weights_digest(self, loaded: SoftVotingEnsemble | None = None) -> str:
         """The members' weights digest: the run_id, or for a folder made before run_ids (the shipped model's), the
-        same digest computed from its weights."""
-        return self.run_id() or weights_digest(self.load())
+        same digest computed from its weights (`loaded`: this folder's ensemble, if the caller has it already)."""
+        return self.run_id() or weights_digest(loaded if loaded is not None else self.load())
 
     def history(self) -> dict:
         """{"members": ..., "timing": {...}}; "timing" is {} for runs made before it was recorded."""

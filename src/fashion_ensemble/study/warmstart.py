@@ -19,7 +19,7 @@ import torch
 
 from fashion_ensemble.config import InitConfig, RunConfig, with_train
 from fashion_ensemble.errors import UserError
-from fashion_ensemble.model.runs import RunFolder, run_or_pretrained, weights_digest
+from fashion_ensemble.model.runs import RunFolder, run_or_pretrained
 
 WARM_LR = 0.3  # a warm start's peak rate, as a share of the recipe's: its weights are already near a good minimum
 WARM_UP = 0.1  # its warm-up, at least this share of the steps: the new classifier settles before the body moves
@@ -52,7 +52,7 @@ def start_weights(model: torch.nn.Module, cfg: RunConfig, name: str) -> list[str
     weights are not those `cfg.init` recorded."""
     folder = _folder(cfg.init.source)
     ensemble = folder.load()
-    digest = folder.run_id() or weights_digest(ensemble)
+    digest = folder.weights_digest(ensemble)
     if cfg.init.run_id and digest != cfg.init.run_id:  # "": recorded before folders without a run_id had a digest
         raise UserError(f"--init-from {cfg.init.source}: its weights changed since this run started from them "
                         f"(digest {digest!r}, recorded {cfg.init.run_id!r}); start again from the folder "
