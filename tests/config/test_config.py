@@ -91,6 +91,8 @@ def test_set_mistakes_say_what_and_how(item, message):
         ("train", "warmup_frac", 0.9, "sum to less than 1"),
         ("train", "label_smoothing", 1.0, "train.label_smoothing"),
         ("train", "ema_decay", 1.0, r"train.ema_decay must be 0 \(off\) or a decay in \(0, 1\), got 1.0"),
+        ("train", "lookahead_alpha", 0.0, r"train.lookahead_alpha must be a fraction in \(0, 1\], got 0.0"),
+        ("train", "bn_bias_lr", 0.0, "train.bn_bias_lr must be a positive multiple of train.lr, got 0.0"),
     ],
 )
 def test_bad_values_say_what_and_how(section, field, value, message):

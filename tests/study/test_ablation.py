@@ -30,6 +30,10 @@ def test_every_lever_changes_exactly_what_it_says():
     assert list(changed["second_cnn"][1].members) == ["ann", "cnn", "cnn2"]
     assert {m.train.ema_decay for m in changed["ema"][1].members.values()} == {0.999}
     assert {m.train.label_smoothing for m in changed["strong_label_smoothing"][1].members.values()} == {0.2}
+    assert {(m.train.bn_frozen_scale, m.train.bn_bias_lr)
+            for m in changed["frozen_bn_scale"][1].members.values()} == {(True, 4.0)}
+    assert {(m.train.lookahead_k, m.train.lookahead_alpha)
+            for m in changed["lookahead"][1].members.values()} == {(5, 0.5)}
     assert all(m.train.augment.flip_alternate for m in changed["alternate_flip"][1].members.values())
     cnn = {k: changed[k][1].members["cnn"] for k in ("cnn_augment_to_finetune", "cnn_higher_lr")}
     assert cnn["cnn_augment_to_finetune"].train.augment.epochs == round(2 * 0.85)

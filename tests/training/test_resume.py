@@ -76,15 +76,16 @@ def test_sigkill_at_a_random_point_then_resume_equals_an_uninterrupted_run(tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
-def test_resume_from_every_epoch_gives_the_same_weights(tmp_path, tiny_data, ema_decay):
+@pytest.mark.parametrize("options", [{}, {"ema_decay": 0.9}, {"lookahead_k": 3, "bn_frozen_scale": True,
+                                                              "bn_bias_lr": 4.0}], ids=["plain", "ema", "lookahead"])
+def test_resume_from_every_epoch_gives_the_same_weights(tmp_path, tiny_data, options):
     """In process: stop after epoch k (by copying the checkpoint then), resume, compare with the whole run."""
     from helpers import synthetic_images
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, 600)
     train, val = (synthetic_images(y[:500]), y[:500]), (synthetic_images(y[500:], seed=1), y[500:])
-    cfg = TrainConfig(epochs=4, batch_size=50, patience=10, ema_decay=ema_decay)
+    cfg = TrainConfig(epochs=4, batch_size=50, patience=10, **options)
     mcfg = CNNConfig(stem=8, stages=((8,), (16,)))
 
     def fresh():

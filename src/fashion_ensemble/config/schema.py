@@ -93,6 +93,14 @@ class TrainConfig:
     # class_weight="balanced", so that a rare class counts as much as a common one; "none": every image alike
     ema_decay: float = 0.0  # 0: off; else validation scores, and training keeps, an exponential moving average of
     # the weights (and BatchNorm statistics) updated every step with this decay
+    lookahead_k: int = 0  # 0: off; else Lookahead (Zhang et al. 2019) around AdamW: every k steps the slow weights
+    # move lookahead_alpha of the way to the fast ones and the fast restart from them; validation scores, and
+    # training keeps, the slow weights
+    lookahead_alpha: float = 0.5  # the slow weights' step towards the fast ones (the paper's α)
+    bn_frozen_scale: bool = False  # BatchNorm's scales not trained (kept at their start, 1 from random weights), as
+    # airbench does; only the BN biases then shift each channel
+    bn_bias_lr: float = 1.0  # BatchNorm biases' rate as a multiple of `lr` (airbench trains them faster), their
+    # decay divided by it so that the decay per step stays the same
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     precision: str = "auto"  # "auto": bf16 autocast on CUDA and on CPUs with native bf16 (AVX-512 BF16, AMX), where
     # it is faster (docs/performance.md); fp32 elsewhere (emulated bf16 is slower); or "fp32" / "bf16" forced
@@ -111,6 +119,11 @@ class TrainConfig:
         check(self.class_weights in ("none", "balanced"), "train.class_weights", self.class_weights,
               '"none" or "balanced"')
         check(0 <= self.ema_decay < 1, "train.ema_decay", self.ema_decay, "0 (off) or a decay in (0, 1)")
+        check(self.lookahead_k >= 0, "train.lookahead_k", self.lookahead_k, "0 (off) or the steps between syncs")
+        check(0 < self.lookahead_alpha <= 1, "train.lookahead_alpha", self.lookahead_alpha, "a fraction in (0, 1]")
+        check(not (self.lookahead_k and self.ema_decay), "train.lookahead_k with train.ema_decay",
+              (self.lookahead_k, self.ema_decay), "one weight average at a time (set the other to 0)")
+        check(self.bn_bias_lr > 0, "train.bn_bias_lr", self.bn_bias_lr, "a positive multiple of train.lr")
         check(self.precision in PRECISIONS, "train.precision", self.precision, f"one of {', '.join(PRECISIONS)}")
 
 

@@ -111,6 +111,16 @@ def ema(cfg):
             map_members(cfg, lambda m: with_train(m, ema_decay=0.0 if on else 0.999)))
 
 
+def frozen_bn_scale(cfg):
+    return ("BatchNorm scales frozen, its biases at 4× the rate (airbench's), every member",
+            map_members(cfg, lambda m: with_train(m, bn_frozen_scale=True, bn_bias_lr=4.0)))
+
+
+def lookahead(cfg):
+    return ("Lookahead around AdamW (k 5, α 0.5), the slow weights validated and kept, every member",
+            map_members(cfg, lambda m: with_train(m, lookahead_k=5, lookahead_alpha=0.5, ema_decay=0.0)))
+
+
 # The MLP anchor of "Members as strong as the best of their family" (Nøkland & Eidnes 2019: 3 × 1024, jitter and
 # flips for the whole of a long run, light dropout: 91.63%), one choice at a time, then all together.
 def ann_deeper(cfg):
@@ -163,6 +173,8 @@ TRAINING_LEVERS: dict[str, Callable[[RunConfig], tuple[str, RunConfig]]] = {
     "deeper_cnn": deeper_cnn,
     "longer": longer,
     "ema": ema,
+    "frozen_bn_scale": frozen_bn_scale,
+    "lookahead": lookahead,
     "second_cnn": second_cnn,
     "ann_deeper": ann_deeper,
     "ann_light_dropout": ann_light_dropout,

@@ -4,6 +4,7 @@ written atomically (a temporary file, then a rename), so that a kill at any mome
     model.<key>        the model's state: weights, BatchNorm buffers, normalisation statistics
     best.<key>         the best-validation-loss state so far (early stopping restores it at the end)
     ema.<key>          the moving average of the model's state, when training keeps one (TrainConfig.ema_decay)
+    slow.<key>         Lookahead's slow weights, when training keeps them (TrainConfig.lookahead_k)
     optim.<i>.<key>    AdamW's state of parameter i: step, exp_avg, exp_avg_sq
     rng.torch          the global CPU generator (dropout); rng.cuda the CUDA one, when training there
     rng.shuffle        the member's own generator (shuffling, augmentation)
@@ -54,10 +55,12 @@ class TrainState:
 
 def save_checkpoint(path: Path, *, model: torch.nn.Module, best_state: dict | None, optimizer: torch.optim.Optimizer,
                     scheduler, generator: torch.Generator, state: TrainState,
-                    ema: torch.nn.Module | None = None) -> None:
+                    ema: torch.nn.Module | None = None, slow: torch.nn.Module | None = None) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
         tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
+    if slow is not None:
+        tensors |= {f"slow.{k}": v for k, v in slow.state_dict().items()}
     if best_state is not None:
         tensors |= {f"best.{k}": v for k, v in best_state.items()}
     opt = optimizer.state_dict()
@@ -82,12 +85,12 @@ def save_checkpoint(path: Path, *, model: torch.nn.Module, best_state: dict | No
 
 
 def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-                    generator: torch.Generator, ema: torch.nn.Module | None = None
-                    ) -> tuple[dict | None, TrainState]:
-    """Restore model (and its moving average `ema`, when kept), optimizer, scheduler and generators from `path`;
-    returns (best_state or None, the TrainState)."""
+                    generator: torch.Generator, ema: torch.nn.Module | None = None,
+                    slow: torch.nn.Module | None = None) -> tuple[dict | None, TrainState]:
+    """Restore model (and its moving average `ema`, or Lookahead's `slow` weights, when kept), optimizer, scheduler
+    and generators from `path`; returns (best_state or None, the TrainState)."""
     try:
-        return _restore(path, model, optimizer, scheduler, generator, ema)
+        return _restore(path, model, optimizer, scheduler, generator, ema, slow)
     except UserError:
         raise
     except Exception as e:  # a damaged or tampered file can fail anywhere in restoring it
@@ -95,7 +98,7 @@ def load_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.opti
                         "that member") from None
 
 
-def _restore(path: Path, model, optimizer, scheduler, generator, ema) -> tuple[dict | None, TrainState]:
+def _restore(path: Path, model, optimizer, scheduler, generator, ema, slow) -> tuple[dict | None, TrainState]:
     with safe_open(str(path), framework="pt") as f:
         meta = json.loads(f.metadata()["state"])
     tensors = load_file(str(path))
@@ -108,6 +111,8 @@ def _restore(path: Path, model, optimizer, scheduler, generator, ema) -> tuple[d
     model.load_state_dict(part("model."))
     if ema is not None:
         ema.load_state_dict(part("ema."))
+    if slow is not None:
+        slow.load_state_dict(part("slow."))
     best = part("best.")
     opt_state: dict[int, dict] = {}
     for key, value in part("optim.").items():

@@ -1,6 +1,6 @@
 """Training one member: AdamW (decoupled weight decay = the paper's L2), the LC3 schedule per batch, augmentation in
 the first epochs only, early stopping on validation loss with the best weights restored, optionally a moving average
-of the weights (EMA) in their place, and a per-epoch history.
+of the weights (EMA) or Lookahead's slow weights in their place, and a per-epoch history.
 
 The whole training set lives on the device as one float tensor; a batch is an index into it (no DataLoader, no
 per-sample Python). Measured on the 2-core CPU: the DS-CNN's step is ~45% BatchNorm/ReLU with BN after the
@@ -93,7 +93,7 @@ def train_member(
     class_weight = balanced_weights(y_tr, model.num_classes) if cfg.class_weights == "balanced" else None
     model.to(device).to(memory_format=torch.channels_last)
     # fused: one kernel per step for all parameters instead of a dozen passes over them (faster: docs/performance.md)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     n = len(x_tr)
     steps_per_epoch = -(-n // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -103,11 +103,14 @@ def train_member(
 
     # The weights' moving average (TrainConfig.ema_decay): a second copy, validated and kept instead of the model.
     ema = copy.deepcopy(model) if cfg.ema_decay > 0 else None
+    # Lookahead's slow weights (TrainConfig.lookahead_k): likewise a second copy, validated and kept.
+    slow = copy.deepcopy(model) if cfg.lookahead_k > 0 else None
+    average = ema if ema is not None else slow  # what validation scores and training keeps instead of the model
     state = TrainState()
     best_state = None
     if checkpoint is not None and checkpoint.is_file():
         best_state, state = load_checkpoint(checkpoint, model=model, optimizer=opt, scheduler=sched, generator=gen,
-                                            ema=ema)
+                                            ema=ema, slow=slow)
     history = state.history
     net = distributed.wrap(model) if world_size > 1 else model
 
@@ -139,6 +142,8 @@ def train_member(
                                       label_smoothing=cfg.label_smoothing, class_weight=class_weight)
             if ema is not None:
                 update_ema(ema, model, cfg.ema_decay, step=sched.last_epoch)
+            if slow is not None and sched.last_epoch % cfg.lookahead_k == 0:
+                lookahead_sync(slow, model, cfg.lookahead_alpha)
             loss_sum += loss.detach() * len(yb)
             correct += (logits.argmax(1) == yb).sum()
             seen += len(yb)
@@ -149,8 +154,10 @@ def train_member(
         distributed.broadcast_state(model)  # BatchNorm statistics differ per rank: all take rank 0's
         if ema is not None:
             distributed.broadcast_state(ema)
+        if slow is not None:
+            copy_buffers(slow, model)  # the slow weights are validated with the model's BatchNorm statistics
         seconds = time.perf_counter() - start
-        kept = ema if ema is not None else model  # what validation scores and early stopping keeps
+        kept = average if average is not None else model  # what validation scores and early stopping keeps
         val_logits = predict_logits(kept, x_va, precision=precision)
         record = EpochRecord(
             epoch=epoch,
@@ -186,11 +193,11 @@ def train_member(
         state.next_epoch = epoch + 1
         if checkpoint is not None and rank == 0:
             save_checkpoint(checkpoint, model=model, best_state=best_state, optimizer=opt, scheduler=sched,
-                            generator=gen, state=state, ema=ema)
+                            generator=gen, state=state, ema=ema, slow=slow)
     if best_state is not None and cfg.restore_best:
         model.load_state_dict(best_state)
-    elif not cfg.restore_best and ema is not None:
-        model.load_state_dict(ema.state_dict())  # the last weights, as validated: their average
+    elif not cfg.restore_best and average is not None:
+        model.load_state_dict(average.state_dict())  # the last weights, as validated: the average or slow ones
     model.eval()
     return model, history
 
@@ -234,6 +241,39 @@ def balanced_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(classes,) N / (K · count) per class, scikit-learn's "balanced"; 0 for a class with no image."""
     counts = torch.bincount(labels, minlength=num_classes).float()
     return torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)), 0.0)
+
+
+def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """AdamW's parameter groups: every parameter at `cfg.lr`, except, when `cfg.bn_frozen_scale` or `cfg.bn_bias_lr`
+    asks for it, BatchNorm's scales (left out, untrained) and biases (their own rate, same decay per step). The
+    main group is first: its rate is the one the history records."""
+    if not cfg.bn_frozen_scale and cfg.bn_bias_lr == 1.0:
+        return [{"params": list(model.parameters())}]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine]
+    if cfg.bn_frozen_scale:
+        for m in norms:
+            m.weight.requires_grad_(False)
+    biases = [m.bias for m in norms]
+    special = {id(p) for m in norms for p in (m.weight, m.bias)}
+    rest = [p for p in model.parameters() if id(p) not in special]
+    scales = [] if cfg.bn_frozen_scale else [m.weight for m in norms]
+    return [{"params": rest + scales},
+            {"params": biases, "lr": cfg.lr * cfg.bn_bias_lr, "weight_decay": cfg.weight_decay / cfg.bn_bias_lr}]
+
+
+@torch.no_grad()
+def lookahead_sync(slow: torch.nn.Module, fast: torch.nn.Module, alpha: float) -> None:
+    """Lookahead's k-th step: slow ← slow + α·(fast − slow), then fast ← slow, over the weights only (BatchNorm
+    statistics stay the fast model's). AdamW's moments carry on, as in the paper's default."""
+    slow_w, fast_w = list(slow.parameters()), list(fast.parameters())
+    torch._foreach_lerp_(slow_w, fast_w, alpha)
+    torch._foreach_copy_(fast_w, slow_w)
+
+
+@torch.no_grad()
+def copy_buffers(to: torch.nn.Module, source: torch.nn.Module) -> None:
+    """`to`'s buffers (BatchNorm statistics, normalisation) ← `source`'s."""
+    torch._foreach_copy_(list(to.buffers()), list(source.buffers()))
 
 
 @torch.no_grad()
