@@ -14,7 +14,7 @@ import torch
 from fashion_ensemble.config import TrainConfig
 from fashion_ensemble.model.inference import choose_precision, predict_logits
 from fashion_ensemble.training.augment import augment
-from fashion_ensemble.training.trainer import set_normalisation, to_tensor, train_step
+from fashion_ensemble.training.trainer import optimizer, set_normalisation, to_tensor, train_step
 
 WARMUP_STEPS = 3  # the first steps allocate and pick kernels: not timed
 MIN_TIMED_S, MAX_TIMED_STEPS = 1.0, 30  # timed steps: at least 5 and a second of them, at most 30
@@ -39,7 +39,7 @@ def measure(model: torch.nn.Module, train: tuple[np.ndarray, np.ndarray], val_im
     net = copy.deepcopy(model)
     set_normalisation(net, x)
     net.to(device).to(memory_format=torch.channels_last).train()
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    opt = optimizer(net, cfg)  # training's own: the step timed is the step trained
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
     def step(i: int) -> None:

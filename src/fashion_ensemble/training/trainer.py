@@ -92,8 +92,7 @@ def train_member(
     set_normalisation(model, x_tr)
     class_weight = balanced_weights(y_tr, model.num_classes) if cfg.class_weights == "balanced" else None
     model.to(device).to(memory_format=torch.channels_last)
-    # fused: one kernel per step for all parameters instead of a dozen passes over them (faster: docs/performance.md)
-    opt = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    opt = optimizer(model, cfg)
     n = len(x_tr)
     steps_per_epoch = -(-n // cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
@@ -241,6 +240,12 @@ def balanced_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(classes,) N / (K · count) per class, scikit-learn's "balanced"; 0 for a class with no image."""
     counts = torch.bincount(labels, minlength=num_classes).float()
     return torch.where(counts > 0, len(labels) / (num_classes * counts.clamp(min=1)), 0.0)
+
+
+def optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over `param_groups`. fused: one kernel per step for all parameters instead of a dozen passes over them
+    (faster: docs/performance.md)."""
+    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
 
 
 def param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
